@@ -1,0 +1,7 @@
+"""acmems: the ACME Management Server."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

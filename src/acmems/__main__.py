@@ -1,0 +1,3 @@
+from acmems.cli import main
+
+raise SystemExit(main())

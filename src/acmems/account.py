@@ -1,0 +1,109 @@
+"""The ACME account on disk: ``account.pem`` (private key, 0600) and ``registration.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import josepy as jose
+from acme import messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from acmems.errors import ConfigError
+from acmems.fileio import write_atomic
+
+__all__ = ["AccountFiles", "generate_key", "jwk_and_alg"]
+
+KEY_FILE = "account.pem"
+REGISTRATION_FILE = "registration.json"
+
+
+def generate_key(key_type: str = "rsa", size: int = 4096) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    """A new account key: RSA of ``size`` bits, or EC P-256 (``size`` 256) / P-384 (384)."""
+    if key_type == "ec":
+        curve: ec.EllipticCurve = ec.SECP384R1() if size == 384 else ec.SECP256R1()
+        return ec.generate_private_key(curve)
+    return rsa.generate_private_key(public_exponent=65537, key_size=size)
+
+
+def jwk_and_alg(key: object) -> tuple[jose.JWK, jose.JWASignature]:
+    """The JWK for an account key and the JWS algorithm that goes with it (RFC 7518 §3.1)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return jose.JWKRSA(key=key), jose.RS256
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        alg = {"secp256r1": jose.ES256, "secp384r1": jose.ES384, "secp521r1": jose.ES512}.get(key.curve.name)
+        if alg is not None:
+            return jose.JWKEC(key=key), alg
+    raise ValueError(f"unsupported account key type {type(key).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFiles:
+    """Paths of the account's files in ``[account] dir``."""
+
+    directory: Path
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / KEY_FILE
+
+    @property
+    def registration_path(self) -> Path:
+        return self.directory / REGISTRATION_FILE
+
+    def has_key(self) -> bool:
+        return self.key_path.exists()
+
+    def load_key(self) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+        """Read the private key.
+
+        Raises:
+            ConfigError: missing, unreadable or not a supported key, saying how to fix it.
+        """
+        try:
+            data = self.key_path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"no account key at {self.key_path}; run 'acme-register --gen-key --register CONFIG' "
+                "or set accept-terms-of-service so acmems registers at start"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the account key {self.key_path}: {exc.strerror}") from None
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{self.key_path} is not an unencrypted PEM private key") from None
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"{self.key_path} holds a {type(key).__name__}; use RSA or EC")
+        return key
+
+    def save_key(self, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+        """Write the key as PKCS#8 PEM, mode 0600, atomically."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_atomic(self.key_path, pem, mode=0o600)
+
+    def load_registration(self) -> messages.RegistrationResource | None:
+        """The saved registration, or None if there is none (or it cannot be read)."""
+        try:
+            text = self.registration_path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return messages.RegistrationResource.json_loads(text)
+        except (jose.DeserializationError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.registration_path} is not a registration saved by acmems ({exc}); "
+                "remove it and register again"
+            ) from None
+
+    def save_registration(self, regr: messages.RegistrationResource) -> None:
+        """Write the registration resource as JSON, atomically (0600: it names our account)."""
+        text = json.dumps(regr.to_json(), indent=2, sort_keys=True) + "\n"
+        write_atomic(self.registration_path, text.encode(), mode=0o600)

@@ -1,0 +1,408 @@
+"""The ACME CA client (RFC 8555): account, orders, challenges, polling, finalization.
+
+Built on certbot's ``acme`` package, which is synchronous: each blocking call runs in a bounded
+thread pool, one ``ClientV2`` (with its own nonces and HTTP session) per running order. Polling is
+ours, on the event loop, with short intervals that honour ``Retry-After``: the library's
+``poll_and_finalize`` sleeps a fixed second per round, which costs seconds per certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar, cast
+
+import josepy as jose
+import requests
+from acme import client as acme_client
+from acme import errors as acme_errors
+from acme import messages
+
+from acmems.account import AccountFiles, generate_key, jwk_and_alg
+from acmems.challenges import ChallengeSolver
+from acmems.config import AccountSettings
+from acmems.errors import AcmemsError, CaError, ConfigError
+
+__all__ = ["AcmeCa", "format_chain", "new_registration"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+USER_AGENT = "acmems"
+_NETWORK_TIMEOUT = 30
+_BAD_NONCE_RETRIES = 10
+_POLL_FIRST = 0.05
+_POLL_MAX = 1.0
+_CA_DOWN_RETRY_AFTER = 30
+# Problem types (RFC 8555 §6.7) that mean "the CA could not validate": answered with 421.
+_VALIDATION_PROBLEMS = {
+    "caa", "connection", "dns", "incorrectResponse", "tls", "unauthorized", "rejectedIdentifier",
+    "unsupportedIdentifier",
+}
+
+
+class _Network(acme_client.ClientNetwork):
+    """``ClientNetwork`` that keeps the last response (for ``Retry-After`` on errors, which the
+    library's ``messages.Error`` drops) and retries ``badNonce`` more than the library's once
+    (RFC 8555 §6.5 allows any number of retries with a fresh nonce)."""
+
+    last_response: requests.Response | None = None
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response = super()._send_request(method, url, *args, **kwargs)
+        self.last_response = response
+        return response
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        for _ in range(_BAD_NONCE_RETRIES):
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as error:
+                if error.code != "badNonce":
+                    raise
+                log.debug("badNonce from the CA; retrying with a fresh nonce")
+        return self._post_once(*args, **kwargs)
+
+
+def _retry_after_seconds(response: requests.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(int(value)))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def format_chain(fullchain_pem: str) -> bytes:
+    """Leaf then chain as PEM blocks separated by a blank line, as the original answered."""
+    blocks = []
+    for part in fullchain_pem.split("-----END CERTIFICATE-----"):
+        start = part.find("-----BEGIN CERTIFICATE-----")
+        if start >= 0:
+            blocks.append(part[start:].strip() + "\n-----END CERTIFICATE-----\n")
+    if not blocks:
+        raise CaError("the CA sent no certificate", status=502, log_detail=fullchain_pem[:200])
+    return "\n".join(blocks).encode()
+
+
+def new_registration(
+    key: jose.JWK,
+    directory: messages.Directory,
+    emails: tuple[str, ...],
+    agree: bool,
+    eab_kid: str | None,
+    eab_hmac_key: str | None,
+) -> messages.NewRegistration:
+    """The newAccount request (RFC 8555 §7.3), with External Account Binding (§7.3.4) if given."""
+    eab = None
+    if eab_kid is not None and eab_hmac_key is not None:
+        eab = messages.ExternalAccountBinding.from_data(
+            account_public_key=key.public_key(), kid=eab_kid, hmac_key=eab_hmac_key, directory=directory
+        )
+    return messages.NewRegistration.from_data(
+        email=",".join(emails) if emails else None,
+        terms_of_service_agreed=agree or None,
+        external_account_binding=eab,
+    )
+
+
+def ca_error(exc: BaseException, server: str, response: requests.Response | None = None) -> AcmemsError:
+    """Turn a failure talking to the CA into the error the client is answered with."""
+    if isinstance(exc, AcmemsError):
+        return exc
+    if isinstance(exc, requests.exceptions.SSLError):
+        return CaError(
+            f"cannot reach the ACME CA: its TLS certificate is not trusted (check ca-bundle); retry later",
+            status=503, retry_after=_CA_DOWN_RETRY_AFTER, log_detail=f"{server}: {exc}",
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return CaError(
+            "the ACME CA cannot be reached; retry later",
+            status=503, retry_after=_CA_DOWN_RETRY_AFTER, log_detail=f"{server}: {exc}",
+        )
+    if isinstance(exc, messages.Error):
+        code = exc.code or exc.typ
+        detail = exc.detail or exc.title or ""
+        if code == "rateLimited":
+            retry = _retry_after_seconds(response)
+            return CaError(
+                f"the CA rate-limited this request (rateLimited: {detail})",
+                status=429, retry_after=int(retry) if retry is not None else 3600, problem_type=code,
+            )
+        if code in _VALIDATION_PROBLEMS:
+            return CaError(f"the CA refused: {code}: {detail}", status=421, problem_type=code)
+        if code == "serverInternal":
+            return CaError(
+                f"the CA failed internally ({detail}); retry later",
+                status=503, retry_after=_CA_DOWN_RETRY_AFTER, problem_type=code,
+            )
+        return CaError(f"the CA refused: {code}: {detail}", status=502, problem_type=code)
+    if isinstance(exc, acme_errors.Error | jose.DeserializationError | ValueError | KeyError):
+        return CaError(
+            "the ACME CA sent an answer acmems cannot use; see the server log",
+            status=502, log_detail=f"{server}: {type(exc).__name__}: {exc}",
+        )
+    return AcmemsError("internal error; see the server log", status=500, log_detail=repr(exc))
+
+
+class AcmeCa:
+    """One ACME account at one CA, used by many orders at once.
+
+    Args:
+        settings: ``[account]``.
+        max_orders: orders running at once (each holds one worker thread while it calls the CA).
+        order_timeout: seconds an order may take before it is given up.
+    """
+
+    def __init__(self, settings: AccountSettings, *, max_orders: int = 16, order_timeout: float = 300.0) -> None:
+        if settings.dir is None:
+            raise ConfigError("[account] needs 'dir', the folder for account.pem and registration.json")
+        self.settings = settings
+        self.files = AccountFiles(settings.dir)
+        self.order_timeout = order_timeout
+        self._executor = ThreadPoolExecutor(max_workers=max_orders, thread_name_prefix="acme")
+        self._slots = asyncio.Semaphore(max_orders)
+        self._idle: list[acme_client.ClientV2] = []
+        self._key: jose.JWK | None = None
+        self._alg: jose.JWASignature = jose.RS256
+        self._directory: messages.Directory | None = None
+        self._regr: messages.RegistrationResource | None = None
+        self._ready_lock = asyncio.Lock()
+
+    # ---------------------------------------------------------------- set-up (also used by the CLI)
+
+    def network(self, key: jose.JWK, alg: jose.JWASignature,
+                account: messages.RegistrationResource | None = None) -> _Network:
+        """A fresh HTTP session to the CA that trusts ``ca-bundle`` (or the system's CAs)."""
+        verify: bool | str = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+        # requests takes a CA-bundle path where the library's signature says bool.
+        return _Network(key=key, account=account, alg=alg, verify_ssl=cast(bool, verify),
+                        user_agent=USER_AGENT, timeout=_NETWORK_TIMEOUT)
+
+    def fetch_directory(self, net: _Network) -> messages.Directory:
+        """GET the directory (RFC 8555 §7.1.1)."""
+        return acme_client.ClientV2.get_directory(self.settings.acme_server, net)
+
+    def load_or_create_key(self, *, create: bool) -> None:
+        """Load ``account.pem``; with ``create``, generate and save it (0600) if it is missing."""
+        if not self.files.has_key() and create:
+            self.files.save_key(generate_key("rsa", 4096))
+            log.info("generated a new account key at %s", self.files.key_path)
+        self._key, self._alg = jwk_and_alg(self.files.load_key())
+
+    def register_sync(self) -> messages.RegistrationResource:
+        """Create (or find) the account for our key; the server's automatic registration at start."""
+        assert self._key is not None
+        net = self.network(self._key, self._alg)
+        directory = self.fetch_directory(net)
+        tos = directory.meta.terms_of_service
+        if tos is not None and not self.settings.accepts_terms(tos):
+            raise ConfigError(
+                f"the CA's terms of service ({tos}) are not accepted; set [account] "
+                f"accept-terms-of-service = {tos} (or yes), or run acme-register"
+            )
+        if directory.meta.external_account_required and self.settings.eab_kid is None:
+            raise ConfigError("the CA requires External Account Binding: set [account] eab-kid and eab-hmac-key")
+        client = acme_client.ClientV2(directory, net)
+        request = new_registration(self._key, directory, self.settings.emails, tos is not None,
+                                   self.settings.eab_kid, self.settings.eab_hmac_key)
+        try:
+            regr = client.new_account(request)
+        except acme_errors.ConflictError as conflict:
+            regr = client.query_registration(
+                messages.RegistrationResource(uri=str(conflict), body=messages.Registration())
+            )
+        self.files.save_registration(regr)
+        return regr
+
+    async def start(self) -> None:
+        """Check the account at start: a key must exist, or we may create it (ToS accepted).
+
+        Registration itself happens on first use (or now, if the CA answers), so a CA that is down
+        at start does not keep acmems from serving its cache.
+        """
+        create = bool(self.settings.accept_terms_of_service) and any(
+            v != "no" for v in self.settings.accept_terms_of_service
+        )
+        if not self.files.has_key() and not create:
+            raise ConfigError(
+                f"no account key at {self.files.key_path}: run 'acme-register --gen-key --register "
+                "--accept-terms-of-service CONFIG' first, or set [account] accept-terms-of-service = yes"
+            )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, functools.partial(self.load_or_create_key, create=create))
+        try:
+            await self._ensure_ready()
+        except CaError as exc:
+            log.warning("the ACME CA is not reachable at start (%s); will retry on the first request",
+                        exc.log_detail or exc.message)
+
+    async def _ensure_ready(self) -> None:
+        async with self._ready_lock:
+            if self._directory is not None and self._regr is not None:
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._executor, self._prepare_sync)
+            except BaseException as exc:
+                raise ca_error(exc, self.settings.acme_server) from exc
+
+    def _prepare_sync(self) -> None:
+        assert self._key is not None
+        regr = self.files.load_registration()
+        if regr is None:
+            if not self.settings.accept_terms_of_service:
+                raise ConfigError(f"no registration at {self.files.registration_path}; run acme-register")
+            regr = self.register_sync()
+            log.info("registered a new ACME account at %s: %s (no registration.json was found and "
+                     "accept-terms-of-service allows it)", self.settings.acme_server, regr.uri)
+        net = self.network(self._key, self._alg, regr)
+        self._directory = self.fetch_directory(net)
+        self._regr = regr
+        self._idle.append(acme_client.ClientV2(self._directory, net))
+
+    def close(self) -> None:
+        """Stop the worker threads (running calls finish)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------------ orders
+
+    async def _call(self, client: acme_client.ClientV2, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            net = cast(_Network, client.net)
+            raise ca_error(exc, self.settings.acme_server, net.last_response) from exc
+
+    def _take_client(self) -> acme_client.ClientV2:
+        if self._idle:
+            return self._idle.pop()
+        assert self._key is not None and self._directory is not None
+        return acme_client.ClientV2(self._directory, self.network(self._key, self._alg, self._regr))
+
+    async def issue(self, csr_pem: bytes, solver: ChallengeSolver) -> bytes:
+        """Run one order for ``csr_pem`` to the end and return leaf + chain (PEM).
+
+        Raises:
+            CaError: 421 validation failed, 429 rate-limited, 502 the CA refused, 503 unreachable.
+        """
+        await self._ensure_ready()
+        async with self._slots:
+            client = self._take_client()
+            try:
+                return await asyncio.wait_for(self._order(client, csr_pem, solver), self.order_timeout)
+            except TimeoutError:
+                raise CaError("the CA did not finish the order in time; retry later", status=503,
+                              retry_after=_CA_DOWN_RETRY_AFTER) from None
+            finally:
+                # A client whose call was cut off may hold a half-used session; start afresh.
+                cast(_Network, client.net).last_response = None
+                self._idle.append(client)
+
+    async def _order(self, client: acme_client.ClientV2, csr_pem: bytes, solver: ChallengeSolver) -> bytes:
+        assert self._key is not None
+        orderr = await self._call(client, client.new_order, csr_pem)
+        published: list[tuple[str, str, str]] = []
+        try:
+            pending = []
+            for authzr in orderr.authorizations:
+                if authzr.body.status == messages.STATUS_VALID:
+                    continue  # already valid (authorization reuse): nothing to prove
+                challb = _find_challenge(authzr, solver)
+                response, validation = challb.response_and_validation(self._key)
+                identifier = authzr.body.identifier.value
+                await solver.present(identifier, challb.chall.encode("token"), validation)
+                published.append((identifier, challb.chall.encode("token"), validation))
+                pending.append((authzr, challb, response))
+            for _authzr, challb, response in pending:
+                await self._call(client, client.answer_challenge, challb, response)
+            await asyncio.gather(*(self._poll_authorization(client, a) for a, _c, _r in pending))
+        finally:
+            for identifier, token, validation in published:
+                try:
+                    await solver.cleanup(identifier, token, validation)
+                except AcmemsError as exc:
+                    log.warning("cleanup of the %s challenge for %s failed: %s",
+                                solver.challenge_type, identifier, exc.message)
+        return await self._finalize(client, orderr)
+
+    async def _poll_authorization(self, client: acme_client.ClientV2,
+                                  authzr: messages.AuthorizationResource) -> None:
+        delay = _POLL_FIRST
+        while True:
+            authzr, response = await self._call(client, client.poll, authzr)
+            status = authzr.body.status
+            if status == messages.STATUS_VALID:
+                return
+            if status != messages.STATUS_PENDING:
+                raise _authorization_failure(authzr)
+            await asyncio.sleep(_retry_after_seconds(response) or delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def _finalize(self, client: acme_client.ClientV2, orderr: messages.OrderResource) -> bytes:
+        try:
+            orderr = await self._call(client, client.begin_finalization, orderr)
+        except CaError as exc:
+            if exc.problem_type != "orderNotReady":
+                raise
+        delay = _POLL_FIRST
+        while True:
+            response = await self._call(client, client._post_as_get, orderr.uri)
+            body = messages.Order.from_json(response.json())
+            if body.status == messages.STATUS_VALID and body.certificate is not None:
+                certificate = await self._call(client, client._post_as_get, body.certificate)
+                return format_chain(certificate.text)
+            if body.status == messages.STATUS_INVALID:
+                error = body.error
+                detail = f"{error.code or error.typ}: {error.detail}" if error else "no reason given"
+                raise CaError(f"the CA refused to issue: {detail}", status=502,
+                              problem_type=error.code if error else None)
+            if body.status == messages.STATUS_READY:
+                orderr = await self._call(client, client.begin_finalization, orderr)
+            await asyncio.sleep(_retry_after_seconds(response) or delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+
+def _find_challenge(authzr: messages.AuthorizationResource, solver: ChallengeSolver) -> messages.ChallengeBody:
+    for challb in authzr.body.challenges:
+        if challb.chall.typ == solver.challenge_type:
+            return challb
+    offered = ", ".join(c.chall.typ for c in authzr.body.challenges) or "none"
+    name = authzr.body.identifier.value
+    if authzr.body.wildcard:
+        name = f"*.{name}"
+    raise CaError(
+        f"the CA offers no {solver.challenge_type} challenge for {name} (offered: {offered}); "
+        f"use a verification of another type for it",
+        status=421,
+    )
+
+
+def _authorization_failure(authzr: messages.AuthorizationResource) -> CaError:
+    name = authzr.body.identifier.value
+    for challb in authzr.body.challenges:
+        if challb.error is not None:
+            code = challb.error.code or challb.error.typ
+            return CaError(
+                f"the CA could not validate {name}: {code}: {challb.error.detail}",
+                status=421, problem_type=code,
+            )
+    return CaError(f"the CA could not validate {name}: authorization is {authzr.body.status.name}",
+                   status=421)
+

@@ -1,0 +1,35 @@
+"""Challenge solvers, chosen by a ``[verification]`` block's ``type``."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from acmems.challenges.http01 import Http01Solver
+from acmems.config import DnsUpdateVerification, Http01Verification, VerificationSettings
+
+__all__ = ["ChallengeSolver", "Http01Solver", "make_solver"]
+
+
+class ChallengeSolver(Protocol):
+    """Publishes what the CA checks for one challenge type (RFC 8555 §8) and removes it after."""
+
+    name: str
+    challenge_type: str  # "http-01" or "dns-01", as the CA names it
+
+    async def present(self, identifier: str, token: str, validation: str) -> None:
+        """Make ``validation`` visible for ``identifier`` (key authorization or TXT value)."""
+        ...
+
+    async def cleanup(self, identifier: str, token: str, validation: str) -> None:
+        """Remove what :meth:`present` published; never raises for a missing entry."""
+        ...
+
+
+def make_solver(settings: VerificationSettings) -> ChallengeSolver:
+    """The solver for a ``[verification]`` block."""
+    if isinstance(settings, Http01Verification):
+        return Http01Solver(settings.name)
+    assert isinstance(settings, DnsUpdateVerification)
+    from acmems.challenges.dns01_update import DnsUpdateSolver
+
+    return DnsUpdateSolver(settings)

@@ -1,0 +1,798 @@
+"""Configuration: the seed's INI format read once at start into frozen, typed settings.
+
+Every error names file, line, section and key and says what would be valid. Unknown sections and
+keys produce warnings (``Settings.warnings``) instead of being silently swallowed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from acmems.errors import ConfigError
+from acmems.inifile import Entry, Section, parse_ini
+
+__all__ = [
+    "LETSENCRYPT_STAGING",
+    "AccountSettings",
+    "AuthSettings",
+    "DnsUpdateVerification",
+    "FileStorage",
+    "Http01Verification",
+    "Listener",
+    "LoggingSettings",
+    "MgmtSettings",
+    "NoneStorage",
+    "Settings",
+    "StorageSettings",
+    "VerificationSettings",
+    "load_settings",
+    "normalize_hash_name",
+    "parse_listener",
+    "parse_size",
+]
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+_IMPLICIT_VERIFICATION = "http"
+_IMPLICIT_STORAGE = "none"
+_TSIG_ALGORITHMS = (
+    "hmac-sha256",
+    "hmac-sha384",
+    "hmac-sha512",
+    "hmac-sha224",
+    "hmac-sha1",
+    "hmac-md5",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A host and port to listen on; IPv6 hosts without brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    """``[account]``: which CA, where the account key lives, what we agree to."""
+
+    acme_server: str = LETSENCRYPT_STAGING
+    dir: Path | None = None
+    accept_terms_of_service: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    emails: tuple[str, ...] = ()
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None
+
+    def accepts_terms(self, tos_url: str | None) -> bool:
+        """Whether the configuration agrees to the CA's terms at ``tos_url``."""
+        for value in self.accept_terms_of_service:
+            if value.lower() == "yes" or (tos_url is not None and value == tos_url):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class MgmtSettings:
+    """``[mgmt]``: the management (signing) listeners."""
+
+    listeners: tuple[Listener, ...]
+    max_size: int = 4096
+    request_timeout: float = 60.0
+    default_verification: str | None = None
+    default_storage: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Http01Verification:
+    """``type = http01``: answer HTTP-01 validations on these listeners."""
+
+    name: str
+    listeners: tuple[Listener, ...]
+    implicit: bool = False
+    type: str = "http01"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsUpdateVerification:
+    """``type = dns01-dnsUpdate``: publish DNS-01 TXT records by RFC 2136 updates."""
+
+    name: str
+    dns_server: str = "127.0.0.1"
+    dns_port: int = 53
+    ttl: int = 60
+    timeout: float = 5.0
+    tsig_key_name: str | None = None
+    tsig_key_secret: str | None = field(default=None, repr=False)
+    tsig_algorithm: str = "hmac-sha256"
+    zone: str | None = None
+    propagation_timeout: float = 60.0
+    type: str = "dns01-dnsUpdate"
+
+
+VerificationSettings = Http01Verification | DnsUpdateVerification
+
+
+@dataclass(frozen=True, slots=True)
+class NoneStorage:
+    """``type = none``: never caches."""
+
+    name: str
+    implicit: bool = False
+    type: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class FileStorage:
+    """``type = file``: the original's on-disk cache."""
+
+    name: str
+    directory: Path
+    renew_within_days: float = 14.0
+    type: str = "file"
+
+
+StorageSettings = NoneStorage | FileStorage
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """``[auth "name"]``: who may ask for which names, and how those are validated and cached."""
+
+    name: str
+    ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    hmac_type: str | None = None
+    hmac_key: bytes | None = field(default=None, repr=False)
+    all: bool = False
+    domains: tuple[str, ...] = ()
+    verification: str = _IMPLICIT_VERIFICATION
+    storage: str = _IMPLICIT_STORAGE
+
+    @property
+    def has_methods(self) -> bool:
+        """Whether the block names any way to authenticate the client."""
+        return bool(self.ips) or self.hmac_key is not None or self.all
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """``[logging]``."""
+
+    level: str = "info"
+    destination: str = "stderr"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole, validated configuration."""
+
+    account: AccountSettings
+    mgmt: MgmtSettings
+    verifications: dict[str, VerificationSettings]
+    storages: dict[str, StorageSettings]
+    auth_blocks: tuple[AuthSettings, ...]
+    logging: LoggingSettings
+    default_verification: str | None
+    default_storage: str | None
+    files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def used_verifications(self) -> tuple[str, ...]:
+        """Verification blocks some auth block can use: only these open listeners."""
+        seen: list[str] = []
+        for block in self.auth_blocks:
+            if block.verification not in seen:
+                seen.append(block.verification)
+        return tuple(seen)
+
+
+# ----------------------------------------------------------------------------------- value parsers
+
+
+def normalize_hash_name(name: str) -> str:
+    """Map the names clients send (``sha256``, ``SHA2-256`` as OpenSSL 3 prints, ``sha-256``,
+    ``sha3-256``) to hashlib's (``sha256``, ``sha3_256``)."""
+    lowered = name.lower()
+    match = re.fullmatch(r"sha2?-?(224|256|384|512)", lowered)
+    if match:
+        return f"sha{match.group(1)}"
+    match = re.fullmatch(r"sha2?-?512[-/_](224|256)", lowered)
+    if match:
+        return f"sha512_{match.group(1)}"
+    match = re.fullmatch(r"sha3[-_](224|256|384|512)", lowered)
+    if match:
+        return f"sha3_{match.group(1)}"
+    return lowered.replace("-", "_")
+
+
+def parse_listener(value: str) -> Listener:
+    """Parse ``host:port`` (IPv6 hosts in brackets) into a :class:`Listener`.
+
+    Raises:
+        ValueError: with a message saying what a valid listener looks like.
+    """
+    value = value.strip()
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", value)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not host:port; write e.g. 127.0.0.1:1313 or [::1]:1313 (IPv6 in brackets)"
+        )
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    if match.group(1) is not None:
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+    return Listener(host, port)
+
+
+def parse_size(value: str) -> int:
+    """Parse a size in bytes with an optional ``k``/``m`` suffix (1024-based).
+
+    Raises:
+        ValueError: for anything else.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size; write bytes, or a number with k or m (4k)")
+    factor = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    size = int(match.group(1)) * factor
+    if size <= 0:
+        raise ValueError("the size must be larger than 0")
+    return size
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"{value!r} is not yes or no")
+
+
+def _positive_number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError(f"{value!r} must be a number larger than 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    if not re.fullmatch(r"\d+", value) or int(value) <= 0:
+        raise ValueError(f"{value!r} must be a whole number larger than 0")
+    return int(value)
+
+
+def _ip_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address or network; write e.g. 192.0.2.1, 192.0.2.0/24 or 2001:db8::/32"
+        ) from None
+
+
+def _hash_name(value: str) -> str:
+    name = normalize_hash_name(value)
+    if name not in hashlib.algorithms_guaranteed:
+        valid = ", ".join(sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake")))
+        raise ValueError(f"{value!r} is not a hash this server knows; use one of {valid}")
+    if name.startswith("shake"):
+        raise ValueError(f"{value!r} has no fixed length and cannot be used for HMAC")
+    return name
+
+
+def _base64_secret(value: str) -> str:
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the secret is not valid base64 (as tsig-keygen writes it)") from None
+    if not decoded:
+        raise ValueError("the secret is empty")
+    return value
+
+
+_TSIG_FILE_RE = re.compile(
+    r'key\s+"?([^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;', re.IGNORECASE | re.DOTALL
+)
+
+
+def read_tsig_key_file(path: Path) -> tuple[str, str, str]:
+    """Read a BIND key file (as written by ``tsig-keygen``).
+
+    Returns:
+        ``(key name, algorithm, base64 secret)`` of its first key.
+
+    Raises:
+        ValueError: the file cannot be read or holds no complete key.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    match = _TSIG_FILE_RE.search(text)
+    if match is None:
+        raise ValueError(f'{path} holds no key "name" {{ algorithm ...; secret "..."; }};')
+    body = match.group("body")
+    algorithm = re.search(r"algorithm\s+\"?([\w-]+)\"?\s*;", body)
+    secret = re.search(r'secret\s+"([^"]+)"\s*;', body)
+    if algorithm is None or secret is None:
+        raise ValueError(f"{path}: key {match.group(1)!r} lacks its algorithm or secret")
+    return match.group(1), algorithm.group(1).lower(), _base64_secret(secret.group(1))
+
+
+# ------------------------------------------------------------------------------- section readers
+
+
+class _Keys:
+    """Access to one section's entries that records which keys were used, for warnings."""
+
+    def __init__(self, section: Section) -> None:
+        self.section = section
+        self.known: set[str] = set()
+
+    def _error(self, entry: Entry, message: str) -> ConfigError:
+        return ConfigError(
+            message, file=entry.file, line=entry.line, section=self.section.title, key=entry.key
+        )
+
+    def all(self, key: str) -> list[Entry]:
+        self.known.add(key)
+        return [e for e in self.section.entries if e.key == key]
+
+    def one(self, key: str) -> Entry | None:
+        entries = self.all(key)
+        if len(entries) > 1:
+            first = entries[0]
+            raise self._error(
+                entries[1],
+                f"may be given only once (first at {first.file}:{first.line})",
+            )
+        return entries[0] if entries else None
+
+    def value(self, key: str, convert: Callable[[str], T], default: T) -> T:
+        entry = self.one(key)
+        if entry is None:
+            return default
+        return self.convert(entry, convert)
+
+    def values(self, key: str, convert: Callable[[str], T]) -> list[T]:
+        return [self.convert(e, convert) for e in self.all(key)]
+
+    def convert(self, entry: Entry, convert: Callable[[str], T]) -> T:
+        try:
+            return convert(entry.value)
+        except ValueError as exc:
+            raise self._error(entry, str(exc)) from None
+
+    def warn_unknown(self, warnings: list[str]) -> None:
+        for entry in self.section.entries:
+            if entry.key not in self.known:
+                warnings.append(
+                    f"{entry.file}:{entry.line}: [{self.section.title}] unknown key {entry.key!r} "
+                    f"is ignored (known: {', '.join(sorted(self.known))})"
+                )
+                self.known.add(entry.key)
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _read_account(keys: _Keys) -> AccountSettings:
+    server = keys.value("acme-server", _nonempty, LETSENCRYPT_STAGING)
+    if not re.match(r"https?://", server):
+        entry = keys.one("acme-server")
+        assert entry is not None
+        raise keys._error(entry, f"{server!r} is not an http(s) URL of an ACME directory")
+    directory = keys.value("dir", lambda v: Path(_nonempty(v)), None)
+    tos = []
+    for entry in keys.all("accept-terms-of-service"):
+        value = entry.value
+        if value.lower() not in ("yes", "no", "true", "false") and not re.match(r"https?://", value):
+            raise keys._error(entry, f"{value!r} is neither yes, no nor the URL of the terms")
+        tos.append("yes" if value.lower() in ("yes", "true") else value)
+    ca_bundle = keys.value("ca-bundle", lambda v: Path(_nonempty(v)), None)
+    if ca_bundle is None and os.environ.get("ACME_CAFILE"):
+        ca_bundle = Path(os.environ["ACME_CAFILE"])
+    emails = keys.values("email", _email)
+    eab_kid = keys.value("eab-kid", _nonempty, None)
+    eab_key = keys.value("eab-hmac-key", _eab_key, None)
+    if (eab_kid is None) != (eab_key is None):
+        entry = keys.one("eab-kid") or keys.one("eab-hmac-key")
+        assert entry is not None
+        raise keys._error(entry, "eab-kid and eab-hmac-key must be given together")
+    return AccountSettings(
+        acme_server=server,
+        dir=directory,
+        accept_terms_of_service=tuple(tos),
+        ca_bundle=ca_bundle,
+        emails=tuple(emails),
+        eab_kid=eab_kid,
+        eab_hmac_key=eab_key,
+    )
+
+
+def _email(value: str) -> str:
+    value = value.removeprefix("mailto:")
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def _eab_key(value: str) -> str:
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        decoded = base64.urlsafe_b64decode(padded.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise ValueError("is not base64url, as the CA gives the EAB HMAC key") from None
+    if not decoded:
+        raise ValueError("is empty")
+    return value
+
+
+_DEFAULT_MGMT_LISTENERS = (Listener("127.0.0.1", 1313), Listener("::1", 1313))
+_DEFAULT_HTTP01_LISTENERS = (Listener("0.0.0.0", 1380), Listener("::", 1380))  # noqa: S104
+
+
+def _read_mgmt(keys: _Keys) -> MgmtSettings:
+    listeners = keys.values("listener", parse_listener)
+    default_verification = keys.one("default-verification")
+    default_storage = keys.one("default-storage")
+    return MgmtSettings(
+        listeners=tuple(listeners) or _DEFAULT_MGMT_LISTENERS,
+        max_size=keys.value("max-size", parse_size, 4096),
+        request_timeout=keys.value("request-timeout", _positive_number, 60.0),
+        # None: not given; "": given empty (the default is disabled)
+        default_verification=None if default_verification is None else default_verification.value,
+        default_storage=None if default_storage is None else default_storage.value,
+    )
+
+
+def _first_key_type(section: Section, valid: Sequence[str]) -> str:
+    if not section.entries or section.entries[0].key != "type":
+        raise ConfigError(
+            f"the first key must be 'type' (one of {', '.join(valid)})",
+            file=section.file,
+            line=section.entries[0].line if section.entries else section.line,
+            section=section.title,
+        )
+    entry = section.entries[0]
+    if entry.value not in valid:
+        raise ConfigError(
+            f"unknown type {entry.value!r}; valid: {', '.join(valid)}",
+            file=entry.file,
+            line=entry.line,
+            section=section.title,
+            key="type",
+        )
+    return entry.value
+
+
+def _read_verification(section: Section, keys: _Keys) -> VerificationSettings:
+    assert section.name is not None
+    vtype = _first_key_type(section, ("http01", "dns01-dnsUpdate"))
+    keys.one("type")
+    if vtype == "http01":
+        listeners = keys.values("listener", parse_listener)
+        return Http01Verification(section.name, tuple(listeners) or _DEFAULT_HTTP01_LISTENERS)
+    server_entry = keys.one("dns-server")
+    host, port = "127.0.0.1", 53
+    if server_entry is not None:
+        host, port = keys.convert(server_entry, _dns_server)
+    key_file = keys.value("tsig-key-file", Path, None)
+    name = keys.value("tsig-key-name", _nonempty, None)
+    secret = keys.value("tsig-key-secret", _base64_secret, None)
+    algorithm = keys.value("tsig-algorithm", _tsig_algorithm, "hmac-sha256")
+    if key_file is not None:
+        entry = keys.one("tsig-key-file")
+        assert entry is not None
+        if name is not None or secret is not None:
+            raise keys._error(entry, "give either tsig-key-file or tsig-key-name + tsig-key-secret")
+        name, file_algorithm, secret = keys.convert(entry, lambda v: read_tsig_key_file(Path(v)))
+        algorithm = keys.convert(entry, lambda v: _tsig_algorithm(file_algorithm))
+    elif (name is None) != (secret is None):
+        entry = keys.one("tsig-key-name") or keys.one("tsig-key-secret")
+        assert entry is not None
+        raise keys._error(entry, "tsig-key-name and tsig-key-secret must be given together")
+    zone = keys.value("zone", _zone_name, None)
+    return DnsUpdateVerification(
+        name=section.name,
+        dns_server=host,
+        dns_port=port,
+        ttl=keys.value("ttl", _positive_int, 60),
+        timeout=keys.value("timeout", _positive_number, 5.0),
+        tsig_key_name=name,
+        tsig_key_secret=secret,
+        tsig_algorithm=algorithm,
+        zone=zone,
+        propagation_timeout=keys.value("propagation-timeout", _positive_number, 60.0),
+    )
+
+
+def _dns_server(value: str) -> tuple[str, int]:
+    value = value.strip()
+    if re.fullmatch(r"[0-9A-Fa-f:]+", value) and value.count(":") > 1:
+        ipaddress.IPv6Address(value)
+        return value, 53
+    if ":" in value:
+        listener = parse_listener(value)
+        return listener.host, listener.port
+    if not value:
+        raise ValueError("must name the DNS server that takes updates (host or host:port)")
+    return value, 53
+
+
+def _tsig_algorithm(value: str) -> str:
+    value = value.lower()
+    if value not in _TSIG_ALGORITHMS:
+        raise ValueError(f"{value!r} is not a TSIG algorithm; use one of {', '.join(_TSIG_ALGORITHMS)}")
+    return value
+
+
+def _zone_name(value: str) -> str:
+    value = value.strip().rstrip(".").lower()
+    if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", value):
+        raise ValueError(f"{value!r} is not a DNS zone name")
+    return value
+
+
+def _read_storage(section: Section, keys: _Keys) -> StorageSettings:
+    assert section.name is not None
+    stype = _first_key_type(section, ("none", "file"))
+    keys.one("type")
+    if stype == "none":
+        return NoneStorage(section.name)
+    directory_entry = keys.one("directory")
+    if directory_entry is None:
+        raise ConfigError(
+            "type = file needs 'directory', the folder the certificates are cached in",
+            file=section.file,
+            line=section.line,
+            section=section.title,
+        )
+    directory = keys.convert(directory_entry, lambda v: Path(_nonempty(v)))
+    return FileStorage(
+        section.name, directory, keys.value("renew-within", _positive_number, 14.0)
+    )
+
+
+def _read_auth(section: Section, keys: _Keys) -> dict[str, object]:
+    assert section.name is not None
+    hmac_type = keys.value("hmac_type", _hash_name, None)
+    hmac_key = keys.value("hmac_key", _nonempty, None)
+    if (hmac_type is None) != (hmac_key is None):
+        entry = keys.one("hmac_type") or keys.one("hmac_key")
+        assert entry is not None
+        raise keys._error(entry, "hmac_type and hmac_key must be given together")
+    return {
+        "name": section.name,
+        "ips": tuple(keys.values("ip", _ip_network)),
+        "hmac_type": hmac_type,
+        "hmac_key": hmac_key.encode() if hmac_key is not None else None,
+        "all": keys.value("all", _parse_bool, False),
+        "domains": tuple(keys.values("domain", _domain_glob)),
+        "verification": keys.one("verification"),
+        "storage": keys.one("storage"),
+    }
+
+
+def _domain_glob(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not a domain glob; write e.g. mail.example.org or *.example.org")
+    return value
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _read_logging(keys: _Keys) -> LoggingSettings:
+    def level(value: str) -> str:
+        if value.lower() not in _LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a level; use one of {', '.join(_LOG_LEVELS)}")
+        return value.lower()
+
+    return LoggingSettings(
+        level=keys.value("level", level, "info"),
+        destination=keys.value("destination", _nonempty, "stderr"),
+        format=keys.value("format", _nonempty, "text"),
+    )
+
+
+# ------------------------------------------------------------------------------------ the whole
+
+
+_NAMED = {"verification", "storage", "auth"}
+_SINGLE = {"account", "mgmt", "logging"}
+
+
+def load_settings(paths: Sequence[str | Path]) -> Settings:
+    """Read and validate configuration files (merged in order).
+
+    Raises:
+        ConfigError: the first problem found, naming file, line, section and key.
+    """
+    sources = []
+    for path in paths:
+        try:
+            sources.append((str(path), Path(path).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            raise ConfigError(f"cannot read the configuration: {reason}", file=str(path)) from None
+    return settings_from_sources(sources)
+
+
+def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
+    """Like :func:`load_settings` for ``(name, text)`` pairs (used by tests)."""
+    warnings: list[str] = []
+    sections = parse_ini(sources, warnings)
+    account = AccountSettings()
+    mgmt = _read_mgmt(_Keys(Section("mgmt", None, "", 0)))
+    logging_settings = LoggingSettings()
+    verifications: dict[str, VerificationSettings] = {}
+    storages: dict[str, StorageSettings] = {}
+    raw_auth: list[tuple[Section, dict[str, object]]] = []
+    mgmt_keys: _Keys | None = None
+    for section in sections:
+        keys = _Keys(section)
+        if section.type in _SINGLE and section.name is not None:
+            raise ConfigError(
+                f"[{section.type}] takes no name", file=section.file, line=section.line,
+                section=section.title,
+            )
+        if section.type in _NAMED and section.name is None:
+            raise ConfigError(
+                f'[{section.type}] needs a name: [{section.type} "name"]',
+                file=section.file, line=section.line, section=section.title,
+            )
+        if section.type == "account":
+            account = _read_account(keys)
+        elif section.type == "mgmt":
+            mgmt = _read_mgmt(keys)
+            mgmt_keys = keys
+        elif section.type == "logging":
+            logging_settings = _read_logging(keys)
+        elif section.type == "verification":
+            assert section.name is not None
+            verifications[section.name] = _read_verification(section, keys)
+        elif section.type == "storage":
+            assert section.name is not None
+            storages[section.name] = _read_storage(section, keys)
+        elif section.type == "auth":
+            raw_auth.append((section, _read_auth(section, keys)))
+        else:
+            warnings.append(
+                f"{section.file}:{section.line}: unknown section [{section.title}] is ignored "
+                "(known: account, mgmt, verification, storage, auth, logging)"
+            )
+            continue
+        keys.warn_unknown(warnings)
+
+    default_verification = _choose_default(
+        "verification", mgmt.default_verification, verifications, mgmt_keys,
+        lambda: Http01Verification(_IMPLICIT_VERIFICATION, _DEFAULT_HTTP01_LISTENERS, implicit=True),
+    )
+    default_storage = _choose_default(
+        "storage", mgmt.default_storage, storages, mgmt_keys,
+        lambda: NoneStorage(_IMPLICIT_STORAGE, implicit=True),
+    )
+    auth_blocks = []
+    for section, raw in raw_auth:
+        auth_blocks.append(
+            AuthSettings(
+                name=str(raw["name"]),
+                ips=raw["ips"],  # type: ignore[arg-type]
+                hmac_type=raw["hmac_type"],  # type: ignore[arg-type]
+                hmac_key=raw["hmac_key"],  # type: ignore[arg-type]
+                all=bool(raw["all"]),
+                domains=raw["domains"],  # type: ignore[arg-type]
+                verification=_reference(
+                    section, raw["verification"], "verification", verifications, default_verification
+                ),
+                storage=_reference(section, raw["storage"], "storage", storages, default_storage),
+            )
+        )
+        block = auth_blocks[-1]
+        if not block.domains:
+            warnings.append(
+                f"{section.file}:{section.line}: [{section.title}] has no 'domain' and never matches"
+            )
+        if not block.has_methods:
+            warnings.append(
+                f"{section.file}:{section.line}: [{section.title}] has no ip, hmac_key or all: "
+                "it accepts every client (write 'all = yes' to say so)"
+            )
+    return Settings(
+        account=account,
+        mgmt=mgmt,
+        verifications=verifications,
+        storages=storages,
+        auth_blocks=tuple(auth_blocks),
+        logging=logging_settings,
+        default_verification=default_verification,
+        default_storage=default_storage,
+        files=tuple(name for name, _ in sources),
+        warnings=tuple(warnings),
+    )
+
+
+def _choose_default(
+    kind: str,
+    configured: str | None,
+    blocks: dict[str, S],
+    mgmt_keys: _Keys | None,
+    implicit: Callable[[], S],
+) -> str | None:
+    key = f"default-{kind}"
+    if configured is not None:
+        if configured == "":
+            return None
+        if configured not in blocks:
+            entry = mgmt_keys.one(key) if mgmt_keys else None
+            names = ", ".join(sorted(blocks)) or "none defined"
+            raise ConfigError(
+                f"names no [{kind} \"{configured}\"] block (defined: {names})",
+                file=entry.file if entry else None,
+                line=entry.line if entry else None,
+                section="mgmt",
+                key=key,
+            )
+        return configured
+    if len(blocks) == 1:
+        return next(iter(blocks))
+    name = _IMPLICIT_VERIFICATION if kind == "verification" else _IMPLICIT_STORAGE
+    # Unlike the original, an implicit block never replaces the user's block of the same name.
+    if name not in blocks:
+        blocks[name] = implicit()
+    return name
+
+
+def _reference(
+    section: Section,
+    entry: object,
+    kind: str,
+    blocks: dict[str, object] | dict[str, VerificationSettings] | dict[str, StorageSettings],
+    default: str | None,
+) -> str:
+    if entry is None:
+        if default is None:
+            raise ConfigError(
+                f"names no {kind} and [mgmt] default-{kind} is disabled; add '{kind} = <name>'",
+                file=section.file, line=section.line, section=section.title, key=kind,
+            )
+        return default
+    assert isinstance(entry, Entry)
+    if entry.value not in blocks:
+        names = ", ".join(sorted(blocks)) or "none defined"
+        raise ConfigError(
+            f"names no [{kind} \"{entry.value}\"] block (defined: {names})",
+            file=entry.file, line=entry.line, section=section.title, key=kind,
+        )
+    return entry.value

@@ -1,0 +1,134 @@
+"""Parse and check a client's PEM CSR: signature, key, and the DNS names it asks for."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from acmems.errors import CsrError
+
+__all__ = ["MAX_NAMES", "CsrInfo", "parse_csr"]
+
+#: Let's Encrypt's limit of names per certificate; other CAs allow no more.
+MAX_NAMES = 100
+_MIN_RSA_BITS = 2048
+_MAX_RSA_BITS = 8192
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_NAME_RE = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})+")
+_PEM_RE = re.compile(rb"-----BEGIN (NEW )?CERTIFICATE REQUEST-----[A-Za-z0-9+/=\s]+-----END (NEW )?CERTIFICATE REQUEST-----")
+
+
+@dataclass(frozen=True, slots=True)
+class CsrInfo:
+    """A checked CSR: its exact bytes, the names it asks for (lower-case, no duplicates), its key."""
+
+    pem: bytes
+    names: tuple[str, ...]
+    key_type: str
+    key_size: int
+
+    @property
+    def has_wildcard(self) -> bool:
+        """Whether any name is a wildcard (needs DNS-01)."""
+        return any(name.startswith("*.") for name in self.names)
+
+
+def _check_name(name: str, where: str) -> str:
+    if not name.isascii():
+        raise CsrError(
+            f"{where} {name!r} is not ASCII; write internationalised names in punycode (xn--...)"
+        )
+    lowered = name.lower()
+    if lowered.endswith("."):
+        raise CsrError(f"{where} {name!r} ends with a dot; remove the trailing dot")
+    if len(lowered) > 253 or not _NAME_RE.fullmatch(lowered):
+        raise CsrError(f"{where} {name!r} is not a valid DNS name")
+    return lowered
+
+
+def parse_csr(body: bytes) -> CsrInfo:
+    """Parse a PEM CSR and check what acmems and the CA need of it.
+
+    Args:
+        body: the raw request body.
+
+    Returns:
+        The checked CSR.
+
+    Raises:
+        CsrError: (415) not a PEM CSR, broken signature, unsupported key, or names that are not
+            DNS names; the message says which.
+    """
+    match = _PEM_RE.search(body)
+    if match is None:
+        raise CsrError("the body is not a PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----)")
+    try:
+        csr = x509.load_pem_x509_csr(match.group(0).replace(b"NEW CERTIFICATE", b"CERTIFICATE"))
+    except ValueError as exc:
+        raise CsrError("the PEM certificate request cannot be decoded", log_detail=str(exc)) from None
+    try:
+        signature_ok = csr.is_signature_valid
+        key = csr.public_key()
+    except (ValueError, x509.UnsupportedGeneralNameType, TypeError) as exc:
+        raise CsrError("the certificate request's key cannot be read", log_detail=str(exc)) from None
+    except Exception as exc:  # cryptography raises its own UnsupportedAlgorithm for odd keys
+        raise CsrError(
+            "the certificate request uses an unsupported key algorithm; use RSA >= 2048 or EC P-256/P-384",
+            log_detail=repr(exc),
+        ) from None
+    if not signature_ok:
+        raise CsrError("the certificate request's signature is invalid")
+    if isinstance(key, rsa.RSAPublicKey):
+        key_type, key_size = "RSA", key.key_size
+        if not _MIN_RSA_BITS <= key_size <= _MAX_RSA_BITS:
+            raise CsrError(f"RSA key of {key_size} bits; use 2048 to 8192 bits (or EC P-256/P-384)")
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _CURVES:
+            raise CsrError(f"EC curve {key.curve.name} is not accepted by CAs; use P-256 or P-384")
+        key_type, key_size = "EC", key.curve.key_size
+    else:
+        raise CsrError(
+            f"{type(key).__name__.removeprefix('_')} keys are not accepted by CAs; use RSA >= 2048 or EC P-256/P-384"
+        )
+    return CsrInfo(match.group(0), _names(csr), key_type, key_size)
+
+
+def _names(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
+    names: list[str] = []
+    try:
+        common_names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError as exc:
+        raise CsrError("the certificate request's subject cannot be read", log_detail=str(exc)) from None
+    for attribute in common_names:
+        value = attribute.value
+        names.append(_check_name(value if isinstance(value, str) else value.decode(), "common name"))
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CsrError("the certificate request's extensions cannot be read", log_detail=str(exc)) from None
+    if san is not None:
+        for general_name in san:
+            if isinstance(general_name, x509.DNSName):
+                names.append(_check_name(general_name.value, "subject alternative name"))
+            else:
+                kind = {
+                    x509.IPAddress: "IP address",
+                    x509.RFC822Name: "e-mail address",
+                    x509.UniformResourceIdentifier: "URI",
+                }.get(type(general_name), type(general_name).__name__)
+                raise CsrError(
+                    f"the request names a {kind} ({general_name.value}); only DNS names can be certified here"
+                )
+    unique = tuple(dict.fromkeys(names))
+    if not unique:
+        raise CsrError("the certificate request names no domain (no CN and no DNS subjectAltName)")
+    if len(unique) > MAX_NAMES:
+        raise CsrError(f"the certificate request names {len(unique)} domains; CAs allow at most {MAX_NAMES}")
+    return unique

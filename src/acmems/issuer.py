@@ -1,0 +1,120 @@
+"""The one place that combines cache, single flight, the CA client and the solvers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from acmems.acme_ca import AcmeCa
+from acmems.challenges import ChallengeSolver
+from acmems.config import AuthSettings
+from acmems.csr import CsrInfo
+from acmems.errors import AcmemsError, IssuanceTimeout
+from acmems.storage import CertificateCache
+
+__all__ = ["Issuer", "SignResult"]
+
+log = logging.getLogger(__name__)
+# How long a certificate whose requester gave up (504) is kept for its retry, for any storage.
+_ORPHAN_LINGER = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SignResult:
+    """A chain to answer with, and whether it came from the cache."""
+
+    chain: bytes
+    cache_hit: bool
+
+
+class Issuer:
+    """Answers a checked CSR with a chain: from the cache, from a running order, or a new order."""
+
+    def __init__(
+        self,
+        ca: AcmeCa,
+        solvers: Mapping[str, ChallengeSolver],
+        caches: Mapping[str, CertificateCache],
+    ) -> None:
+        self.ca = ca
+        self.solvers = solvers
+        self.caches = caches
+        self._inflight: dict[tuple[str, str, bytes], asyncio.Task[bytes]] = {}
+        self._orphans: set[tuple[str, str, bytes]] = set()
+        self.orders_started = 0
+        self.storage_failures = 0
+
+    async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult:
+        """The chain for ``csr`` under ``block``'s verification and storage.
+
+        Raises:
+            AcmemsError: 400 wildcard without DNS-01; the CA's errors (421, 429, 502, 503); 504 when
+                ``timeout`` passes first (the order goes on and a retry gets its result).
+        """
+        cache = self.caches[block.storage]
+        solver = self.solvers[block.verification]
+        if csr.has_wildcard and solver.challenge_type != "dns-01":
+            wildcards = ", ".join(n for n in csr.names if n.startswith("*."))
+            raise AcmemsError(
+                f"{wildcards} needs DNS-01 validation, but auth block {block.name!r} uses "
+                f"{solver.challenge_type} verification {solver.name!r}",
+                status=400,
+            )
+        cached = cache.get(csr.pem)
+        if cached is not None:
+            return SignResult(cached, cache_hit=True)
+        key = (cache.name, solver.name, csr.pem)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._issue_and_store(csr, solver, cache))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._finished(key, t))
+        try:
+            chain = await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            self._orphans.add(key)
+            raise IssuanceTimeout(
+                "the certificate is still being issued; post the same CSR again in a minute to get it",
+                retry_after=30,
+            ) from None
+        return SignResult(chain, cache_hit=False)
+
+    async def _issue_and_store(self, csr: CsrInfo, solver: ChallengeSolver, cache: CertificateCache) -> bytes:
+        self.orders_started += 1
+        started = time.monotonic()
+        chain = await self.ca.issue(csr.pem, solver)
+        log.info("issued a certificate for %s in %.3f s (verification %s)",
+                 ", ".join(csr.names), time.monotonic() - started, solver.name)
+        try:
+            await asyncio.to_thread(cache.put, csr.pem, chain)
+        except OSError as exc:
+            self.storage_failures += 1
+            log.error("storage %s: cannot cache the certificate for %s: %s; answering it uncached",
+                      cache.name, ", ".join(csr.names), exc)
+        return chain
+
+    def _finished(self, key: tuple[str, str, bytes], task: asyncio.Task[bytes]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if key in self._orphans:
+                log.warning("an issuance nobody waits for any more failed: %s", exc)
+        if key in self._orphans and not task.cancelled() and task.exception() is None:
+            # Keep the result for the client's retry, even where the storage does not cache.
+            asyncio.get_running_loop().call_later(_ORPHAN_LINGER, self._forget, key, task)
+            self._orphans.discard(key)
+            return
+        self._orphans.discard(key)
+        self._forget(key, task)
+
+    def _forget(self, key: tuple[str, str, bytes], task: asyncio.Task[bytes]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for running orders, at shutdown."""
+        running = [t for t in self._inflight.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout)

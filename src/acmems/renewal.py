@@ -1,0 +1,25 @@
+"""When a cached certificate is still good to serve. Pure: ``now`` is always passed in."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cryptography import x509
+
+__all__ = ["renewal_due", "renewal_time"]
+
+
+def renewal_time(not_before: datetime, not_after: datetime, renew_within: timedelta) -> datetime:
+    """The moment from which a certificate is renewed instead of served from the cache.
+
+    ``renew_within`` before expiry, but never less than a third of the lifetime before it, so that
+    short-lived certificates (6-day profiles) are cached for two thirds of their life rather than
+    not at all.
+    """
+    lifetime = not_after - not_before
+    return not_after - min(renew_within, lifetime / 3)
+
+
+def renewal_due(cert: x509.Certificate, now: datetime, renew_within: timedelta) -> bool:
+    """Whether ``cert`` should be renewed at ``now`` (aware datetime)."""
+    return now >= renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc, renew_within)

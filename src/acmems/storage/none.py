@@ -1,0 +1,19 @@
+"""``type = none``: never caches; every request is a new issuance."""
+
+from __future__ import annotations
+
+__all__ = ["NoCache"]
+
+
+class NoCache:
+    """A cache that keeps nothing."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get(self, csr_pem: bytes) -> bytes | None:
+        """Always a miss."""
+        return None
+
+    def put(self, csr_pem: bytes, chain_pem: bytes) -> None:
+        """Keeps nothing."""

@@ -1,0 +1,181 @@
+"""The HTTP side: the management app (``POST /sign``) and the HTTP-01 challenge app.
+
+Errors are answered in one place (:func:`_errors` middleware): one text line, the status the
+error carries, ``Retry-After`` where it applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from acmems.challenges.http01 import Http01Solver
+from acmems.config import Settings
+from acmems.csr import parse_csr
+from acmems.errors import AcmemsError, AuthError, RequestError
+from acmems.issuer import Issuer
+from acmems.policy import choose_auth_block, peer_address, precheck
+
+__all__ = ["challenge_app", "management_app"]
+
+log = logging.getLogger("acmems.sign")
+_BODY_TIMEOUT = 30.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_REASONS = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request too large",
+}
+
+
+def _text(status: int, message: str, retry_after: int | None = None) -> web.Response:
+    response = web.Response(status=status, text=message + "\n", content_type="text/plain")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AcmemsError as exc:
+        return _text(exc.status, exc.message, exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = _REASONS.get(exc.status, exc.reason)
+        if exc.status == 405:
+            message = f"method {request.method} not allowed; use POST"
+        response = _text(exc.status, message)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("internal error while answering %s %s", request.method, request.path)
+        return _text(500, "internal error; see the acmems log")
+
+
+def _peer(request: web.Request) -> str:
+    # The socket's peer, never X-Forwarded-For / X-Real-IP: a client could claim any address.
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if not peername:
+        raise RequestError("cannot tell the client's address", status=400)
+    return str(peername[0])
+
+
+def management_app(settings: Settings, issuer: Issuer) -> web.Application:
+    """The app for ``[mgmt] listener``: ``POST /sign``."""
+    blocks = settings.auth_blocks
+    max_size = settings.mgmt.max_size
+
+    def check_before_body(request: web.Request) -> None:
+        if request.content_length is None:
+            raise RequestError("Content-Length is required (send the CSR as a plain body)", status=411)
+        if request.content_length > max_size:
+            raise RequestError(
+                f"the CSR has {request.content_length} bytes; this server accepts at most {max_size} "
+                "([mgmt] max-size)",
+                status=413,
+            )
+        precheck(blocks, peer_address(_peer(request)), "Authentication" in request.headers)
+
+    async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+        # Answer 411/413/403 before the client uploads anything (Expect: 100-continue).
+        try:
+            check_before_body(request)
+        except AcmemsError as exc:
+            _log_sign(request, exc.status, 0.0, names=(), block=None, cache_hit=False,
+                      reason=exc.log_detail or exc.message)
+            return _text(exc.status, exc.message, exc.retry_after)
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            assert request.writer is not None
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
+    async def sign(request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        names: tuple[str, ...] = ()
+        block_name: str | None = None
+        try:
+            check_before_body(request)
+            try:
+                body = await asyncio.wait_for(request.read(), _BODY_TIMEOUT)
+            except TimeoutError:
+                raise RequestError("the body did not arrive in time", status=408) from None
+            csr = parse_csr(body)
+            names = csr.names
+            block = choose_auth_block(
+                blocks, peer_address(_peer(request)), request.headers.get("Authentication"), body, names
+            )
+            block_name = block.name
+            result = await issuer.sign(csr, block, settings.mgmt.request_timeout)
+        except AcmemsError as exc:
+            _log_sign(request, exc.status, time.monotonic() - started, names, block_name, False,
+                      exc.log_detail or exc.message)
+            raise
+        _log_sign(request, 200, time.monotonic() - started, names, block_name, result.cache_hit, "")
+        return web.Response(body=result.chain, content_type="text/plain")
+
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        raise RequestError("not found: this server only answers POST /sign", status=404)
+
+    async def wrong_method(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+    app = web.Application(middlewares=[_errors], client_max_size=max_size)
+    app.router.add_route("POST", "/sign", sign, expect_handler=expect_handler)
+    app.router.add_route("*", "/sign", wrong_method)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+def _log_sign(
+    request: web.Request,
+    status: int,
+    duration: float,
+    names: tuple[str, ...],
+    block: str | None,
+    cache_hit: bool,
+    reason: str,
+) -> None:
+    try:
+        peer = _peer(request)
+    except RequestError:
+        peer = "?"
+    outcome = "issued" if status == 200 and not cache_hit else "cached" if status == 200 else "refused"
+    log.info(
+        "sign peer=%s block=%s names=%s outcome=%s status=%d duration=%.3f cache_hit=%s%s",
+        peer, block or "-", ",".join(names) or "-", outcome, status, duration,
+        "yes" if cache_hit else "no", f" reason={reason!r}" if reason else "",
+    )
+
+
+def challenge_app(solver: Http01Solver) -> web.Application:
+    """The app for an http01 verification's listeners: ``GET /.well-known/acme-challenge/<token>``.
+
+    Any Host header; 404 for unknown tokens so a proxy can try the next acmems.
+    """
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        key_authorization = solver.key_authorization(request.match_info["token"])
+        if key_authorization is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=key_authorization, content_type="text/plain")
+
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotFound()
+
+    app = web.Application(middlewares=[_errors], client_max_size=1024)
+    app.router.add_route("GET", "/.well-known/acme-challenge/{token}", answer)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app

@@ -1,0 +1,355 @@
+"""Real services on loopback for tests, the demo and the benchmarks: Pebble, BIND 9, nginx, acmems.
+
+Each runs as a direct child process on free ports, with its log in its own folder, and is stopped
+by PID. Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".cache" / "bin"
+ZONES = ("example.test", "sub.example2.test")
+TSIG_KEY_NAME = "acme-update"
+
+__all__ = [
+    "ZONES",
+    "Acmems",
+    "Bind",
+    "Nginx",
+    "Pebble",
+    "ServiceError",
+    "free_port",
+    "make_tls",
+    "wait_for",
+]
+
+
+class ServiceError(RuntimeError):
+    """A service did not start; the message holds the end of its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP (and, for DNS, UDP) port that is free right now on ``host``."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind((host, port))
+        except OSError:
+            continue
+        return port
+
+
+def wait_for(check: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,
+             log: Path | None = None) -> None:
+    """Call ``check()`` until it returns true; raise :class:`ServiceError` with the log on timeout."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+    state = f"exited with {proc.returncode}" if proc is not None and proc.poll() is not None else "timed out"
+    raise ServiceError(f"{what} did not become ready ({state}):\n{tail}")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def make_tls(directory: Path, names: Sequence[str] = ("localhost",)) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 and ``names``.
+
+    Returns:
+        (CA certificate, server certificate, server key) paths.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmems test CA")])
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return ca_path, cert_path, key_path
+
+
+class Bind:
+    """BIND 9, authoritative for :data:`ZONES`, taking TXT updates only when TSIG-signed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "named.log"
+        self.key_secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.key_name = TSIG_KEY_NAME
+        self.key_file = directory / "tsig.key"
+
+    def start(self) -> Bind:
+        named = shutil.which("named") or "/usr/sbin/named"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "zones").mkdir(exist_ok=True)
+        self.port = free_port()
+        self.key_file.write_text(
+            f'key "{self.key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{self.key_secret}";\n}};\n'
+        )
+        zones = []
+        for zone in ZONES:
+            (self.dir / "zones" / f"{zone}.zone").write_text(
+                f"$TTL 5\n@ IN SOA ns.{zone}. hostmaster.{zone}. 1 60 60 600 5\n"
+                f"@ IN NS ns.{zone}.\n@ IN A 127.0.0.1\nns IN A 127.0.0.1\n* IN A 127.0.0.1\n"
+            )
+            zones.append(
+                f'zone "{zone}" {{ type primary; file "zones/{zone}.zone"; '
+                f"update-policy {{ grant {self.key_name} zonesub TXT; }}; }};"
+            )
+        d = self.dir
+        (d / "named.conf").write_text(
+            f'include "{self.key_file}";\n'
+            f'options {{ directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";\n'
+            f'  managed-keys-directory "{d}"; listen-on port {self.port} {{ 127.0.0.1; }};\n'
+            "  listen-on-v6 { none; }; recursion no; allow-query { 127.0.0.0/8; };\n"
+            "  dnssec-validation no; notify no; };\ncontrols { };\n" + "\n".join(zones) + "\n"
+        )
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen([named, "-g", "-c", str(d / "named.conf"), "-n", "2"],
+                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        wait_for(self._answers, 20, "BIND", self.proc, self.log)
+        return self
+
+    def _answers(self) -> bool:
+        import dns.message
+        import dns.query
+
+        query = dns.message.make_query(ZONES[0], "SOA")
+        answer = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.5)
+        return bool(answer.answer)
+
+    def txt(self, name: str) -> list[str]:
+        """The TXT values BIND serves for ``name`` now."""
+        import dns.message
+        import dns.query
+        import dns.rdatatype
+
+        answer = dns.query.udp(dns.message.make_query(name, "TXT"), "127.0.0.1", port=self.port, timeout=2)
+        return [b"".join(r.strings).decode() for rrset in answer.answer
+                if rrset.rdtype == dns.rdatatype.TXT for r in rrset]
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class Pebble:
+    """Pebble 2.10, the ACME test CA, with HTTP-01 checks sent to ``http_port`` on 127.0.0.1."""
+
+    def __init__(self, directory: Path, dns_port: int, http_port: int, *, eab_keys: dict[str, str] | None = None,
+                 nonce_reject: int = 0, profiles: dict[str, int] | None = None) -> None:
+        self.dir = directory
+        self.dns_port = dns_port
+        self.http_port = http_port
+        self.eab_keys = eab_keys
+        self.nonce_reject = nonce_reject
+        self.profiles = profiles
+        self.port = 0
+        self.mgmt_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "pebble.log"
+        self.ca_bundle = directory / "tls" / "ca.pem"
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/dir"
+
+    def start(self) -> Pebble:
+        binary = BIN / "pebble"
+        if not binary.exists():
+            raise ServiceError(f"{binary} is missing: run scripts/setup-system.sh (make test does)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _ca, cert, key = make_tls(self.dir / "tls", ("localhost", "pebble"))
+        self.port, self.mgmt_port = free_port(), free_port()
+        config: dict[str, object] = {
+            "listenAddress": f"127.0.0.1:{self.port}",
+            "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+            "certificate": str(cert), "privateKey": str(key),
+            "httpPort": self.http_port, "tlsPort": free_port(),
+            "ocspResponderURL": "", "externalAccountBindingRequired": self.eab_keys is not None,
+        }
+        if self.eab_keys is not None:
+            config["externalAccountMACKeys"] = self.eab_keys
+        if self.profiles is not None:
+            config["profiles"] = {name: {"description": name, "validityPeriod": seconds}
+                                  for name, seconds in self.profiles.items()}
+        (self.dir / "pebble.json").write_text(json.dumps({"pebble": config}))
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject),
+                   PEBBLE_AUTHZREUSE="0")
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [str(binary), "-config", str(self.dir / "pebble.json"), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+        logf.close()
+        wait_for(lambda: self.get("/dir", mgmt=False), 20, "Pebble", self.proc, self.log)
+        return self
+
+    def get(self, path: str, *, mgmt: bool = True) -> bytes:
+        """GET from Pebble's management (or ACME) HTTPS port."""
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        port = self.mgmt_port if mgmt else self.port
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=context, timeout=5) as r:  # noqa: S310
+            return bytes(r.read())
+
+    def roots_pem(self) -> bytes:
+        """Pebble's current root and intermediate (new at every start)."""
+        return self.get("/roots/0") + b"\n" + self.get("/intermediates/0")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class Nginx:
+    """nginx on ``port`` forwarding ``/.well-known/acme-challenge/`` to several backends, trying the
+    next one on 404 (the seed's set-up for several acmems)."""
+
+    def __init__(self, directory: Path, port: int, backends: Sequence[int]) -> None:
+        self.dir = directory
+        self.port = port
+        self.backends = backends
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "error.log"
+
+    def start(self) -> Nginx:
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=0;" for p in self.backends)
+        temp = "\n".join(f"  {k}_temp_path {d}/{k}_temp;" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (d / "nginx.conf").write_text(f"""
+pid {d}/nginx.pid;
+error_log {self.log} info;
+worker_processes 1;
+events {{ worker_connections 1024; }}
+http {{
+{temp}
+  access_log {d}/access.log;
+  upstream acmems_challenges {{
+{servers}
+  }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    location /.well-known/acme-challenge/ {{
+      proxy_pass http://acmems_challenges;
+      proxy_set_header Host $host;
+      proxy_next_upstream error timeout http_404;
+      proxy_next_upstream_tries 0;
+      proxy_connect_timeout 1s;
+    }}
+    location / {{ return 404; }}
+  }}
+}}
+""")
+        logf = (d / "stdout.log").open("ab")
+        self.proc = subprocess.Popen([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        wait_for(lambda: _connects(self.port), 10, "nginx", self.proc, self.log)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGQUIT)
+
+
+def _connects(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.create_connection((host, port), timeout=0.5):
+        return True
+
+
+class Acmems:
+    """acmems itself, as a real process: ``python -m acmems serve CONFIG``."""
+
+    def __init__(self, directory: Path, config: str, mgmt_port: int) -> None:
+        self.dir = directory
+        self.config_text = config
+        self.mgmt_port = mgmt_port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "acmems.log"
+        self.config = directory / "acmems.ini"
+
+    def start(self, timeout: float = 30) -> Acmems:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(self.config_text)
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "acmems", "serve", str(self.config)],
+                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        wait_for(lambda: b"acmems ready" in self.log.read_bytes()[offset:], timeout, "acmems",
+                 self.proc, self.log)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        _stop(self.proc, sig, timeout=40)
+        return None if self.proc is None else self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
