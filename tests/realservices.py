@@ -64,8 +64,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def wait_for(check: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,
-             log: Path | None = None) -> None:
+def wait_for(
+    check: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
     """Call ``check()`` until it returns true; raise :class:`ServiceError` with the log on timeout."""
     assert callable(check)
     deadline = time.monotonic() + timeout
@@ -105,9 +106,13 @@ def make_tls(directory: Path, names: Sequence[str] = ("localhost",)) -> tuple[Pa
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmems test CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
@@ -118,8 +123,11 @@ def make_tls(directory: Path, names: Sequence[str] = ("localhost",)) -> tuple[Pa
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -127,8 +135,9 @@ def make_tls(directory: Path, names: Sequence[str] = ("localhost",)) -> tuple[Pa
     ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
     return ca_path, cert_path, key_path
 
@@ -172,8 +181,12 @@ class Bind:
             "  dnssec-validation no; notify no; };\ncontrols { };\n" + "\n".join(zones) + "\n"
         )
         logf = self.log.open("ab")
-        self.proc = subprocess.Popen([named, "-g", "-c", str(d / "named.conf"), "-n", "2"],
-                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [named, "-g", "-c", str(d / "named.conf"), "-n", "2"],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         logf.close()
         wait_for(self._answers, 20, "BIND", self.proc, self.log)
         return self
@@ -193,8 +206,9 @@ class Bind:
         import dns.rdatatype
 
         answer = dns.query.udp(dns.message.make_query(name, "TXT"), "127.0.0.1", port=self.port, timeout=2)
-        return [b"".join(r.strings).decode() for rrset in answer.answer
-                if rrset.rdtype == dns.rdatatype.TXT for r in rrset]
+        return [
+            b"".join(r.strings).decode() for rrset in answer.answer if rrset.rdtype == dns.rdatatype.TXT for r in rrset
+        ]
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -203,8 +217,16 @@ class Bind:
 class Pebble:
     """Pebble 2.10, the ACME test CA, with HTTP-01 checks sent to ``http_port`` on 127.0.0.1."""
 
-    def __init__(self, directory: Path, dns_port: int, http_port: int, *, eab_keys: dict[str, str] | None = None,
-                 nonce_reject: int = 0, profiles: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        dns_port: int,
+        http_port: int,
+        *,
+        eab_keys: dict[str, str] | None = None,
+        nonce_reject: int = 0,
+        profiles: dict[str, int] | None = None,
+    ) -> None:
         self.dir = directory
         self.dns_port = dns_port
         self.http_port = http_port
@@ -231,22 +253,30 @@ class Pebble:
         config: dict[str, object] = {
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
-            "certificate": str(cert), "privateKey": str(key),
-            "httpPort": self.http_port, "tlsPort": free_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": self.eab_keys is not None,
+            "certificate": str(cert),
+            "privateKey": str(key),
+            "httpPort": self.http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": self.eab_keys is not None,
         }
         if self.eab_keys is not None:
             config["externalAccountMACKeys"] = self.eab_keys
         if self.profiles is not None:
-            config["profiles"] = {name: {"description": name, "validityPeriod": seconds}
-                                  for name, seconds in self.profiles.items()}
+            config["profiles"] = {
+                name: {"description": name, "validityPeriod": seconds} for name, seconds in self.profiles.items()
+            }
         (self.dir / "pebble.json").write_text(json.dumps({"pebble": config}))
-        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject),
-                   PEBBLE_AUTHZREUSE="0")
+        env = dict(
+            os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject), PEBBLE_AUTHZREUSE="0"
+        )
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
             [str(binary), "-config", str(self.dir / "pebble.json"), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
         logf.close()
         wait_for(lambda: self.get("/dir", mgmt=False), 20, "Pebble", self.proc, self.log)
@@ -256,7 +286,7 @@ class Pebble:
         """GET from Pebble's management (or ACME) HTTPS port."""
         context = ssl.create_default_context(cafile=str(self.ca_bundle))
         port = self.mgmt_port if mgmt else self.port
-        with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=context, timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=context, timeout=5) as r:
             return bytes(r.read())
 
     def roots_pem(self) -> bytes:
@@ -309,8 +339,12 @@ http {{
 }}
 """)
         logf = (d / "stdout.log").open("ab")
-        self.proc = subprocess.Popen([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
-                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         logf.close()
         wait_for(lambda: _connects(self.port), 10, "nginx", self.proc, self.log)
         return self
@@ -340,11 +374,14 @@ class Acmems:
         self.config.write_text(self.config_text)
         offset = self.log.stat().st_size if self.log.exists() else 0
         logf = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "acmems", "serve", str(self.config)],
-                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "acmems", "serve", str(self.config)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         logf.close()
-        wait_for(lambda: b"acmems ready" in self.log.read_bytes()[offset:], timeout, "acmems",
-                 self.proc, self.log)
+        wait_for(lambda: b"acmems ready" in self.log.read_bytes()[offset:], timeout, "acmems", self.proc, self.log)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:

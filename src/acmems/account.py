@@ -6,10 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import josepy as jose
 from acme import messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.errors import DeserializationError
+from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from acmems.errors import ConfigError
 from acmems.fileio import write_atomic
@@ -28,14 +30,14 @@ def generate_key(key_type: str = "rsa", size: int = 4096) -> rsa.RSAPrivateKey |
     return rsa.generate_private_key(public_exponent=65537, key_size=size)
 
 
-def jwk_and_alg(key: object) -> tuple[jose.JWK, jose.JWASignature]:
+def jwk_and_alg(key: object) -> tuple[JWK, JWASignature]:
     """The JWK for an account key and the JWS algorithm that goes with it (RFC 7518 §3.1)."""
     if isinstance(key, rsa.RSAPrivateKey):
-        return jose.JWKRSA(key=key), jose.RS256
+        return JWKRSA(key=key), RS256
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        alg = {"secp256r1": jose.ES256, "secp384r1": jose.ES384, "secp521r1": jose.ES512}.get(key.curve.name)
+        alg = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}.get(key.curve.name)
         if alg is not None:
-            return jose.JWKEC(key=key), alg
+            return JWKEC(key=key), alg
     raise ValueError(f"unsupported account key type {type(key).__name__}")
 
 
@@ -96,11 +98,11 @@ class AccountFiles:
         except FileNotFoundError:
             return None
         try:
-            return messages.RegistrationResource.json_loads(text)
-        except (jose.DeserializationError, ValueError) as exc:
+            regr: messages.RegistrationResource = messages.RegistrationResource.json_loads(text)
+            return regr
+        except (DeserializationError, ValueError) as exc:
             raise ConfigError(
-                f"{self.registration_path} is not a registration saved by acmems ({exc}); "
-                "remove it and register again"
+                f"{self.registration_path} is not a registration saved by acmems ({exc}); remove it and register again"
             ) from None
 
     def save_registration(self, regr: messages.RegistrationResource) -> None:

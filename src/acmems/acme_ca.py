@@ -17,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar, cast
 
-import josepy as jose
 import requests
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
+from josepy.errors import DeserializationError
+from josepy.jwa import RS256, JWASignature
+from josepy.jwk import JWK
 
 from acmems.account import AccountFiles, generate_key, jwk_and_alg
 from acmems.challenges import ChallengeSolver
@@ -41,7 +43,13 @@ _POLL_MAX = 1.0
 _CA_DOWN_RETRY_AFTER = 30
 # Problem types (RFC 8555 §6.7) that mean "the CA could not validate": answered with 421.
 _VALIDATION_PROBLEMS = {
-    "caa", "connection", "dns", "incorrectResponse", "tls", "unauthorized", "rejectedIdentifier",
+    "caa",
+    "connection",
+    "dns",
+    "incorrectResponse",
+    "tls",
+    "unauthorized",
+    "rejectedIdentifier",
     "unsupportedIdentifier",
 }
 
@@ -99,7 +107,7 @@ def format_chain(fullchain_pem: str) -> bytes:
 
 
 def new_registration(
-    key: jose.JWK,
+    key: JWK,
     directory: messages.Directory,
     emails: tuple[str, ...],
     agree: bool,
@@ -125,13 +133,17 @@ def ca_error(exc: BaseException, server: str, response: requests.Response | None
         return exc
     if isinstance(exc, requests.exceptions.SSLError):
         return CaError(
-            f"cannot reach the ACME CA: its TLS certificate is not trusted (check ca-bundle); retry later",
-            status=503, retry_after=_CA_DOWN_RETRY_AFTER, log_detail=f"{server}: {exc}",
+            "cannot reach the ACME CA: its TLS certificate is not trusted (check ca-bundle); retry later",
+            status=503,
+            retry_after=_CA_DOWN_RETRY_AFTER,
+            log_detail=f"{server}: {exc}",
         )
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return CaError(
             "the ACME CA cannot be reached; retry later",
-            status=503, retry_after=_CA_DOWN_RETRY_AFTER, log_detail=f"{server}: {exc}",
+            status=503,
+            retry_after=_CA_DOWN_RETRY_AFTER,
+            log_detail=f"{server}: {exc}",
         )
     if isinstance(exc, messages.Error):
         code = exc.code or exc.typ
@@ -140,20 +152,25 @@ def ca_error(exc: BaseException, server: str, response: requests.Response | None
             retry = _retry_after_seconds(response)
             return CaError(
                 f"the CA rate-limited this request (rateLimited: {detail})",
-                status=429, retry_after=int(retry) if retry is not None else 3600, problem_type=code,
+                status=429,
+                retry_after=int(retry) if retry is not None else 3600,
+                problem_type=code,
             )
         if code in _VALIDATION_PROBLEMS:
             return CaError(f"the CA refused: {code}: {detail}", status=421, problem_type=code)
         if code == "serverInternal":
             return CaError(
                 f"the CA failed internally ({detail}); retry later",
-                status=503, retry_after=_CA_DOWN_RETRY_AFTER, problem_type=code,
+                status=503,
+                retry_after=_CA_DOWN_RETRY_AFTER,
+                problem_type=code,
             )
         return CaError(f"the CA refused: {code}: {detail}", status=502, problem_type=code)
-    if isinstance(exc, acme_errors.Error | jose.DeserializationError | ValueError | KeyError):
+    if isinstance(exc, acme_errors.Error | DeserializationError | ValueError | KeyError):
         return CaError(
             "the ACME CA sent an answer acmems cannot use; see the server log",
-            status=502, log_detail=f"{server}: {type(exc).__name__}: {exc}",
+            status=502,
+            log_detail=f"{server}: {type(exc).__name__}: {exc}",
         )
     return AcmemsError("internal error; see the server log", status=500, log_detail=repr(exc))
 
@@ -176,21 +193,26 @@ class AcmeCa:
         self._executor = ThreadPoolExecutor(max_workers=max_orders, thread_name_prefix="acme")
         self._slots = asyncio.Semaphore(max_orders)
         self._idle: list[acme_client.ClientV2] = []
-        self._key: jose.JWK | None = None
-        self._alg: jose.JWASignature = jose.RS256
+        self._key: JWK | None = None
+        self._alg: JWASignature = RS256
         self._directory: messages.Directory | None = None
         self._regr: messages.RegistrationResource | None = None
         self._ready_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- set-up (also used by the CLI)
 
-    def network(self, key: jose.JWK, alg: jose.JWASignature,
-                account: messages.RegistrationResource | None = None) -> _Network:
+    def network(self, key: JWK, alg: JWASignature, account: messages.RegistrationResource | None = None) -> _Network:
         """A fresh HTTP session to the CA that trusts ``ca-bundle`` (or the system's CAs)."""
         verify: bool | str = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
         # requests takes a CA-bundle path where the library's signature says bool.
-        return _Network(key=key, account=account, alg=alg, verify_ssl=cast(bool, verify),
-                        user_agent=USER_AGENT, timeout=_NETWORK_TIMEOUT)
+        return _Network(
+            key=key,
+            account=account,
+            alg=alg,
+            verify_ssl=cast(bool, verify),
+            user_agent=USER_AGENT,
+            timeout=_NETWORK_TIMEOUT,
+        )
 
     def fetch_directory(self, net: _Network) -> messages.Directory:
         """GET the directory (RFC 8555 §7.1.1)."""
@@ -217,8 +239,14 @@ class AcmeCa:
         if directory.meta.external_account_required and self.settings.eab_kid is None:
             raise ConfigError("the CA requires External Account Binding: set [account] eab-kid and eab-hmac-key")
         client = acme_client.ClientV2(directory, net)
-        request = new_registration(self._key, directory, self.settings.emails, tos is not None,
-                                   self.settings.eab_kid, self.settings.eab_hmac_key)
+        request = new_registration(
+            self._key,
+            directory,
+            self.settings.emails,
+            tos is not None,
+            self.settings.eab_kid,
+            self.settings.eab_hmac_key,
+        )
         try:
             regr = client.new_account(request)
         except acme_errors.ConflictError as conflict:
@@ -247,8 +275,10 @@ class AcmeCa:
         try:
             await self._ensure_ready()
         except CaError as exc:
-            log.warning("the ACME CA is not reachable at start (%s); will retry on the first request",
-                        exc.log_detail or exc.message)
+            log.warning(
+                "the ACME CA is not reachable at start (%s); will retry on the first request",
+                exc.log_detail or exc.message,
+            )
 
     async def _ensure_ready(self) -> None:
         async with self._ready_lock:
@@ -267,8 +297,12 @@ class AcmeCa:
             if not self.settings.accept_terms_of_service:
                 raise ConfigError(f"no registration at {self.files.registration_path}; run acme-register")
             regr = self.register_sync()
-            log.info("registered a new ACME account at %s: %s (no registration.json was found and "
-                     "accept-terms-of-service allows it)", self.settings.acme_server, regr.uri)
+            log.info(
+                "registered a new ACME account at %s: %s (no registration.json was found and "
+                "accept-terms-of-service allows it)",
+                self.settings.acme_server,
+                regr.uri,
+            )
         net = self.network(self._key, self._alg, regr)
         self._directory = self.fetch_directory(net)
         self._regr = regr
@@ -308,8 +342,9 @@ class AcmeCa:
             try:
                 return await asyncio.wait_for(self._order(client, csr_pem, solver), self.order_timeout)
             except TimeoutError:
-                raise CaError("the CA did not finish the order in time; retry later", status=503,
-                              retry_after=_CA_DOWN_RETRY_AFTER) from None
+                raise CaError(
+                    "the CA did not finish the order in time; retry later", status=503, retry_after=_CA_DOWN_RETRY_AFTER
+                ) from None
             finally:
                 # A client whose call was cut off may hold a half-used session; start afresh.
                 cast(_Network, client.net).last_response = None
@@ -338,12 +373,12 @@ class AcmeCa:
                 try:
                     await solver.cleanup(identifier, token, validation)
                 except AcmemsError as exc:
-                    log.warning("cleanup of the %s challenge for %s failed: %s",
-                                solver.challenge_type, identifier, exc.message)
+                    log.warning(
+                        "cleanup of the %s challenge for %s failed: %s", solver.challenge_type, identifier, exc.message
+                    )
         return await self._finalize(client, orderr)
 
-    async def _poll_authorization(self, client: acme_client.ClientV2,
-                                  authzr: messages.AuthorizationResource) -> None:
+    async def _poll_authorization(self, client: acme_client.ClientV2, authzr: messages.AuthorizationResource) -> None:
         delay = _POLL_FIRST
         while True:
             authzr, response = await self._call(client, client.poll, authzr)
@@ -371,8 +406,9 @@ class AcmeCa:
             if body.status == messages.STATUS_INVALID:
                 error = body.error
                 detail = f"{error.code or error.typ}: {error.detail}" if error else "no reason given"
-                raise CaError(f"the CA refused to issue: {detail}", status=502,
-                              problem_type=error.code if error else None)
+                raise CaError(
+                    f"the CA refused to issue: {detail}", status=502, problem_type=error.code if error else None
+                )
             if body.status == messages.STATUS_READY:
                 orderr = await self._call(client, client.begin_finalization, orderr)
             await asyncio.sleep(_retry_after_seconds(response) or delay)
@@ -401,8 +437,7 @@ def _authorization_failure(authzr: messages.AuthorizationResource) -> CaError:
             code = challb.error.code or challb.error.typ
             return CaError(
                 f"the CA could not validate {name}: {code}: {challb.error.detail}",
-                status=421, problem_type=code,
+                status=421,
+                problem_type=code,
             )
-    return CaError(f"the CA could not validate {name}: authorization is {authzr.body.status.name}",
-                   status=421)
-
+    return CaError(f"the CA could not validate {name}: authorization is {authzr.body.status.name}", status=421)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
+from josepy.jwk import JWK
 
 from acmems import __version__
 from acmems.account import AccountFiles, generate_key, jwk_and_alg
@@ -108,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the server", description="Run the server.")
     serve.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
     check = commands.add_parser(
-        "check", help="validate the configuration and print it",
+        "check",
+        help="validate the configuration and print it",
         description="Load and validate the configuration; print the resolved result (secrets masked). "
         "Exit 0 if valid, 1 if not.",
     )
@@ -147,14 +149,23 @@ def register_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"acmems {__version__}")
     parser.add_argument("--gen-key", action="store_true", help="generate the account key if there is none")
     parser.add_argument("--key-type", choices=("rsa", "ec"), default="rsa", help="account key type (rsa)")
-    parser.add_argument("--private-key-size", type=int, default=None,
-                        help="RSA bits (default 4096) or EC curve size 256/384 (default 256)")
-    parser.add_argument("--override-existing-key", action="store_true",
-                        help="replace an existing key with --gen-key")
+    parser.add_argument(
+        "--private-key-size",
+        type=int,
+        default=None,
+        help="RSA bits (default 4096) or EC curve size 256/384 (default 256)",
+    )
+    parser.add_argument("--override-existing-key", action="store_true", help="replace an existing key with --gen-key")
     parser.add_argument("--register", action="store_true", help="register the key at the CA")
     parser.add_argument("--email", action="append", default=[], help="contact address (repeatable)")
-    parser.add_argument("--accept-terms-of-service", nargs="?", const="yes", default=None, metavar="URL",
-                        help="agree to the CA's terms (optionally naming their exact URL)")
+    parser.add_argument(
+        "--accept-terms-of-service",
+        nargs="?",
+        const="yes",
+        default=None,
+        metavar="URL",
+        help="agree to the CA's terms (optionally naming their exact URL)",
+    )
     parser.add_argument("--eab-kid", help="External Account Binding key id (ZeroSSL, Google, Sectigo)")
     parser.add_argument("--eab-hmac-key", help="External Account Binding HMAC key (base64url)")
     parser.add_argument("configs", nargs="+", metavar="CONFIG")
@@ -228,9 +239,7 @@ def _register_at_ca(
     eab_kid: str | None,
     eab_key: str | None,
 ) -> int:
-    import josepy as jose
-
-    assert isinstance(key, jose.JWK)
+    assert isinstance(key, JWK)
     regr = files.load_registration()
     if args.register:
         if tos is not None and not agreed:
@@ -238,8 +247,10 @@ def _register_at_ca(
             print(f"Run again with --accept-terms-of-service={tos} once you have read them.")
             return 1
         if directory.meta.external_account_required and eab_kid is None:
-            print("The CA requires External Account Binding: pass --eab-kid and --eab-hmac-key "
-                  "(or set eab-kid and eab-hmac-key in [account]); the CA's website gives both.")
+            print(
+                "The CA requires External Account Binding: pass --eab-kid and --eab-hmac-key "
+                "(or set eab-kid and eab-hmac-key in [account]); the CA's website gives both."
+            )
             return 1
         _step("Register")
         request = new_registration(key, directory, emails, tos is not None and agreed, eab_kid, eab_key)

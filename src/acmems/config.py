@@ -231,9 +231,7 @@ def parse_listener(value: str) -> Listener:
     value = value.strip()
     match = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", value)
     if match is None:
-        raise ValueError(
-            f"{value!r} is not host:port; write e.g. 127.0.0.1:1313 or [::1]:1313 (IPv6 in brackets)"
-        )
+        raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:1313 or [::1]:1313 (IPv6 in brackets)")
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
     if not 0 < port < 65536:
@@ -316,9 +314,7 @@ def _base64_secret(value: str) -> str:
     return value
 
 
-_TSIG_FILE_RE = re.compile(
-    r'key\s+"?([^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;', re.IGNORECASE | re.DOTALL
-)
+_TSIG_FILE_RE = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;', re.IGNORECASE | re.DOTALL)
 
 
 def read_tsig_key_file(path: Path) -> tuple[str, str, str]:
@@ -356,9 +352,7 @@ class _Keys:
         self.known: set[str] = set()
 
     def _error(self, entry: Entry, message: str) -> ConfigError:
-        return ConfigError(
-            message, file=entry.file, line=entry.line, section=self.section.title, key=entry.key
-        )
+        return ConfigError(message, file=entry.file, line=entry.line, section=self.section.title, key=entry.key)
 
     def all(self, key: str) -> list[Entry]:
         self.known.add(key)
@@ -578,9 +572,7 @@ def _read_storage(section: Section, keys: _Keys) -> StorageSettings:
             section=section.title,
         )
     directory = keys.convert(directory_entry, lambda v: Path(_nonempty(v)))
-    return FileStorage(
-        section.name, directory, keys.value("renew-within", _positive_number, 14.0)
-    )
+    return FileStorage(section.name, directory, keys.value("renew-within", _positive_number, 14.0))
 
 
 def _read_auth(section: Section, keys: _Keys) -> dict[str, object]:
@@ -664,13 +656,17 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         keys = _Keys(section)
         if section.type in _SINGLE and section.name is not None:
             raise ConfigError(
-                f"[{section.type}] takes no name", file=section.file, line=section.line,
+                f"[{section.type}] takes no name",
+                file=section.file,
+                line=section.line,
                 section=section.title,
             )
         if section.type in _NAMED and section.name is None:
             raise ConfigError(
                 f'[{section.type}] needs a name: [{section.type} "name"]',
-                file=section.file, line=section.line, section=section.title,
+                file=section.file,
+                line=section.line,
+                section=section.title,
             )
         if section.type == "account":
             account = _read_account(keys)
@@ -696,11 +692,17 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         keys.warn_unknown(warnings)
 
     default_verification = _choose_default(
-        "verification", mgmt.default_verification, verifications, mgmt_keys,
+        "verification",
+        mgmt.default_verification,
+        verifications,
+        mgmt_keys,
         lambda: Http01Verification(_IMPLICIT_VERIFICATION, _DEFAULT_HTTP01_LISTENERS, implicit=True),
     )
     default_storage = _choose_default(
-        "storage", mgmt.default_storage, storages, mgmt_keys,
+        "storage",
+        mgmt.default_storage,
+        storages,
+        mgmt_keys,
         lambda: NoneStorage(_IMPLICIT_STORAGE, implicit=True),
     )
     auth_blocks = []
@@ -721,9 +723,7 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         )
         block = auth_blocks[-1]
         if not block.domains:
-            warnings.append(
-                f"{section.file}:{section.line}: [{section.title}] has no 'domain' and never matches"
-            )
+            warnings.append(f"{section.file}:{section.line}: [{section.title}] has no 'domain' and never matches")
         if not block.has_methods:
             warnings.append(
                 f"{section.file}:{section.line}: [{section.title}] has no ip, hmac_key or all: "
@@ -758,7 +758,7 @@ def _choose_default(
             entry = mgmt_keys.one(key) if mgmt_keys else None
             names = ", ".join(sorted(blocks)) or "none defined"
             raise ConfigError(
-                f"names no [{kind} \"{configured}\"] block (defined: {names})",
+                f'names no [{kind} "{configured}"] block (defined: {names})',
                 file=entry.file if entry else None,
                 line=entry.line if entry else None,
                 section="mgmt",
@@ -785,14 +785,20 @@ def _reference(
         if default is None:
             raise ConfigError(
                 f"names no {kind} and [mgmt] default-{kind} is disabled; add '{kind} = <name>'",
-                file=section.file, line=section.line, section=section.title, key=kind,
+                file=section.file,
+                line=section.line,
+                section=section.title,
+                key=kind,
             )
         return default
     assert isinstance(entry, Entry)
     if entry.value not in blocks:
         names = ", ".join(sorted(blocks)) or "none defined"
         raise ConfigError(
-            f"names no [{kind} \"{entry.value}\"] block (defined: {names})",
-            file=entry.file, line=entry.line, section=section.title, key=kind,
+            f'names no [{kind} "{entry.value}"] block (defined: {names})',
+            file=entry.file,
+            line=entry.line,
+            section=section.title,
+            key=kind,
         )
     return entry.value

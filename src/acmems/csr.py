@@ -20,7 +20,9 @@ _MAX_RSA_BITS = 8192
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME_RE = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})+")
-_PEM_RE = re.compile(rb"-----BEGIN (NEW )?CERTIFICATE REQUEST-----[A-Za-z0-9+/=\s]+-----END (NEW )?CERTIFICATE REQUEST-----")
+_PEM_RE = re.compile(
+    rb"-----BEGIN (NEW )?CERTIFICATE REQUEST-----[A-Za-z0-9+/=\s]+-----END (NEW )?CERTIFICATE REQUEST-----"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,7 @@ class CsrInfo:
 
 def _check_name(name: str, where: str) -> str:
     if not name.isascii():
-        raise CsrError(
-            f"{where} {name!r} is not ASCII; write internationalised names in punycode (xn--...)"
-        )
+        raise CsrError(f"{where} {name!r} is not ASCII; write internationalised names in punycode (xn--...)")
     lowered = name.lower()
     if lowered.endswith("."):
         raise CsrError(f"{where} {name!r} ends with a dot; remove the trailing dot")
@@ -118,11 +118,12 @@ def _names(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
             if isinstance(general_name, x509.DNSName):
                 names.append(_check_name(general_name.value, "subject alternative name"))
             else:
-                kind = {
+                kinds: dict[type, str] = {
                     x509.IPAddress: "IP address",
                     x509.RFC822Name: "e-mail address",
                     x509.UniformResourceIdentifier: "URI",
-                }.get(type(general_name), type(general_name).__name__)
+                }
+                kind = kinds.get(type(general_name), type(general_name).__name__)
                 raise CsrError(
                     f"the request names a {kind} ({general_name.value}); only DNS names can be certified here"
                 )

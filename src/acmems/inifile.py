@@ -70,7 +70,7 @@ def parse_ini(sources: list[tuple[str, str]], warnings: list[str]) -> list[Secti
                 match = _SECTION_RE.match(line)
                 if match is None:
                     raise ConfigError(
-                        f"malformed section header {line!r}; write [type] or [type \"name\"]",
+                        f'malformed section header {line!r}; write [type] or [type "name"]',
                         file=filename,
                         line=number,
                     )
@@ -79,9 +79,7 @@ def parse_ini(sources: list[tuple[str, str]], warnings: list[str]) -> list[Secti
                 if name is not None:
                     name = name.strip()
                     if not name:
-                        raise ConfigError(
-                            f"section [{stype}] has an empty name", file=filename, line=number
-                        )
+                        raise ConfigError(f"section [{stype}] has an empty name", file=filename, line=number)
                 key = (stype, name)
                 current = by_title.get(key)
                 if current is None:
@@ -99,11 +97,8 @@ def parse_ini(sources: list[tuple[str, str]], warnings: list[str]) -> list[Secti
                 )
             if current is None:
                 warnings.append(
-                    f"{filename}:{number}: option {match.group(1)!r} stands before any section "
-                    "and is ignored"
+                    f"{filename}:{number}: option {match.group(1)!r} stands before any section and is ignored"
                 )
                 continue
-            current.entries.append(
-                Entry(match.group(1).lower(), match.group(2).strip(), filename, number)
-            )
+            current.entries.append(Entry(match.group(1).lower(), match.group(2).strip(), filename, number))
     return sections

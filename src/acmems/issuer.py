@@ -86,14 +86,22 @@ class Issuer:
         self.orders_started += 1
         started = time.monotonic()
         chain = await self.ca.issue(csr.pem, solver)
-        log.info("issued a certificate for %s in %.3f s (verification %s)",
-                 ", ".join(csr.names), time.monotonic() - started, solver.name)
+        log.info(
+            "issued a certificate for %s in %.3f s (verification %s)",
+            ", ".join(csr.names),
+            time.monotonic() - started,
+            solver.name,
+        )
         try:
             await asyncio.to_thread(cache.put, csr.pem, chain)
         except OSError as exc:
             self.storage_failures += 1
-            log.error("storage %s: cannot cache the certificate for %s: %s; answering it uncached",
-                      cache.name, ", ".join(csr.names), exc)
+            log.error(
+                "storage %s: cannot cache the certificate for %s: %s; answering it uncached",
+                cache.name,
+                ", ".join(csr.names),
+                exc,
+            )
         return chain
 
     def _finished(self, key: tuple[str, str, bytes], task: asyncio.Task[bytes]) -> None:

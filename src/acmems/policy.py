@@ -49,9 +49,7 @@ def parse_authentication_header(value: str) -> HmacHeader:
     value = value.strip()
     scheme, _, rest = value.partition(" ")
     if scheme.lower() != "hmac":
-        raise AuthError(
-            "Authentication header must start with 'hmac' (hmac name=sha256, hash=<hex>)"
-        )
+        raise AuthError("Authentication header must start with 'hmac' (hmac name=sha256, hash=<hex>)")
     items: dict[str, str] = {}
     leftover = _ITEM_RE.sub("", rest).replace(",", " ").strip()
     if leftover:
@@ -77,10 +75,9 @@ def parse_authentication_header(value: str) -> HmacHeader:
         digest = bytes.fromhex(items["hash"])
     except ValueError:
         raise AuthError("Authentication header hash= is not hex") from None
-    if len(digest) != hashlib.new(algorithm).digest_size:
-        raise AuthError(
-            f"Authentication header hash= has {len(digest)} bytes; {algorithm} gives {hashlib.new(algorithm).digest_size}"
-        )
+    size = hashlib.new(algorithm).digest_size
+    if len(digest) != size:
+        raise AuthError(f"Authentication header hash= has {len(digest)} bytes; {algorithm} gives {size}")
     return HmacHeader(algorithm, digest)
 
 
@@ -102,9 +99,7 @@ def domain_allowed(block: AuthSettings, name: str) -> bool:
     return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in block.domains)
 
 
-def precheck(
-    blocks: Sequence[AuthSettings], peer: IPAddress, has_auth_header: bool
-) -> list[AuthSettings]:
+def precheck(blocks: Sequence[AuthSettings], peer: IPAddress, has_auth_header: bool) -> list[AuthSettings]:
     """The blocks that could still accept this client before its body is read.
 
     Raises:
@@ -113,8 +108,7 @@ def precheck(
     candidates = [
         block
         for block in blocks
-        if (not block.ips or _ip_allowed(block, peer))
-        and (block.hmac_key is None or has_auth_header)
+        if (not block.ips or _ip_allowed(block, peer)) and (block.hmac_key is None or has_auth_header)
     ]
     if not candidates:
         needs_header = any(b.hmac_key is not None and (not b.ips or _ip_allowed(b, peer)) for b in blocks)
@@ -145,27 +139,30 @@ def choose_auth_block(
         except AuthError as exc:
             header_error = exc
     reasons: list[str] = []
-    method_passed = False
+    method_failures: list[str] = []
     for block in blocks:
+        outside = [name for name in names if not domain_allowed(block, name)]
         failed = _failed_method(block, peer, parsed, header_error, body)
+        if not failed and not outside:
+            return block
         if failed:
             reasons.append(f"{block.name}: {failed}")
-            continue
-        method_passed = True
-        outside = [name for name in names if not domain_allowed(block, name)]
         if outside:
             reasons.append(f"{block.name}: names not allowed: {', '.join(outside)}")
-            continue
-        return block
+        elif failed:
+            method_failures.append(failed)
     detail = "; ".join(reasons) or "no auth blocks configured"
-    if method_passed:
+    if not method_failures:
+        # No block allows every name, whatever the credentials.
         message = f"not authorized for {', '.join(names)}: no single auth block allows all these names"
     elif header_error is not None:
         message = f"not authorized: {header_error.message}"
-    elif parsed is not None:
-        message = "not authorized: the HMAC does not match this body (or this address is not allowed)"
+    elif any(f == "no Authentication header" for f in method_failures):
+        message = "not authorized: an Authentication header is required for these names"
+    elif parsed is not None and any(f.startswith("hmac") for f in method_failures):
+        message = "not authorized: the HMAC does not match this body (or its algorithm is not the one configured)"
     else:
-        message = "not authorized: no auth block accepts this client"
+        message = f"not authorized: address {peer} may not ask for these names"
     raise AuthError(message, log_detail=detail)
 
 

@@ -9,7 +9,7 @@ import signal
 from aiohttp import web
 
 from acmems.acme_ca import AcmeCa
-from acmems.challenges import ChallengeSolver, Http01Solver, make_solver
+from acmems.challenges import ChallengeSolver, DnsUpdateSolver, Http01Solver, PendingJournal, make_solver
 from acmems.config import Http01Verification, Listener, Settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
@@ -20,6 +20,7 @@ __all__ = ["Server", "run"]
 
 log = logging.getLogger(__name__)
 _SHUTDOWN_GRACE = 30.0
+DNS_JOURNAL = "dns01-pending.json"
 _BACKLOG = 1024
 
 
@@ -29,13 +30,13 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ca = AcmeCa(settings.account)
+        self.journal = PendingJournal(self.ca.files.directory / DNS_JOURNAL)
         self.solvers: dict[str, ChallengeSolver] = {
-            name: make_solver(v) for name, v in settings.verifications.items()
+            name: make_solver(v, self.journal)
+            for name, v in settings.verifications.items()
             if name in settings.used_verifications
         }
-        self.caches: dict[str, CertificateCache] = {
-            name: make_cache(s) for name, s in settings.storages.items()
-        }
+        self.caches: dict[str, CertificateCache] = {name: make_cache(s) for name, s in settings.storages.items()}
         self.issuer = Issuer(self.ca, self.solvers, self.caches)
         self._runners: list[web.AppRunner] = []
         self.bound: list[str] = []
@@ -43,6 +44,17 @@ class Server:
     async def start(self) -> None:
         """Check the account, then open every listener; raises on a port that cannot be bound."""
         await self.ca.start()
+        for solver in self.solvers.values():
+            if isinstance(solver, DnsUpdateSolver):
+                if solver.key is None:
+                    log.warning(
+                        "verification %r sends DNS updates without TSIG: anyone who can reach %s:%d "
+                        "could change the zone the same way; set tsig-key-file",
+                        solver.name,
+                        solver.settings.dns_server,
+                        solver.settings.dns_port,
+                    )
+                await solver.recover()
         await self._serve(management_app(self.settings, self.issuer), self.settings.mgmt.listeners, "mgmt")
         for name, solver in self.solvers.items():
             verification = self.settings.verifications[name]
@@ -51,8 +63,7 @@ class Server:
                 await self._serve(challenge_app(solver), verification.listeners, f"http01 {name!r}")
 
     async def _serve(self, app: web.Application, listeners: tuple[Listener, ...], what: str) -> None:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE,
-                               handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
         for listener in listeners:

@@ -16,7 +16,7 @@ from aiohttp import web
 from acmems.challenges.http01 import Http01Solver
 from acmems.config import Settings
 from acmems.csr import parse_csr
-from acmems.errors import AcmemsError, AuthError, RequestError
+from acmems.errors import AcmemsError, RequestError
 from acmems.issuer import Issuer
 from acmems.policy import choose_auth_block, peer_address, precheck
 
@@ -82,8 +82,7 @@ def management_app(settings: Settings, issuer: Issuer) -> web.Application:
             raise RequestError("Content-Length is required (send the CSR as a plain body)", status=411)
         if request.content_length > max_size:
             raise RequestError(
-                f"the CSR has {request.content_length} bytes; this server accepts at most {max_size} "
-                "([mgmt] max-size)",
+                f"the CSR has {request.content_length} bytes; this server accepts at most {max_size} ([mgmt] max-size)",
                 status=413,
             )
         precheck(blocks, peer_address(_peer(request)), "Authentication" in request.headers)
@@ -93,8 +92,9 @@ def management_app(settings: Settings, issuer: Issuer) -> web.Application:
         try:
             check_before_body(request)
         except AcmemsError as exc:
-            _log_sign(request, exc.status, 0.0, names=(), block=None, cache_hit=False,
-                      reason=exc.log_detail or exc.message)
+            _log_sign(
+                request, exc.status, 0.0, names=(), block=None, cache_hit=False, reason=exc.log_detail or exc.message
+            )
             return _text(exc.status, exc.message, exc.retry_after)
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             assert request.writer is not None
@@ -120,8 +120,9 @@ def management_app(settings: Settings, issuer: Issuer) -> web.Application:
             block_name = block.name
             result = await issuer.sign(csr, block, settings.mgmt.request_timeout)
         except AcmemsError as exc:
-            _log_sign(request, exc.status, time.monotonic() - started, names, block_name, False,
-                      exc.log_detail or exc.message)
+            _log_sign(
+                request, exc.status, time.monotonic() - started, names, block_name, False, exc.log_detail or exc.message
+            )
             raise
         _log_sign(request, 200, time.monotonic() - started, names, block_name, result.cache_hit, "")
         return web.Response(body=result.chain, content_type="text/plain")
@@ -155,8 +156,14 @@ def _log_sign(
     outcome = "issued" if status == 200 and not cache_hit else "cached" if status == 200 else "refused"
     log.info(
         "sign peer=%s block=%s names=%s outcome=%s status=%d duration=%.3f cache_hit=%s%s",
-        peer, block or "-", ",".join(names) or "-", outcome, status, duration,
-        "yes" if cache_hit else "no", f" reason={reason!r}" if reason else "",
+        peer,
+        block or "-",
+        ",".join(names) or "-",
+        outcome,
+        status,
+        duration,
+        "yes" if cache_hit else "no",
+        f" reason={reason!r}" if reason else "",
     )
 
 

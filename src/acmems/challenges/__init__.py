@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from acmems.challenges.dns01_update import DnsUpdateSolver, PendingJournal
 from acmems.challenges.http01 import Http01Solver
 from acmems.config import DnsUpdateVerification, Http01Verification, VerificationSettings
 
-__all__ = ["ChallengeSolver", "Http01Solver", "make_solver"]
+__all__ = ["ChallengeSolver", "DnsUpdateSolver", "Http01Solver", "PendingJournal", "make_solver"]
 
 
 class ChallengeSolver(Protocol):
@@ -25,11 +26,9 @@ class ChallengeSolver(Protocol):
         ...
 
 
-def make_solver(settings: VerificationSettings) -> ChallengeSolver:
-    """The solver for a ``[verification]`` block."""
+def make_solver(settings: VerificationSettings, journal: PendingJournal | None = None) -> ChallengeSolver:
+    """The solver for a ``[verification]`` block; DNS solvers record pending values in ``journal``."""
     if isinstance(settings, Http01Verification):
         return Http01Solver(settings.name)
     assert isinstance(settings, DnsUpdateVerification)
-    from acmems.challenges.dns01_update import DnsUpdateSolver
-
-    return DnsUpdateSolver(settings)
+    return DnsUpdateSolver(settings, journal)

@@ -1,0 +1,36 @@
+# acmems: `make test` and `make demo` set up everything they need (idempotently) on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup system venv lint test demo bench clean
+
+setup: system venv
+
+# Debian packages (BIND 9, nginx, curl, wget, openssl) and Pebble 2.10 in .cache/bin.
+system:
+	@bash scripts/setup-system.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+		| { grep -v '^WARNING: Location' || true; }
+	@$(PY) -c 'import acmems, acme, aiohttp, dns, pytest, hypothesis'
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache demo-run

@@ -1,0 +1,158 @@
+"""Fixtures: the real services (BIND 9 with TSIG, Pebble 2.10, nginx) and acmems processes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import subprocess
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from tests.realservices import Acmems, Bind, Pebble, free_port
+
+_RUNNING: list[tuple[str, Path]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Show the services' logs with every failed test."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        for name, log in _RUNNING:
+            if log.exists():
+                report.sections.append((f"log of {name} ({log})", log.read_text(errors="replace")[-4000:]))
+
+
+@pytest.fixture(scope="session")
+def bind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bind]:
+    server = Bind(tmp_path_factory.mktemp("bind")).start()
+    _RUNNING.append(("named", server.log))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory, bind: Bind) -> Iterator[Pebble]:
+    """Pebble whose HTTP-01 checks go to ``pebble.http_port``, where each test's acmems listens."""
+    ca = Pebble(tmp_path_factory.mktemp("pebble"), bind.port, free_port()).start()
+    _RUNNING.append(("pebble", ca.log))
+    yield ca
+    ca.stop()
+
+
+@pytest.fixture(scope="session")
+def account_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One account for the session Pebble: the first acmems registers it, later ones reuse it."""
+    return tmp_path_factory.mktemp("account")
+
+
+HMAC_KEY = "A1YP67armNf3cBrecyJHdb035"
+
+
+def base_config(pebble: Pebble, account_dir: Path, mgmt_port: int, storage: Path) -> str:
+    """A configuration for the session Pebble: HTTP-01 on its port, a file cache, two auth blocks."""
+    return textwrap.dedent(f"""\
+        [account]
+        acme-server = {pebble.directory_url}
+        dir = {account_dir}
+        accept-terms-of-service = yes
+        ca-bundle = {pebble.ca_bundle}
+
+        [mgmt]
+        listener = 127.0.0.1:{mgmt_port}
+        max-size = 4k
+
+        [verification "http"]
+        type = http01
+        listener = 127.0.0.1:{pebble.http_port}
+
+        [storage "file"]
+        type = file
+        directory = {storage}
+
+        [auth "local"]
+        ip = 127.0.0.1
+        domain = *.example.test
+
+        [auth "hmac"]
+        hmac_type = sha256
+        hmac_key = {HMAC_KEY}
+        domain = *.sub.example2.test
+        """)
+
+
+AcmemsFactory = Callable[..., Acmems]
+
+
+@pytest.fixture
+def acmems_factory(tmp_path: Path) -> Iterator[AcmemsFactory]:
+    """Start acmems processes with a given configuration; all are stopped (by PID) afterwards."""
+    started: list[Acmems] = []
+
+    def start(config: str, mgmt_port: int, name: str = "acmems") -> Acmems:
+        server = Acmems(tmp_path / name, config, mgmt_port).start()
+        started.append(server)
+        _RUNNING.append((name, server.log))
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        _RUNNING.remove((next(n for n, p in _RUNNING if p == server.log), server.log))
+
+
+@pytest.fixture
+def acmems(acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path) -> Acmems:
+    """acmems with :func:`base_config` against the session Pebble."""
+    port = free_port()
+    return acmems_factory(base_config(pebble, account_dir, port, tmp_path / "storage"), port)
+
+
+def make_csr(names: list[str], *, key: str = "ec", cn: bool = True) -> tuple[bytes, bytes]:
+    """A PEM CSR for ``names`` (CN = first name unless ``cn`` is false) and its key, made in-process."""
+    private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
+        ec.generate_private_key(ec.SECP256R1()) if key == "ec" else rsa.generate_private_key(65537, 2048)
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])] if cn else [])
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(private, hashes.SHA256())
+    )
+    key_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return csr.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def hmac_header(body: bytes, key: str = HMAC_KEY, name: str = "sha256") -> str:
+    return f"hmac name={name}, hash={hmac.new(key.encode(), body, hashlib.sha256).hexdigest()}"
+
+
+def curl_post(url: str, body: bytes, headers: dict[str, str] | None = None,
+              extra: list[str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """POST ``body`` with the real curl; returns (status, body, headers)."""
+    args = ["curl", "-sS", "--max-time", "60", "-D", "-", "--data-binary", "@-", url]
+    for key, value in (headers or {}).items():
+        args += ["-H", f"{key}: {value}"]
+    args += extra or []
+    result = subprocess.run(args, input=body, capture_output=True, check=True, timeout=90)
+    head, _, content = result.stdout.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 100"):
+        head, _, content = content.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    parsed = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        parsed[key.strip().lower()] = value.strip()
+    return status, content, parsed
