@@ -138,8 +138,9 @@ def hmac_header(body: bytes, key: str = HMAC_KEY, name: str = "sha256") -> str:
     return f"hmac name={name}, hash={hmac.new(key.encode(), body, hashlib.sha256).hexdigest()}"
 
 
-def curl_post(url: str, body: bytes, headers: dict[str, str] | None = None,
-              extra: list[str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+def curl_post(
+    url: str, body: bytes, headers: dict[str, str] | None = None, extra: list[str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     """POST ``body`` with the real curl; returns (status, body, headers)."""
     args = ["curl", "-sS", "--max-time", "60", "-D", "-", "--data-binary", "@-", url]
     for key, value in (headers or {}).items():

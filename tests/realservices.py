@@ -76,7 +76,7 @@ def wait_for(
         try:
             if check():
                 return
-        except OSError:
+        except Exception:  # noqa: S110 - a readiness probe: any failure means "not yet"
             pass
         time.sleep(0.05)
     tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""

@@ -36,6 +36,8 @@ def assert_valid_chain(chain: bytes, pebble: Pebble, names: list[str]) -> None:
         untrusted.write_bytes(b"\n".join(blocks[1:]))
         result = subprocess.run(
             ["openssl", "verify", "-CAfile", str(root), "-untrusted", str(untrusted), str(leaf)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr

@@ -45,10 +45,12 @@ def test_readme_client_commands_verbatim_with_wget_and_curl(acmems: Acmems, pebb
     chain = (tmp_path / "domain-201512.pem").read_bytes()
     assert_valid_chain(chain, pebble, names)
     # the key in the certificate is the client's key
-    pub = subprocess.run(["openssl", "x509", "-noout", "-pubkey"], input=chain.split(b"\n\n")[0],
-                         capture_output=True, check=True).stdout
-    own = subprocess.run(["openssl", "pkey", "-pubout", "-in", str(tmp_path / "domain.key")],
-                         capture_output=True, check=True).stdout
+    pub = subprocess.run(
+        ["openssl", "x509", "-noout", "-pubkey"], input=chain.split(b"\n\n")[0], capture_output=True, check=True
+    ).stdout
+    own = subprocess.run(
+        ["openssl", "pkey", "-pubout", "-in", str(tmp_path / "domain.key")], capture_output=True, check=True
+    ).stdout
     assert pub == own
     assert (tmp_path / "curl.pem").read_bytes() == chain
     assert _issued(acmems) == 1
@@ -90,12 +92,15 @@ def test_repost_is_byte_identical_without_a_new_order_and_survives_restart(
     assert _issued(second) == 0
 
 
-def test_storage_none_issues_every_time(acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path,
-                                        tmp_path: Path) -> None:
+def test_storage_none_issues_every_time(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
+) -> None:
     port = free_port()
-    config = base_config(pebble, account_dir, port, tmp_path / "s").replace(
-        "[storage \"file\"]\ntype = file", "[storage \"file\"]\ntype = none").replace(
-        f"directory = {tmp_path / 's'}\n", "")
+    config = (
+        base_config(pebble, account_dir, port, tmp_path / "s")
+        .replace('[storage "file"]\ntype = file', '[storage "file"]\ntype = none')
+        .replace(f"directory = {tmp_path / 's'}\n", "")
+    )
     server = acmems_factory(config, port)
     csr, _ = make_csr(["nocache.example.test"])
     first = curl_post(_url(server), csr)
@@ -118,8 +123,12 @@ def test_wrong_source_address_is_refused_before_the_body(acmems: Acmems) -> None
 
 def test_forwarded_headers_do_not_change_the_peer(acmems: Acmems) -> None:
     csr, _ = make_csr(["www.example.test"])
-    status, _, _ = curl_post(_url(acmems), csr, {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1"},
-                             extra=["--interface", "127.0.0.2"])
+    status, _, _ = curl_post(
+        _url(acmems),
+        csr,
+        {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1"},
+        extra=["--interface", "127.0.0.2"],
+    )
     assert status == 403
 
 
@@ -127,8 +136,9 @@ def test_missing_and_wrong_hmac_are_refused(acmems: Acmems) -> None:
     csr, _ = make_csr(["secure.sub.example2.test"])
     status, body, _ = curl_post(_url(acmems), csr, extra=["--interface", "127.0.0.2"])
     assert status == 403 and b"Authentication header is required" in body
-    status, body, _ = curl_post(_url(acmems), csr, {"Authentication": hmac_header(csr, key="wrong")},
-                                extra=["--interface", "127.0.0.2"])
+    status, body, _ = curl_post(
+        _url(acmems), csr, {"Authentication": hmac_header(csr, key="wrong")}, extra=["--interface", "127.0.0.2"]
+    )
     assert status == 403 and b"HMAC does not match" in body
     status, body, _ = curl_post(_url(acmems), csr, {"Authentication": hmac_header(b"other body")})
     assert status == 403
@@ -154,8 +164,12 @@ def test_request_shape_errors(acmems: Acmems) -> None:
     assert status == 411 and b"Content-Length is required" in body
     status, body, _ = curl_post(_url(acmems, "/other"), b"x")
     assert status == 404
-    result = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", _url(acmems)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", _url(acmems)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout == "405"
 
 
@@ -171,7 +185,8 @@ def test_validation_failure_is_421_with_the_cas_problem(
     # The web server does not forward to acmems: the challenge listener is on another port.
     port = free_port()
     config = base_config(pebble, account_dir, port, tmp_path / "s").replace(
-        f"listener = 127.0.0.1:{pebble.http_port}", f"listener = 127.0.0.1:{free_port()}")
+        f"listener = 127.0.0.1:{pebble.http_port}", f"listener = 127.0.0.1:{free_port()}"
+    )
     server = acmems_factory(config, port)
     csr, _ = make_csr(["unreachable.example.test"])
     status, body, _ = curl_post(_url(server), csr)
@@ -179,9 +194,7 @@ def test_validation_failure_is_421_with_the_cas_problem(
     assert b"could not validate unreachable.example.test" in body and b"connection" in body
 
 
-def test_ca_down_is_503_with_retry_after(
-    acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path
-) -> None:
+def test_ca_down_is_503_with_retry_after(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
     ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
     port = free_port()
     config = base_config(ca, tmp_path / "account", port, tmp_path / "s")
@@ -198,7 +211,8 @@ def test_request_timeout_is_504_and_the_retry_gets_the_certificate(
 ) -> None:
     port = free_port()
     config = base_config(pebble, account_dir, port, tmp_path / "s").replace(
-        "max-size = 4k", "max-size = 4k\nrequest-timeout = 0.001")
+        "max-size = 4k", "max-size = 4k\nrequest-timeout = 0.001"
+    )
     server = acmems_factory(config, port)
     csr, _ = make_csr(["slow.example.test"])
     status, body, headers = curl_post(_url(server), csr)
@@ -251,7 +265,8 @@ def test_two_acmems_behind_nginx_the_token_held_by_the_second(
         for index, backend in enumerate(backends):
             port = free_port()
             config = base_config(ca, tmp_path / "account", port, tmp_path / f"s{index}").replace(
-                f"listener = 127.0.0.1:{proxy_port}", f"listener = 127.0.0.1:{backend}")
+                f"listener = 127.0.0.1:{proxy_port}", f"listener = 127.0.0.1:{backend}"
+            )
             servers.append(acmems_factory(config, port, f"acmems{index}"))
         for index, server in enumerate(servers):
             names = [f"proxied{index}.example.test"]
@@ -270,9 +285,11 @@ def test_ipv6_management_listener_and_clean_sigterm(
     acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    config = base_config(pebble, account_dir, port, tmp_path / "s").replace(
-        f"listener = 127.0.0.1:{port}", f"listener = 127.0.0.1:{port}\nlistener = [::1]:{port}"
-    ).replace("ip = 127.0.0.1", "ip = 127.0.0.1\nip = ::1")
+    config = (
+        base_config(pebble, account_dir, port, tmp_path / "s")
+        .replace(f"listener = 127.0.0.1:{port}", f"listener = 127.0.0.1:{port}\nlistener = [::1]:{port}")
+        .replace("ip = 127.0.0.1", "ip = 127.0.0.1\nip = ::1")
+    )
     server = acmems_factory(config, port)
     csr, _ = make_csr(["v6.example.test"])
     status, body, _ = curl_post(f"http://[::1]:{port}/sign", csr, extra=["-g"])
