@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from acme import messages
@@ -90,6 +92,21 @@ class AccountFiles:
             serialization.NoEncryption(),
         )
         write_atomic(self.key_path, pem, mode=0o600)
+
+    def back_up(self) -> list[Path]:
+        """Move the key and its registration aside (``*.bak-<UTC time>``) before a new key replaces them.
+
+        The registration belongs to the old key, so it goes too; the backups keep the old account
+        usable by hand.
+        """
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        moved = []
+        for path in (self.key_path, self.registration_path):
+            if path.exists():
+                backup = path.with_name(f"{path.name}.bak-{stamp}")
+                os.replace(path, backup)
+                moved.append(backup)
+        return moved
 
     def load_registration(self) -> messages.RegistrationResource | None:
         """The saved registration, or None if there is none (or it cannot be read)."""

@@ -64,9 +64,12 @@ def describe_settings(settings: Settings) -> str:
                 f"  ttl = {verification.ttl}, timeout = {verification.timeout:g} s, "
                 f"propagation-timeout = {verification.propagation_timeout:g} s",
                 f"  zone = {verification.zone or '(discovered)'}",
-                f"  tsig = {verification.tsig_key_name or '- (updates unsigned!)'} "
-                f"{verification.tsig_algorithm if verification.tsig_key_name else ''} "
-                f"secret {_mask(verification.tsig_key_secret)}".rstrip(),
+                (
+                    f"  tsig = {verification.tsig_key_name} {verification.tsig_algorithm}, secret "
+                    f"{_mask(verification.tsig_key_secret)}"
+                    if verification.tsig_key_name
+                    else "  tsig = none (updates are unsigned: anyone who reaches the server could send them)"
+                ),
             ]
     for name, storage in settings.storages.items():
         out.append(f'[storage "{name}"] type = {storage.type}')
@@ -169,7 +172,10 @@ def register_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eab-kid", help="External Account Binding key id (ZeroSSL, Google, Sectigo)")
     parser.add_argument("--eab-hmac-key", help="External Account Binding HMAC key (base64url)")
     parser.add_argument("configs", nargs="+", metavar="CONFIG")
-    args = parser.parse_args(argv)
+    # Only the --accept-terms-of-service=URL form takes a URL, so that a bare flag before the
+    # configuration files does not swallow the first of them.
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(["--accept-terms-of-service=yes" if a == "--accept-terms-of-service" else a for a in raw])
     if (args.eab_kid is None) != (args.eab_hmac_key is None):
         parser.error("--eab-kid and --eab-hmac-key go together")
     try:
@@ -193,6 +199,9 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
             if (args.key_type == "rsa" and size < 2048) or (args.key_type == "ec" and size not in (256, 384)):
                 print("acme-register: --private-key-size: RSA needs >= 2048 bits; EC takes 256 or 384")
                 return 1
+            if files.has_key():
+                for backup in files.back_up():
+                    print(f"Kept the old {backup.name.split('.')[0]} as {backup}")
             _step("Generate private key")
             files.save_key(generate_key(args.key_type, size))
             print("done")

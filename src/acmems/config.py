@@ -441,6 +441,8 @@ def _email(value: str) -> str:
 
 
 def _eab_key(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-+/]+=*", value):
+        raise ValueError("is not base64url, as the CA gives the EAB HMAC key")
     padded = value + "=" * (-len(value) % 4)
     try:
         decoded = base64.urlsafe_b64decode(padded.encode("ascii"))

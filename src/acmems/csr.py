@@ -27,9 +27,12 @@ _PEM_RE = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class CsrInfo:
-    """A checked CSR: its exact bytes, the names it asks for (lower-case, no duplicates), its key."""
+    """A checked CSR: the body exactly as posted (``pem``: the cache key, as in the original), the
+    PEM block alone (``request_pem``: what the CA gets), the names it asks for (lower-case, no
+    duplicates) and its key."""
 
     pem: bytes
+    request_pem: bytes
     names: tuple[str, ...]
     key_type: str
     key_size: int
@@ -95,7 +98,7 @@ def parse_csr(body: bytes) -> CsrInfo:
         raise CsrError(
             f"{type(key).__name__.removeprefix('_')} keys are not accepted by CAs; use RSA >= 2048 or EC P-256/P-384"
         )
-    return CsrInfo(match.group(0), _names(csr), key_type, key_size)
+    return CsrInfo(body, match.group(0) + b"\n", _names(csr), key_type, key_size)
 
 
 def _names(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:

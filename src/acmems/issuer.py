@@ -85,7 +85,7 @@ class Issuer:
     async def _issue_and_store(self, csr: CsrInfo, solver: ChallengeSolver, cache: CertificateCache) -> bytes:
         self.orders_started += 1
         started = time.monotonic()
-        chain = await self.ca.issue(csr.pem, solver)
+        chain = await self.ca.issue(csr.request_pem, solver)
         log.info(
             "issued a certificate for %s in %.3f s (verification %s)",
             ", ".join(csr.names),

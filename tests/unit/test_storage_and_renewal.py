@@ -1,0 +1,117 @@
+"""The file cache (layout, atomic writes, renewal) and when a certificate is due."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from acmems.config import FileStorage
+from acmems.fileio import write_atomic
+from acmems.renewal import renewal_time
+from acmems.storage.file import FileCache
+from acmems.storage.none import NoCache
+
+NOW = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+DAY = datetime.timedelta(days=1)
+
+
+def certificate(not_before: datetime.datetime, not_after: datetime.datetime) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x.example.org")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize(
+    ("lifetime_days", "renew_within_days", "renew_days_before_end"),
+    [(90, 14, 14), (45, 14, 14), (30, 14, 10), (6, 14, 2), (1, 14, 1 / 3), (90, 60, 30)],
+)
+def test_renewal_time_is_renew_within_but_never_less_than_a_third_of_the_lifetime(
+    lifetime_days: float, renew_within_days: float, renew_days_before_end: float
+) -> None:
+    start = NOW
+    end = start + lifetime_days * DAY
+    assert renewal_time(start, end, renew_within_days * DAY) == end - renew_days_before_end * DAY
+
+
+def test_file_cache_uses_the_originals_layout_and_serves_until_due(tmp_path: Path) -> None:
+    cache = FileCache(FileStorage("f", tmp_path, 14))
+    csr = b"-----BEGIN CERTIFICATE REQUEST-----\nabc\n-----END CERTIFICATE REQUEST-----\n"
+    chain = certificate(NOW - DAY, NOW + 89 * DAY)
+    assert cache.get(csr, NOW) is None
+    cache.put(csr, chain)
+    digest = hashlib.sha384(csr).hexdigest()
+    folder = tmp_path / digest[:2] / digest[2:]
+    assert (folder / "csr.pem").read_bytes() == csr
+    assert (folder / "cert.pem").read_bytes() == chain
+    assert cache.get(csr, NOW) == chain
+    assert cache.get(csr, NOW + 74 * DAY) == chain
+    assert cache.get(csr, NOW + 76 * DAY) is None  # within 14 days of the end
+    assert cache.get(csr + b"\n", NOW) is None  # other bytes, other CSR
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_short_lived_certificates_are_cached_for_two_thirds_of_their_life(tmp_path: Path) -> None:
+    cache = FileCache(FileStorage("f", tmp_path, 14))
+    chain = certificate(NOW, NOW + 6 * DAY)
+    cache.put(b"csr", chain)
+    assert cache.get(b"csr", NOW + 3.9 * DAY) == chain
+    assert cache.get(b"csr", NOW + 4.1 * DAY) is None
+
+
+def test_a_certificate_without_its_csr_or_a_broken_file_is_not_served(tmp_path: Path) -> None:
+    cache = FileCache(FileStorage("f", tmp_path, 14))
+    cache.put(b"csr", certificate(NOW, NOW + 90 * DAY))
+    digest = hashlib.sha384(b"csr").hexdigest()
+    (tmp_path / digest[:2] / digest[2:] / "cert.pem").write_bytes(b"garbage")
+    assert cache.get(b"csr", NOW) is None
+    (tmp_path / digest[:2] / digest[2:] / "csr.pem").unlink()
+    assert cache.get(b"csr", NOW) is None
+
+
+def test_no_cache_keeps_nothing() -> None:
+    cache = NoCache("none")
+    cache.put(b"csr", b"chain")
+    assert cache.get(b"csr") is None
+
+
+def test_write_atomic_sets_the_mode_from_the_start_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "key.pem"
+    write_atomic(target, b"secret", mode=0o600)
+    assert target.read_bytes() == b"secret"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    write_atomic(target, b"new", mode=0o600)
+    assert target.read_bytes() == b"new"
+    assert os.listdir(target.parent) == ["key.pem"]
+
+
+def test_write_atomic_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "cert.pem"
+    write_atomic(target, b"old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["cert.pem"]
