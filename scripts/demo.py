@@ -1,0 +1,139 @@
+"""`make demo`: the main job end to end on this machine, with real services on loopback.
+
+Starts BIND 9 (TSIG-only updates) and Pebble 2.10, writes a demo configuration, registers an
+account with acme-register, starts acmems, and lets a client that has only openssl and curl get
+one HTTP-01 certificate and one wildcard DNS-01 certificate. Everything stops at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.realservices import Acmems, Bind, Pebble, free_port  # noqa: E402
+
+HMAC_KEY = "demo-shared-secret-change-me"
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def run(command: str, cwd: Path) -> str:
+    print(textwrap.indent(command.strip(), "  $ "), flush=True)
+    result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"demo: command failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def main() -> int:
+    work = ROOT / "demo-run"
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    work.mkdir()
+    bind = pebble = acmems = None
+    try:
+        say("starting BIND 9 (zones example.test and sub.example2.test, TSIG-signed updates only)")
+        bind = Bind(work / "bind").start()
+        http_port = free_port()
+        say(f"starting Pebble 2.10, a real ACME CA (it checks HTTP-01 on port {http_port})")
+        pebble = Pebble(work / "pebble", bind.port, http_port).start()
+        mgmt_port = free_port()
+        config = work / "acmems.ini"
+        config.write_text(textwrap.dedent(f"""\
+            [account]
+            acme-server = {pebble.directory_url}
+            dir = {work}/account
+            ca-bundle = {pebble.ca_bundle}
+            email = ops@example.test
+
+            [mgmt]
+            listener = 127.0.0.1:{mgmt_port}
+            default-verification = http
+
+            [verification "http"]
+            type = http01
+            listener = 127.0.0.1:{http_port}
+
+            [verification "dns"]
+            type = dns01-dnsUpdate
+            dns-server = 127.0.0.1:{bind.port}
+            tsig-key-file = {bind.key_file}
+
+            [storage "file"]
+            type = file
+            directory = {work}/storage
+
+            [auth "web"]
+            ip = 127.0.0.1
+            hmac_type = sha256
+            hmac_key = {HMAC_KEY}
+            domain = *.example.test
+
+            [auth "wildcards"]
+            ip = 127.0.0.1
+            hmac_type = sha256
+            hmac_key = {HMAC_KEY}
+            domain = *.sub.example2.test
+            domain = sub.example2.test
+            verification = dns
+            """))
+        print(f"  wrote {config}")
+        venv_bin = Path(sys.executable).parent
+        say("registering the ACME account (acme-register)")
+        print(run(f"{venv_bin}/acme-register --gen-key --register --accept-terms-of-service {config}", work))
+        say("starting acmems")
+        acmems = Acmems(work / "acmems", config.read_text(), mgmt_port).start()
+        print(f"  acmems listens on 127.0.0.1:{mgmt_port}; log: {acmems.log}")
+
+        client = work / "client"
+        client.mkdir()
+        sign = (f"curl -sSf --data-binary @domain.csr -H \"$(openssl dgst -sha256 -hmac '{HMAC_KEY}' domain.csr"
+                " | sed -e 's/HMAC-\\(.*\\)(.*)= *\\(.*\\)/Authentication: hmac name=\\L\\1\\E, hash=\\2/')\" "
+                f"http://127.0.0.1:{mgmt_port}/sign > domain.pem")
+        for label, names in (("HTTP-01", ["www.example.test", "mail.example.test"]),
+                             ("DNS-01 wildcard", ["*.sub.example2.test", "sub.example2.test"])):
+            folder = client / names[1].split(".")[0]
+            folder.mkdir()
+            sans = ",".join(f"DNS:{n}" for n in names)
+            say(f"client: {label} certificate for {', '.join(names)}, with openssl and curl only")
+            run("openssl genrsa 2048 > domain.key 2>/dev/null", folder)
+            run(f"openssl req -new -sha256 -key domain.key -subj '/CN={names[0]}' "
+                f"-addext 'subjectAltName={sans}' > domain.csr", folder)
+            run(sign, folder)
+            print(run("openssl x509 -in domain.pem -noout -subject -issuer -ext subjectAltName -enddate", folder))
+            root_url = f"https://127.0.0.1:{pebble.mgmt_port}/roots/0"
+            run(f"curl -sSf --cacert {pebble.ca_bundle} {root_url} > root.pem", folder)
+            print(run("openssl verify -CAfile root.pem -untrusted domain.pem domain.pem", folder))
+        say("posting the same CSR again: answered from the cache, byte for byte")
+        folder = client / "mail"
+        run(sign.replace("> domain.pem", "> again.pem") + " && cmp domain.pem again.pem && echo identical", folder)
+        print("  identical")
+        say("what you saw")
+        print(textwrap.dedent(f"""\
+            A real ACME CA (Pebble) issued two certificates through acmems. The client used only
+            openssl and curl: it posted a CSR with an HMAC header to /sign. acmems answered the CA's
+            HTTP-01 check itself and updated BIND by TSIG-signed RFC 2136 updates for the wildcard.
+            Files: {work} (config acmems.ini, client/*/domain.pem, acmems/acmems.log).
+
+            To use Let's Encrypt's staging CA instead, set in [account]:
+                acme-server = https://acme-staging-v02.api.letsencrypt.org/directory
+            drop ca-bundle, run acme-register --gen-key --register --accept-terms-of-service CONFIG,
+            and forward /.well-known/acme-challenge/ from your web servers to the http01 listener
+            (docs/configuration.md)."""))
+        return 0
+    finally:
+        for service in (acmems, pebble, bind):
+            if service is not None:
+                service.stop()
+        os.sync()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
