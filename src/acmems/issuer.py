@@ -13,6 +13,7 @@ from acmems.challenges import ChallengeSolver
 from acmems.config import AuthSettings
 from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, IssuanceTimeout
+from acmems.metrics import Metrics
 from acmems.storage import CertificateCache
 
 __all__ = ["Issuer", "SignResult"]
@@ -38,10 +39,12 @@ class Issuer:
         ca: AcmeCa,
         solvers: Mapping[str, ChallengeSolver],
         caches: Mapping[str, CertificateCache],
+        metrics: Metrics | None = None,
     ) -> None:
         self.ca = ca
         self.solvers = solvers
         self.caches = caches
+        self.metrics = metrics or Metrics()
         self._inflight: dict[tuple[str, str, bytes], asyncio.Task[bytes]] = {}
         self._orphans: set[tuple[str, str, bytes]] = set()
         self.orders_started = 0
@@ -65,7 +68,9 @@ class Issuer:
             )
         cached = cache.get(csr.pem)
         if cached is not None:
+            self.metrics.cache_hits.inc()
             return SignResult(cached, cache_hit=True)
+        self.metrics.cache_misses.inc()
         key = (cache.name, solver.name, csr.pem)
         task = self._inflight.get(key)
         if task is None:

@@ -1,66 +1,157 @@
-"""Run acmems: open every listener of the configuration on one event loop until SIGTERM/SIGINT."""
+"""Run acmems: open every listener of the configuration on one event loop until SIGTERM/SIGINT.
+
+SIGHUP re-reads the configuration files: a valid new configuration replaces auth blocks,
+verifications, storages and the account; a broken one is refused and the old one keeps serving.
+Listeners are opened at start only (changing them needs a restart).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver, DnsUpdateSolver, Http01Solver, PendingJournal, make_solver
-from acmems.config import Http01Verification, Listener, Settings
+from acmems.config import Http01Verification, Listener, Settings, load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
+from acmems.metrics import Metrics
+from acmems.sdnotify import notify
 from acmems.storage import CertificateCache, make_cache
+from acmems.storage.file import FileCache
 from acmems.web import challenge_app, management_app
 
-__all__ = ["Server", "run"]
+__all__ = ["Runtime", "Server", "run"]
 
 log = logging.getLogger(__name__)
 _SHUTDOWN_GRACE = 30.0
+_BACKLOG = 4096
 DNS_JOURNAL = "dns01-pending.json"
-_BACKLOG = 1024
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything built from one configuration."""
+
+    settings: Settings
+    ca: AcmeCa
+    solvers: dict[str, ChallengeSolver]
+    caches: dict[str, CertificateCache]
+    issuer: Issuer
 
 
 class Server:
-    """All of acmems' runtime objects for one configuration."""
+    """All of acmems' runtime objects; the configuration in force is ``self.runtime``."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.ca = AcmeCa(settings.account)
-        self.journal = PendingJournal(self.ca.files.directory / DNS_JOURNAL)
-        self.solvers: dict[str, ChallengeSolver] = {
-            name: make_solver(v, self.journal)
-            for name, v in settings.verifications.items()
-            if name in settings.used_verifications
-        }
-        self.caches: dict[str, CertificateCache] = {name: make_cache(s) for name, s in settings.storages.items()}
-        self.issuer = Issuer(self.ca, self.solvers, self.caches)
+        self.metrics = Metrics()
+        self._http01: dict[str, Http01Solver] = {}
+        self.runtime = self._build(settings, None)
+        self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
         self._runners: list[web.AppRunner] = []
         self.bound: list[str] = []
 
-    async def start(self) -> None:
-        """Check the account, then open every listener; raises on a port that cannot be bound."""
-        await self.ca.start()
-        for solver in self.solvers.values():
+    def _build(self, settings: Settings, previous: Runtime | None) -> Runtime:
+        if previous is not None and previous.settings.account == settings.account:
+            ca = previous.ca
+        else:
+            ca = AcmeCa(settings.account)
+        journal = PendingJournal(ca.files.directory / DNS_JOURNAL)
+        solvers: dict[str, ChallengeSolver] = {}
+        for name, verification in settings.verifications.items():
+            if name not in settings.used_verifications:
+                continue
+            if isinstance(verification, Http01Verification):
+                # The challenge listeners serve these objects: keep them across reloads.
+                solvers[name] = self._http01.setdefault(name, Http01Solver(name))
+            else:
+                solvers[name] = make_solver(verification, journal)
+        caches = {name: make_cache(s) for name, s in settings.storages.items()}
+        return Runtime(settings, ca, solvers, caches, Issuer(ca, solvers, caches, self.metrics))
+
+    async def _prepare(self, runtime: Runtime) -> None:
+        for cache in runtime.caches.values():
+            if isinstance(cache, FileCache):
+                count = await asyncio.to_thread(cache.load_index)
+                log.info("storage %s: %d certificate(s) cached in %s", cache.name, count, cache.directory)
+        for solver in runtime.solvers.values():
             if isinstance(solver, DnsUpdateSolver):
                 if solver.key is None:
-                    log.warning(
-                        "verification %r sends DNS updates without TSIG: anyone who can reach %s:%d "
-                        "could change the zone the same way; set tsig-key-file",
-                        solver.name,
-                        solver.settings.dns_server,
-                        solver.settings.dns_port,
-                    )
+                    log.warning("verification %r sends DNS updates without TSIG: anyone who can reach %s:%d "
+                                "could change the zone the same way; set tsig-key-file",
+                                solver.name, solver.settings.dns_server, solver.settings.dns_port)
                 await solver.recover()
-        await self._serve(management_app(self.settings, self.issuer), self.settings.mgmt.listeners, "mgmt")
-        for name, solver in self.solvers.items():
-            verification = self.settings.verifications[name]
-            if isinstance(verification, Http01Verification):
-                assert isinstance(solver, Http01Solver)
-                await self._serve(challenge_app(solver), verification.listeners, f"http01 {name!r}")
+
+    async def start(self) -> None:
+        """Check the account, read the caches, then open every listener; raises on a port in use."""
+        runtime = self.runtime
+        await runtime.ca.start()
+        await self._prepare(runtime)
+        await self._serve(management_app(lambda: self.runtime, self.metrics, self.health),
+                          runtime.settings.mgmt.listeners, "mgmt")
+        for name, solver in self._http01.items():
+            verification = runtime.settings.verifications[name]
+            assert isinstance(verification, Http01Verification)
+            await self._serve(challenge_app(solver), verification.listeners, f"http01 {name!r}")
+
+    async def reload(self, paths: Sequence[str]) -> bool:
+        """Re-read the configuration; swap it in if valid. Whether it was swapped."""
+        try:
+            settings = await asyncio.to_thread(load_settings, paths)
+        except AcmemsError as exc:
+            log.error("reload refused, the old configuration keeps serving: %s", exc.message)
+            return False
+        old = self.runtime.settings
+        if settings.mgmt.listeners != old.mgmt.listeners or any(
+            isinstance(v, Http01Verification) and name in settings.used_verifications
+            and (name not in self._http01 or v != old.verifications.get(name))
+            for name, v in settings.verifications.items()
+        ):
+            log.error("reload refused: listeners changed; restart acmems to open new listeners")
+            return False
+        for warning in settings.warnings:
+            log.warning("config: %s", warning)
+        try:
+            runtime = self._build(settings, self.runtime)
+            if runtime.ca is not self.runtime.ca:
+                await runtime.ca.start()
+            await self._prepare(runtime)
+        except AcmemsError as exc:
+            log.error("reload refused, the old configuration keeps serving: %s", exc.message)
+            return False
+        self.runtime = runtime
+        log.info("configuration reloaded from %s", ", ".join(settings.files))
+        return True
+
+    def health(self) -> list[str]:
+        """Problems that make this acmems unhealthy (empty: healthy)."""
+        problems = []
+        if not self.bound:
+            problems.append("no listener is open")
+        for cache in self.runtime.caches.values():
+            if isinstance(cache, FileCache):
+                directory = cache.directory
+                probe = directory if directory.exists() else directory.parent
+                if not os.access(probe, os.W_OK | os.X_OK):
+                    problems.append(f"storage {cache.name}: {directory} is not writable")
+        return problems
+
+    def _cached_count(self) -> float:
+        return float(sum(len(c) for c in self.runtime.caches.values() if isinstance(c, FileCache)))
+
+    def _soonest_expiry(self) -> float:
+        soonest = [e for c in self.runtime.caches.values() if isinstance(c, FileCache)
+                   if (e := c.soonest_expiry()) is not None]
+        if not soonest:
+            return float("nan")
+        return (min(soonest) - datetime.now(UTC)).total_seconds()
 
     async def _serve(self, app: web.Application, listeners: tuple[Listener, ...], what: str) -> None:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
@@ -82,7 +173,7 @@ class Server:
         """
         for runner in self._runners:
             await runner.cleanup()
-        self.ca.close()
+        self.runtime.ca.close()
 
 
 async def _main(settings: Settings) -> int:
@@ -91,6 +182,14 @@ async def _main(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(server.reload(settings.files))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await server.start()
     except AcmemsError as exc:
@@ -98,7 +197,9 @@ async def _main(settings: Settings) -> int:
         await server.stop()
         return 1
     log.info("acmems ready: %s", ", ".join(server.bound))
+    notify("READY=1\nSTATUS=serving")
     await stop.wait()
+    notify("STOPPING=1")
     log.info("stopping: no new connections; letting running requests finish")
     await server.stop()
     log.info("stopped")
@@ -110,3 +211,5 @@ def run(settings: Settings) -> int:
     for warning in settings.warnings:
         log.warning("config: %s", warning)
     return asyncio.run(_main(settings))
+
+

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -18,9 +19,10 @@ from acmems.config import Settings
 from acmems.csr import parse_csr
 from acmems.errors import AcmemsError, RequestError
 from acmems.issuer import Issuer
+from acmems.metrics import CONTENT_TYPE_LATEST, Metrics
 from acmems.policy import choose_auth_block, peer_address, precheck
 
-__all__ = ["challenge_app", "management_app"]
+__all__ = ["Runtime", "challenge_app", "management_app"]
 
 log = logging.getLogger("acmems.sign")
 _BODY_TIMEOUT = 30.0
@@ -72,12 +74,24 @@ def _peer(request: web.Request) -> str:
     return str(peername[0])
 
 
-def management_app(settings: Settings, issuer: Issuer) -> web.Application:
-    """The app for ``[mgmt] listener``: ``POST /sign``."""
-    blocks = settings.auth_blocks
-    max_size = settings.mgmt.max_size
+class Runtime(Protocol):
+    """What the management app needs; swapped as a whole when the configuration is reloaded."""
+
+    settings: Settings
+    issuer: Issuer
+
+
+def management_app(current: Callable[[], Runtime], metrics: Metrics,
+                   health: Callable[[], list[str]]) -> web.Application:
+    """The app for ``[mgmt] listener``: ``POST /sign``, ``GET /health``, ``GET /metrics``.
+
+    ``current`` gives the runtime of the configuration in force; ``health`` lists problems (empty: fine).
+    """
 
     def check_before_body(request: web.Request) -> None:
+        settings = current().settings
+        max_size = settings.mgmt.max_size
+        blocks = settings.auth_blocks
         if request.content_length is None:
             raise RequestError("Content-Length is required (send the CSR as a plain body)", status=411)
         if request.content_length > max_size:
@@ -92,6 +106,7 @@ def management_app(settings: Settings, issuer: Issuer) -> web.Application:
         try:
             check_before_body(request)
         except AcmemsError as exc:
+            metrics.requests.labels(str(exc.status)).inc()
             _log_sign(
                 request, exc.status, 0.0, names=(), block=None, cache_hit=False, reason=exc.log_detail or exc.message
             )
@@ -106,6 +121,8 @@ def management_app(settings: Settings, issuer: Issuer) -> web.Application:
         started = time.monotonic()
         names: tuple[str, ...] = ()
         block_name: str | None = None
+        runtime = current()
+        settings, issuer = runtime.settings, runtime.issuer
         try:
             check_before_body(request)
             try:
@@ -115,26 +132,42 @@ def management_app(settings: Settings, issuer: Issuer) -> web.Application:
             csr = parse_csr(body)
             names = csr.names
             block = choose_auth_block(
-                blocks, peer_address(_peer(request)), request.headers.get("Authentication"), body, names
+                settings.auth_blocks, peer_address(_peer(request)), request.headers.get("Authentication"), body, names
             )
             block_name = block.name
             result = await issuer.sign(csr, block, settings.mgmt.request_timeout)
         except AcmemsError as exc:
+            metrics.requests.labels(str(exc.status)).inc()
             _log_sign(
                 request, exc.status, time.monotonic() - started, names, block_name, False, exc.log_detail or exc.message
             )
             raise
+        metrics.requests.labels("200").inc()
         _log_sign(request, 200, time.monotonic() - started, names, block_name, result.cache_hit, "")
         return web.Response(body=result.chain, content_type="text/plain")
 
+    async def health_check(request: web.Request) -> web.StreamResponse:
+        problems = health()
+        if problems:
+            return _text(503, "unhealthy: " + "; ".join(problems))
+        return _text(200, "ok")
+
+    async def metrics_page(request: web.Request) -> web.StreamResponse:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
     async def not_found(request: web.Request) -> web.StreamResponse:
-        raise RequestError("not found: this server only answers POST /sign", status=404)
+        raise RequestError("not found: this server answers POST /sign, GET /health and GET /metrics", status=404)
 
     async def wrong_method(request: web.Request) -> web.StreamResponse:
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
 
-    app = web.Application(middlewares=[_errors], client_max_size=max_size)
+    # aiohttp's own limit is a backstop; 413 is answered from Content-Length before reading.
+    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
     app.router.add_route("POST", "/sign", sign, expect_handler=expect_handler)
+    app.router.add_route("GET", "/health", health_check)
+    app.router.add_route("GET", "/metrics", metrics_page)
     app.router.add_route("*", "/sign", wrong_method)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -83,6 +83,10 @@ def test_a_certificate_without_its_csr_or_a_broken_file_is_not_served(tmp_path: 
     digest = hashlib.sha384(b"csr").hexdigest()
     (tmp_path / digest[:2] / digest[2:] / "cert.pem").write_bytes(b"garbage")
     assert cache.get(b"csr", NOW) is None
+    (tmp_path / digest[:2] / digest[2:] / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage")
+    fresh = FileCache(FileStorage("f", tmp_path, 14))
+    assert fresh.load_index() == 0
+    assert fresh.get(b"csr", NOW) is None
     (tmp_path / digest[:2] / digest[2:] / "csr.pem").unlink()
     assert cache.get(b"csr", NOW) is None
 
@@ -115,3 +119,16 @@ def test_write_atomic_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: py
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["cert.pem"]
+
+
+def test_the_index_is_read_at_start_and_follows_writes(tmp_path: Path) -> None:
+    writer = FileCache(FileStorage("f", tmp_path, 14))
+    writer.put(b"one", certificate(NOW, NOW + 90 * DAY))
+    writer.put(b"two", certificate(NOW, NOW + 30 * DAY))
+    reader = FileCache(FileStorage("f", tmp_path, 14))
+    assert reader.load_index() == 2 and len(reader) == 2
+    assert reader.soonest_expiry() == NOW + 30 * DAY
+    assert [e.not_after for e in reader.entries()] == [NOW + 30 * DAY, NOW + 90 * DAY]
+    # a certificate another acmems wrote into the shared directory after start is found too
+    writer.put(b"three", certificate(NOW, NOW + 90 * DAY))
+    assert reader.get(b"three", NOW) is not None and len(reader) == 3
