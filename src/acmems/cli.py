@@ -26,7 +26,7 @@ from acmems.errors import AcmemsError, ConfigError
 
 __all__ = ["describe_settings", "main", "register_main"]
 
-_COMMANDS = ("serve", "check")
+_COMMANDS = ("serve", "check", "list")
 
 
 def _mask(secret: str | bytes | None) -> str:
@@ -118,12 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Exit 0 if valid, 1 if not.",
     )
     check.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
+    listing = commands.add_parser(
+        "list", help="list the cached certificates",
+        description="List the certificates in every file storage: names, expiry, and when each is renewed.",
+    )
+    listing.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
     args = parser.parse_args(args_list)
     try:
         settings = load_settings(args.configs)
     except ConfigError as exc:
         print(f"acmems: configuration error: {exc.message}", file=sys.stderr)
         return 1
+    if args.command == "list":
+        return _list(settings)
     if args.command == "check":
         print(describe_settings(settings))
         print("configuration is valid")
@@ -137,6 +144,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AcmemsError as exc:
         logging.getLogger("acmems").error("%s", exc.message)
         return 1
+
+
+def _list(settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from acmems.storage.file import FileCache
+
+    now = datetime.now(UTC)
+    for storage in settings.storages.values():
+        if not isinstance(storage, FileStorage):
+            continue
+        cache = FileCache(storage)
+        count = cache.load_index()
+        print(f'[storage "{storage.name}"] {storage.directory}: {count} certificate(s)')
+        if count:
+            print(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<8} names")
+        for entry in cache.entries():
+            state = "expired" if entry.not_after <= now else "due" if entry.renew_at <= now else "ok"
+            print(f"  {entry.not_after:%Y-%m-%d %H:%M:%S}  {entry.renew_at:%Y-%m-%d %H:%M:%S}  {state:<8} "
+                  f"{', '.join(entry.names)}")
+    return 0
 
 
 def _step(message: str) -> None:
