@@ -8,7 +8,7 @@ bin="$here/.cache/bin"
 mkdir -p "$bin"
 
 need_pkgs=()
-for p in bind9 bind9-utils bind9-dnsutils nginx openssl curl wget; do
+for p in bind9 bind9-utils bind9-dnsutils nginx apache2 haproxy openssl curl wget dash; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -97,8 +97,8 @@ def acmems_factory(tmp_path: Path) -> Iterator[AcmemsFactory]:
     """Start acmems processes with a given configuration; all are stopped (by PID) afterwards."""
     started: list[Acmems] = []
 
-    def start(config: str, mgmt_port: int, name: str = "acmems") -> Acmems:
-        server = Acmems(tmp_path / name, config, mgmt_port).start()
+    def start(config: str, mgmt_port: int, name: str = "acmems", env: dict[str, str] | None = None) -> Acmems:
+        server = Acmems(tmp_path / name, config, mgmt_port).start(env=env)
         started.append(server)
         _RUNNING.append((name, server.log))
         return server

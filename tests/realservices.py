@@ -369,7 +369,7 @@ class Acmems:
         self.log = directory / "acmems.log"
         self.config = directory / "acmems.ini"
 
-    def start(self, timeout: float = 30) -> Acmems:
+    def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> Acmems:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self.config_text)
         offset = self.log.stat().st_size if self.log.exists() else 0
@@ -379,6 +379,7 @@ class Acmems:
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=dict(os.environ, **(env or {})),
         )
         logf.close()
         wait_for(lambda: b"acmems ready" in self.log.read_bytes()[offset:], timeout, "acmems", self.proc, self.log)
@@ -390,3 +391,115 @@ class Acmems:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Apache:
+    """Apache httpd 2.4 (mod_proxy) on ``port`` forwarding the challenge path to acmems: with two
+    backends, a 404 from the first is turned into an internal redirect to the second."""
+
+    def __init__(self, directory: Path, port: int, backends: Sequence[int]) -> None:
+        self.dir = directory
+        self.port = port
+        self.backends = backends
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "error.log"
+
+    def start(self) -> Apache:
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        modules = "/usr/lib/apache2/modules"
+        recipe = [
+            f'ProxyPass "/.well-known/acme-challenge/" "http://127.0.0.1:{self.backends[0]}/.well-known/acme-challenge/"',
+            "ProxyPreserveHost On",
+        ]
+        if len(self.backends) > 1:
+            recipe += [
+                '<Location "/.well-known/acme-challenge/">',
+                "    ProxyErrorOverride On 404",
+                '    ErrorDocument 404 "/acmems-2%{REQUEST_URI}"',
+                "</Location>",
+                f'ProxyPass "/acmems-2/.well-known/acme-challenge/" "http://127.0.0.1:{self.backends[1]}/.well-known/acme-challenge/"',
+            ]
+        (d / "httpd.conf").write_text(
+            f"""
+ServerRoot "{d}"
+ServerName localhost
+PidFile "{d}/httpd.pid"
+Listen 127.0.0.1:{self.port}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule proxy_module {modules}/mod_proxy.so
+LoadModule proxy_http_module {modules}/mod_proxy_http.so
+User nobody
+Group nogroup
+ErrorLog "{self.log}"
+LogLevel info
+CustomLog "{d}/access.log" "%h %r %>s"
+DocumentRoot "{d}"
+# the recipe of docs/webservers.md
+"""
+            + "\n".join(recipe)
+            + "\n"
+        )
+        logf = (d / "stdout.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/apache2", "-f", str(d / "httpd.conf"), "-DFOREGROUND"],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        logf.close()
+        wait_for(lambda: _connects(self.port), 10, "apache", self.proc, d / "stdout.log")
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class HAProxy:
+    """HAProxy on ``port`` forwarding the challenge path to several acmems, retrying the next on 404."""
+
+    def __init__(self, directory: Path, port: int, backends: Sequence[int]) -> None:
+        self.dir = directory
+        self.port = port
+        self.backends = backends
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "haproxy.log"
+
+    def start(self) -> HAProxy:
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(f"    server acmems{i} 127.0.0.1:{p}" for i, p in enumerate(self.backends))
+        (d / "haproxy.cfg").write_text(f"""
+global
+    pidfile {d}/haproxy.pid
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:{self.port}
+    use_backend acmems if {{ path_beg /.well-known/acme-challenge/ }}
+    http-request return status 404 if !{{ path_beg /.well-known/acme-challenge/ }}
+# the recipe of docs/webservers.md
+backend acmems
+    balance roundrobin
+    retries 3
+    option redispatch 1
+    retry-on 404 conn-failure empty-response
+{servers}
+""")
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/haproxy", "-db", "-f", str(d / "haproxy.cfg")],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        logf.close()
+        wait_for(lambda: _connects(self.port), 10, "haproxy", self.proc, self.log)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)

@@ -12,7 +12,7 @@ from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.config import AuthSettings
 from acmems.csr import CsrInfo
-from acmems.errors import AcmemsError, IssuanceTimeout
+from acmems.errors import AcmemsError, CaError, DnsUpdateError, IssuanceTimeout
 from acmems.metrics import Metrics
 from acmems.storage import CertificateCache
 
@@ -90,17 +90,31 @@ class Issuer:
     async def _issue_and_store(self, csr: CsrInfo, solver: ChallengeSolver, cache: CertificateCache) -> bytes:
         self.orders_started += 1
         started = time.monotonic()
-        chain = await self.ca.issue(csr.request_pem, solver)
-        log.info(
-            "issued a certificate for %s in %.3f s (verification %s)",
-            ", ".join(csr.names),
-            time.monotonic() - started,
-            solver.name,
-        )
+        vtype = solver.challenge_type
+        try:
+            chain = await self.ca.issue(csr.request_pem, solver)
+        except AcmemsError as exc:
+            self.metrics.issuances.labels("failed", vtype).inc()
+            if isinstance(exc, CaError):
+                self.metrics.ca_errors.labels(exc.problem_type or f"http-{exc.status}").inc()
+            elif isinstance(exc, DnsUpdateError):
+                self.metrics.dns_errors.labels(solver.name).inc()
+            log.warning(
+                "issuance for %s failed: %s%s",
+                ", ".join(csr.names),
+                exc.message,
+                f" ({exc.log_detail})" if exc.log_detail else "",
+            )
+            raise
+        duration = time.monotonic() - started
+        self.metrics.issuances.labels("issued", vtype).inc()
+        self.metrics.issuance_seconds.labels(vtype).observe(duration)
+        log.info("issued a certificate for %s in %.3f s (verification %s)", ", ".join(csr.names), duration, solver.name)
         try:
             await asyncio.to_thread(cache.put, csr.pem, chain)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self.storage_failures += 1
+            self.metrics.storage_errors.inc()
             log.error(
                 "storage %s: cannot cache the certificate for %s: %s; answering it uncached",
                 cache.name,

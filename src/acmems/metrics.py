@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -15,6 +15,7 @@ class Metrics:
     """The counters acmems keeps; gauges read their values when scraped."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("acmems_sign_requests", "POST /sign requests by answer status", ["status"], registry=r)

@@ -19,20 +19,37 @@ SCRIPT = ROOT / "contrib" / "acmems-client"
 DASH = shutil.which("dash") or "/bin/sh"
 
 
-def client(tmp_path: Path, acmems: Acmems, *args: str, env: dict[str, str] | None = None,
-           key_file: str | None = None) -> subprocess.CompletedProcess[str]:
+def client(
+    tmp_path: Path, acmems: Acmems, *args: str, env: dict[str, str] | None = None, key_file: str | None = None
+) -> subprocess.CompletedProcess[str]:
     if key_file is None:
         key_file = str(tmp_path / "hmac.key")
         Path(key_file).write_text(HMAC_KEY + "\n")
-    command = ["dash", str(SCRIPT), "--server", f"http://127.0.0.1:{acmems.mgmt_port}/sign",
-               "--hmac-key-file", key_file, "--key", str(tmp_path / "site.key"), "--csr", str(tmp_path / "site.csr"),
-               "--cert", str(tmp_path / "site.pem"), "--reload", f"touch {tmp_path / 'reloaded'}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False,
-                          env=env or dict(os.environ))
+    command = [
+        "dash",
+        str(SCRIPT),
+        "--server",
+        f"http://127.0.0.1:{acmems.mgmt_port}/sign",
+        "--hmac-key-file",
+        key_file,
+        "--key",
+        str(tmp_path / "site.key"),
+        "--csr",
+        str(tmp_path / "site.csr"),
+        "--cert",
+        str(tmp_path / "site.pem"),
+        "--reload",
+        f"touch {tmp_path / 'reloaded'}",
+        *args,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env=env or dict(os.environ)
+    )
 
 
-def test_first_run_installs_and_reloads_later_runs_change_nothing(acmems: Acmems, pebble: Pebble,
-                                                                   tmp_path: Path) -> None:
+def test_first_run_installs_and_reloads_later_runs_change_nothing(
+    acmems: Acmems, pebble: Pebble, tmp_path: Path
+) -> None:
     names = ["shop.sub.example2.test", "www.shop.sub.example2.test"]
     roots = tmp_path / "roots.pem"
     roots.write_bytes(pebble.get("/roots/0"))
@@ -68,8 +85,9 @@ def test_errors_exit_1_with_the_servers_reason(acmems: Acmems, tmp_path: Path) -
     assert not (tmp_path / "site.pem").exists()
     outside = client(tmp_path, acmems, "www.not-ours.test")
     assert outside.returncode == 1 and "acmems answered 403" in outside.stderr
-    on_command_line = subprocess.run(["dash", str(SCRIPT), "--hmac-key", "x"], capture_output=True, text=True,
-                                     check=False)
+    on_command_line = subprocess.run(
+        ["dash", str(SCRIPT), "--hmac-key", "x"], capture_output=True, text=True, check=False
+    )
     assert on_command_line.returncode == 1 and "never taken on the command line" in on_command_line.stderr
 
 
@@ -77,8 +95,28 @@ def test_env_file_rsa_key_and_wget_instead_of_curl(acmems: Acmems, tmp_path: Pat
     # A PATH without curl: the script falls back to wget.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("openssl", "wget", "awk", "sed", "grep", "tr", "sort", "head", "tail", "cat", "mktemp", "rm", "mv",
-                 "cp", "chmod", "cmp", "dirname", "basename", "sh", "touch"):
+    for tool in (
+        "openssl",
+        "wget",
+        "awk",
+        "sed",
+        "grep",
+        "tr",
+        "sort",
+        "head",
+        "tail",
+        "cat",
+        "mktemp",
+        "rm",
+        "mv",
+        "cp",
+        "chmod",
+        "cmp",
+        "dirname",
+        "basename",
+        "sh",
+        "touch",
+    ):
         found = shutil.which(tool)
         assert found, tool
         (bin_dir / tool).symlink_to(found)
@@ -89,10 +127,17 @@ def test_env_file_rsa_key_and_wget_instead_of_curl(acmems: Acmems, tmp_path: Pat
         f"ACMEMS_NAMES='mx.sub.example2.test'\nACMEMS_KEY_TYPE=rsa\nACMEMS_KEY={tmp_path / 'k.pem'}\n"
         f"ACMEMS_CSR={tmp_path / 'c.pem'}\nACMEMS_CERT={tmp_path / 'cert.pem'}\n"
     )
-    result = subprocess.run([DASH, str(SCRIPT), "--config", str(env_file)], capture_output=True, text=True,
-                            timeout=120, check=False, env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [DASH, str(SCRIPT), "--config", str(env_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     assert leaf_names((tmp_path / "cert.pem").read_bytes()) == {"mx.sub.example2.test"}
-    text = subprocess.run(["openssl", "pkey", "-in", str(tmp_path / "k.pem"), "-noout", "-text"],
-                          capture_output=True, check=True).stdout
+    text = subprocess.run(
+        ["openssl", "pkey", "-in", str(tmp_path / "k.pem"), "-noout", "-text"], capture_output=True, check=True
+    ).stdout
     assert b"Private-Key: (3072 bit" in text and b"modulus" in text
