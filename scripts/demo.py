@@ -94,39 +94,44 @@ def main() -> int:
 
         client = work / "client"
         client.mkdir()
-        sign = (f"curl -sSf --data-binary @domain.csr -H \"$(openssl dgst -sha256 -hmac '{HMAC_KEY}' domain.csr"
-                " | sed -e 's/HMAC-\\(.*\\)(.*)= *\\(.*\\)/Authentication: hmac name=\\L\\1\\E, hash=\\2/')\" "
-                f"http://127.0.0.1:{mgmt_port}/sign > domain.pem")
+        (client / "hmac.key").write_text(HMAC_KEY + "\n")
+        (client / "hmac.key").chmod(0o600)
+        root = client / "pebble-root.pem"
+        root.write_bytes(pebble.get("/roots/0"))
+        script = ROOT / "contrib" / "acmems-client"
         for label, names in (("HTTP-01", ["www.example.test", "mail.example.test"]),
                              ("DNS-01 wildcard", ["*.sub.example2.test", "sub.example2.test"])):
-            folder = client / names[1].split(".")[0]
-            folder.mkdir()
-            sans = ",".join(f"DNS:{n}" for n in names)
-            say(f"client: {label} certificate for {', '.join(names)}, with openssl and curl only")
-            run("openssl genrsa 2048 > domain.key 2>/dev/null", folder)
-            run(f"openssl req -new -sha256 -key domain.key -subj '/CN={names[0]}' "
-                f"-addext 'subjectAltName={sans}' > domain.csr", folder)
-            run(sign, folder)
-            print(run("openssl x509 -in domain.pem -noout -subject -issuer -ext subjectAltName -enddate", folder))
-            root_url = f"https://127.0.0.1:{pebble.mgmt_port}/roots/0"
-            run(f"curl -sSf --cacert {pebble.ca_bundle} {root_url} > root.pem", folder)
-            print(run("openssl verify -CAfile root.pem -untrusted domain.pem domain.pem", folder))
-        say("posting the same CSR again: answered from the cache, byte for byte")
-        folder = client / "mail"
-        run(sign.replace("> domain.pem", "> again.pem") + " && cmp domain.pem again.pem && echo identical", folder)
-        print("  identical")
+            site = names[1].split(".")[0]
+            say(f"client: {label} certificate for {', '.join(names)} with contrib/acmems-client "
+                "(openssl and curl only)")
+            command = (f"sh {script} --server http://127.0.0.1:{mgmt_port}/sign --hmac-key-file hmac.key "
+                       f"--key {site}.key --csr {site}.csr --cert {site}.pem --ca-file {root.name} "
+                       f"--reload 'echo reload: the certificate changed' " + " ".join(f"'{n}'" for n in names))
+            print(run(command, client))
+            print(run(f"openssl x509 -in {site}.pem -noout -subject -issuer -ext subjectAltName -enddate", client))
+        say("running the client again (as its daily timer would): answered from the cache, nothing changes")
+        print(run(command, client) or "  (no output: the certificate is unchanged, no reload)")
+        say("acmems list: the cached certificates")
+        print(run(f"{venv_bin}/acmems list {config}", work))
+        say("a few lines of GET /metrics")
+        metrics = run(f"curl -sS http://127.0.0.1:{mgmt_port}/metrics", work)
+        for line in metrics.splitlines():
+            if line.startswith(("acmems_sign_requests_total", "acmems_issuances_total", "acmems_cache_hits_total",
+                                "acmems_certificates_cached", "acmems_certificate_soonest_expiry_seconds")):
+                print("  " + line)
         say("what you saw")
         print(textwrap.dedent(f"""\
             A real ACME CA (Pebble) issued two certificates through acmems. The client used only
-            openssl and curl: it posted a CSR with an HMAC header to /sign. acmems answered the CA's
-            HTTP-01 check itself and updated BIND by TSIG-signed RFC 2136 updates for the wildcard.
-            Files: {work} (config acmems.ini, client/*/domain.pem, acmems/acmems.log).
+            openssl and curl (contrib/acmems-client): it made a key and a CSR, posted the CSR with an
+            HMAC header to /sign, checked the chain and installed it. acmems answered the CA's HTTP-01
+            check itself and, for the wildcard, updated BIND by TSIG-signed RFC 2136 updates (and
+            removed the records again). Files: {work} (acmems.ini, client/, acmems/acmems.log).
 
             To use Let's Encrypt's staging CA instead, set in [account]:
                 acme-server = https://acme-staging-v02.api.letsencrypt.org/directory
             drop ca-bundle, run acme-register --gen-key --register --accept-terms-of-service CONFIG,
             and forward /.well-known/acme-challenge/ from your web servers to the http01 listener
-            (docs/configuration.md)."""))
+            (docs/webservers.md, docs/configuration.md)."""))
         return 0
     finally:
         for service in (acmems, pebble, bind):
