@@ -372,7 +372,6 @@ class Acmems:
     def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> Acmems:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self.config_text)
-        offset = self.log.stat().st_size if self.log.exists() else 0
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "acmems", "serve", str(self.config)],
@@ -382,8 +381,13 @@ class Acmems:
             env=dict(os.environ, **(env or {})),
         )
         logf.close()
-        wait_for(lambda: b"acmems ready" in self.log.read_bytes()[offset:], timeout, "acmems", self.proc, self.log)
+        wait_for(self._healthy, timeout, "acmems", self.proc, self.log)
         return self
+
+    def _healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.mgmt_port}/health"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         _stop(self.proc, sig, timeout=40)

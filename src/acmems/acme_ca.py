@@ -221,7 +221,9 @@ class AcmeCa:
     def load_or_create_key(self, *, create: bool) -> None:
         """Load ``account.pem``; with ``create``, generate and save it (0600) if it is missing."""
         if not self.files.has_key() and create:
-            self.files.save_key(generate_key("rsa", 4096))
+            # EC P-256: every ACME request is signed with this key, and an ECDSA signature costs
+            # ~0.05 ms where RSA-4096 costs ~4 ms of CPU (eight or more per certificate).
+            self.files.save_key(generate_key("ec", 256))
             log.info("generated a new account key at %s", self.files.key_path)
         self._key, self._alg = jwk_and_alg(self.files.load_key())
 

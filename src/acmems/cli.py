@@ -179,7 +179,8 @@ def register_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"acmems {__version__}")
     parser.add_argument("--gen-key", action="store_true", help="generate the account key if there is none")
-    parser.add_argument("--key-type", choices=("rsa", "ec"), default="rsa", help="account key type (rsa)")
+    parser.add_argument("--key-type", choices=("rsa", "ec"), default=None,
+                        help="account key type: ec (P-256, the default) or rsa (the default with --private-key-size)")
     parser.add_argument(
         "--private-key-size",
         type=int,
@@ -223,15 +224,16 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
         if files.has_key() and not args.override_existing_key:
             print(f"Private key exists at {files.key_path}; keeping it (--override-existing-key replaces it)")
         else:
-            size = args.private_key_size or (4096 if args.key_type == "rsa" else 256)
-            if (args.key_type == "rsa" and size < 2048) or (args.key_type == "ec" and size not in (256, 384)):
+            key_type = args.key_type or ("rsa" if args.private_key_size else "ec")
+            size = args.private_key_size or (4096 if key_type == "rsa" else 256)
+            if (key_type == "rsa" and size < 2048) or (key_type == "ec" and size not in (256, 384)):
                 print("acme-register: --private-key-size: RSA needs >= 2048 bits; EC takes 256 or 384")
                 return 1
             if files.has_key():
                 for backup in files.back_up():
                     print(f"Kept the old {backup.name.split('.')[0]} as {backup}")
             _step("Generate private key")
-            files.save_key(generate_key(args.key_type, size))
+            files.save_key(generate_key(key_type, size))
             print("done")
     else:
         _step("Load private key")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -11,7 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from acmems.errors import CsrError
 
-__all__ = ["MAX_NAMES", "CsrInfo", "parse_csr"]
+__all__ = ["MAX_NAMES", "CsrInfo", "CsrMemo", "parse_csr"]
 
 #: Let's Encrypt's limit of names per certificate; other CAs allow no more.
 MAX_NAMES = 100
@@ -136,3 +137,27 @@ def _names(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
     if len(unique) > MAX_NAMES:
         raise CsrError(f"the certificate request names {len(unique)} domains; CAs allow at most {MAX_NAMES}")
     return unique
+
+
+class CsrMemo:
+    """Remembers the last ``size`` CSRs that parsed, by their exact bytes.
+
+    Clients re-post the same CSR daily and a cache hit should cost next to nothing: the signature
+    check and parse (the most expensive part of answering from the cache) happen once per CSR.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, CsrInfo] = OrderedDict()
+
+    def parse(self, body: bytes) -> CsrInfo:
+        """Like :func:`parse_csr`, answered from memory for bytes seen before."""
+        info = self._entries.get(body)
+        if info is not None:
+            self._entries.move_to_end(body)
+            return info
+        info = parse_csr(body)
+        self._entries[body] = info
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return info

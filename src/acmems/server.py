@@ -11,7 +11,8 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,7 +27,7 @@ from acmems.metrics import Metrics
 from acmems.sdnotify import notify
 from acmems.storage import CertificateCache, make_cache
 from acmems.storage.file import FileCache
-from acmems.web import challenge_app, management_app
+from acmems.web import challenge_handler, management_app
 
 __all__ = ["Runtime", "Server", "run"]
 
@@ -55,7 +56,8 @@ class Server:
         self._http01: dict[str, Http01Solver] = {}
         self.runtime = self._build(settings, None)
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.bound: list[str] = []
 
     def _build(self, settings: Settings, previous: Runtime | None) -> Runtime:
@@ -76,11 +78,26 @@ class Server:
         caches = {name: make_cache(s) for name, s in settings.storages.items()}
         return Runtime(settings, ca, solvers, caches, Issuer(ca, solvers, caches, self.metrics))
 
-    async def _prepare(self, runtime: Runtime) -> None:
+    async def _load_index(self, cache: FileCache) -> None:
+        started = time.monotonic()
+        try:
+            count = cache.merge_index(await asyncio.to_thread(cache.read_index))
+        except OSError as exc:
+            log.error("storage %s: cannot read %s: %s", cache.name, cache.directory, exc)
+            return
+        log.info("storage %s: %d certificate(s) cached in %s (indexed in %.2f s)", cache.name, count,
+                 cache.directory, time.monotonic() - started)
+
+    async def _prepare(self, runtime: Runtime, *, background: bool = False) -> None:
         for cache in runtime.caches.values():
             if isinstance(cache, FileCache):
-                count = await asyncio.to_thread(cache.load_index)
-                log.info("storage %s: %d certificate(s) cached in %s", cache.name, count, cache.directory)
+                if background:
+                    # Serving starts at once: until the index is read, a request reads the cache from disk.
+                    task = asyncio.create_task(self._load_index(cache))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+                else:
+                    await self._load_index(cache)
         for solver in runtime.solvers.values():
             if isinstance(solver, DnsUpdateSolver):
                 if solver.key is None:
@@ -93,13 +110,13 @@ class Server:
         """Check the account, read the caches, then open every listener; raises on a port in use."""
         runtime = self.runtime
         await runtime.ca.start()
-        await self._prepare(runtime)
+        await self._prepare(runtime, background=True)
         await self._serve(management_app(lambda: self.runtime, self.metrics, self.health),
                           runtime.settings.mgmt.listeners, "mgmt")
         for name, solver in self._http01.items():
             verification = runtime.settings.verifications[name]
             assert isinstance(verification, Http01Verification)
-            await self._serve(challenge_app(solver), verification.listeners, f"http01 {name!r}")
+            await self._serve_lowlevel(challenge_handler(solver), verification.listeners, f"http01 {name!r}")
 
     async def reload(self, paths: Sequence[str]) -> bool:
         """Re-read the configuration; swap it in if valid. Whether it was swapped."""
@@ -155,6 +172,15 @@ class Server:
 
     async def _serve(self, app: web.Application, listeners: tuple[Listener, ...], what: str) -> None:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
+        await self._open(runner, listeners, what)
+
+    async def _serve_lowlevel(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+                              listeners: tuple[Listener, ...], what: str) -> None:
+        server = web.Server(handler, access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
+        await self._open(runner, listeners, what)
+
+    async def _open(self, runner: web.BaseRunner, listeners: tuple[Listener, ...], what: str) -> None:
         await runner.setup()
         self._runners.append(runner)
         for listener in listeners:

@@ -64,11 +64,11 @@ class FileCache:
     def _folder(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest[2:]
 
-    def load_index(self) -> int:
-        """Read every cached certificate's metadata once (at start); how many there are."""
-        self._index.clear()
+    def read_index(self) -> dict[str, CachedCertificate]:
+        """Read every cached certificate's metadata from disk (slow: run it in a thread)."""
+        index: dict[str, CachedCertificate] = {}
         if not self.directory.is_dir():
-            return 0
+            return index
         for first in self.directory.iterdir():
             if len(first.name) != 2 or not first.is_dir():
                 continue
@@ -78,10 +78,20 @@ class FileCache:
                     chain = (folder / "cert.pem").read_bytes()
                     if not (folder / "csr.pem").exists():
                         continue
-                    self._index[digest] = _describe(digest, chain, self.renew_within)
+                    index[digest] = _describe(digest, chain, self.renew_within)
                 except (OSError, ValueError) as exc:
                     log.warning("storage %s: skipping %s: %s", self.name, folder, exc)
-        return len(self._index)
+        return index
+
+    def merge_index(self, loaded: dict[str, CachedCertificate]) -> int:
+        """Take a :meth:`read_index` result; entries written meanwhile win. How many are indexed."""
+        loaded.update(self._index)
+        self._index = loaded
+        return len(loaded)
+
+    def load_index(self) -> int:
+        """Read the index now (for commands; the server reads it in the background)."""
+        return self.merge_index(self.read_index())
 
     def entries(self) -> list[CachedCertificate]:
         """The indexed certificates, soonest renewal first."""

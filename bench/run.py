@@ -1,0 +1,669 @@
+"""`make bench`: acmems against the acme library's floor, macen 0.5.0, certbot and lego, in one run.
+
+Everything runs on loopback: Pebble 2.10 (PEBBLE_VA_NOSLEEP=1), BIND 9 with TSIG, nginx, wrk.
+Writes bench/results/<date>.json and prints a markdown table (docs/benchmarks.md keeps the latest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import dns.tsig  # noqa: E402
+from tests.conftest import hmac_header, make_csr  # noqa: E402
+from tests.realservices import Acmems, Bind, Pebble, _connects, _stop, free_port, wait_for  # noqa: E402
+
+from bench.floor import AcmeFloor  # noqa: E402
+from bench.loadgen import curl_time, post_script, rss_mb, summary, wrk  # noqa: E402
+
+HMAC_KEY = "bench-hmac-key"
+Result = dict[str, Any]
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def csr_files(directory: Path, names: list[list[str]]) -> list[Path]:
+    """Pre-generated EC P-256 CSRs (key generation is not timed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, request in enumerate(names):
+        path = directory / f"{index}.csr"
+        path.write_bytes(make_csr(request)[0])
+        paths.append(path)
+    return paths
+
+
+def sequential(url: str, csrs: list[Path], headers: dict[str, str] | None = None) -> tuple[list[float], int]:
+    times, failures = [], 0
+    for csr in csrs:
+        status, seconds = curl_time(url, csr, headers)
+        if status == 200:
+            times.append(seconds)
+        else:
+            failures += 1
+    return times, failures
+
+
+def at_once(url: str, csrs: list[Path], headers: dict[str, str] | None = None) -> Result:
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(csrs)) as pool:
+        statuses = list(pool.map(lambda c: curl_time(url, c, headers)[0], csrs))
+    wall = time.perf_counter() - started
+    ok = sum(1 for s in statuses if s == 200)
+    return {"wall_s": wall, "certs_per_s": ok / wall, "failures": len(csrs) - ok, "n": len(csrs)}
+
+
+def acmems_config(pebble: Pebble, work: Path, mgmt: int, http: int, bind: Bind, storage: Path, account: Path) -> str:
+    return f"""
+[account]
+acme-server = {pebble.directory_url}
+dir = {account}
+accept-terms-of-service = yes
+ca-bundle = {pebble.ca_bundle}
+[mgmt]
+listener = 127.0.0.1:{mgmt}
+default-verification = http
+[verification "http"]
+type = http01
+listener = 127.0.0.1:{http}
+[verification "dns"]
+type = dns01-dnsUpdate
+dns-server = 127.0.0.1:{bind.port}
+tsig-key-file = {bind.key_file}
+[storage "file"]
+type = file
+directory = {storage}
+[auth "hit"]
+ip = 127.0.0.1
+hmac_type = sha256
+hmac_key = {HMAC_KEY}
+domain = cache.example.test
+[auth "http"]
+ip = 127.0.0.1
+domain = *.example.test
+[auth "dns"]
+ip = 127.0.0.1
+domain = *.sub.example2.test
+verification = dns
+[logging]
+level = warning
+"""
+
+
+@contextmanager
+def blackhole() -> Iterator[tuple[int, list[str]]]:
+    """A port that accepts the CA's HTTP-01 check and never answers, so the authorization stays
+    pending (~15 s with Pebble) and its token stays known to acmems; the tokens seen are listed."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    tokens: list[str] = []
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            request = conn.recv(1024).decode(errors="replace")
+            if request.startswith("GET /.well-known/acme-challenge/"):
+                tokens.append(request.split()[1].rsplit("/", 1)[-1])
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1]), tokens
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        sock.close()
+
+
+def known_token_load(work: Path, bind: Bind, connections: int, seconds: int) -> Result:
+    """wrk against acmems' challenge listener for a token of a pending authorization."""
+    with blackhole() as (hole_port, tokens):
+        pebble = Pebble(work / f"pebble-hold-{connections}", bind.port, hole_port).start()
+        mgmt, http = free_port(), free_port()
+        server = Acmems(
+            work / f"acmems-hold-{connections}",
+            acmems_config(
+                pebble, work, mgmt, http, bind, work / f"hold-store-{connections}", work / f"hold-account-{connections}"
+            ),
+            mgmt,
+        ).start()
+        try:
+            csr = work / f"hold-{connections}.csr"
+            csr.write_bytes(make_csr([f"hold{connections}.example.test"])[0])
+            request = threading.Thread(target=curl_time, args=(f"http://127.0.0.1:{mgmt}/sign", csr), daemon=True)
+            request.start()
+            wait_for(lambda: bool(tokens), 20, "the CA's HTTP-01 check")
+            return wrk(f"http://127.0.0.1:{http}/.well-known/acme-challenge/{tokens[0]}", connections, seconds)
+        finally:
+            server.stop(signal_kill())
+            pebble.stop()
+
+
+def signal_kill() -> int:
+    import signal
+
+    return int(signal.SIGKILL)
+
+
+def fill_cache(directory: Path, count: int) -> None:
+    """``count`` certificates in the file cache's layout (self-issued; only their metadata is read)."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    for index in range(count):
+        name = f"host{index}.example.test"
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(index + 1)
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        csr = f"-----BEGIN CERTIFICATE REQUEST-----\n{name}\n-----END CERTIFICATE REQUEST-----\n".encode()
+        digest = hashlib.sha384(csr).hexdigest()
+        folder = directory / digest[:2] / digest[2:]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "cert.pem").write_bytes(pem + b"\n" + pem)
+        (folder / "csr.pem").write_bytes(csr)
+
+
+def start_time_and_rss(work: Path, name: str, pebble: Pebble, bind: Bind, storage: Path, account: Path) -> Result:
+    mgmt, http = free_port(), free_port()
+    server = Acmems(work / name, acmems_config(pebble, work, mgmt, http, bind, storage, account), mgmt)
+    started = time.perf_counter()
+    server.start()
+    elapsed = time.perf_counter() - started
+    assert server.proc is not None
+    time.sleep(1)
+    rss = rss_mb(server.proc.pid)
+    server.stop()
+    return {"start_s": elapsed, "rss_mb": rss}
+
+
+def bench_acmems(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
+    results: Result = {}
+    http = free_port()
+    pebble = Pebble(work / "pebble", bind.port, http).start()
+    mgmt = free_port()
+    account = work / "account"
+    server = Acmems(
+        work / "acmems", acmems_config(pebble, work, mgmt, http, bind, work / "storage", account), mgmt
+    ).start()
+    assert server.proc is not None
+    url = f"http://127.0.0.1:{mgmt}/sign"
+    try:
+        time.sleep(1)
+        results["rss_idle_mb"] = rss_mb(server.proc.pid)
+        log("acmems: fresh HTTP-01 certificates, one after another")
+        times, failures = sequential(
+            url, csr_files(work / "csr-http", [[f"h{i}.example.test"] for i in range(samples)])
+        )
+        results["fresh_http01"] = {**summary(times), "failures": failures}
+        log("acmems: fresh DNS-01 certificates, one after another")
+        times, failures = sequential(
+            url, csr_files(work / "csr-dns", [[f"d{i}.sub.example2.test"] for i in range(samples)])
+        )
+        results["fresh_dns01"] = {**summary(times), "failures": failures}
+        log("acmems: 50 distinct CSRs at once, then 50 one after another")
+        results["concurrent_50"] = at_once(url, csr_files(work / "csr-50", [[f"c{i}.example.test"] for i in range(50)]))
+        started = time.perf_counter()
+        times, failures = sequential(url, csr_files(work / "csr-50s", [[f"s{i}.example.test"] for i in range(50)]))
+        wall = time.perf_counter() - started
+        results["sequential_50"] = {"wall_s": wall, "certs_per_s": len(times) / wall, "failures": failures}
+        results["concurrent_speedup"] = wall / results["concurrent_50"]["wall_s"]
+        csr = make_csr(["cache.example.test"])[0]
+        headers = {"Authentication": hmac_header(csr, HMAC_KEY)}
+        (work / "hit.csr").write_bytes(csr)
+        status, _ = curl_time(url, work / "hit.csr", headers)
+        assert status == 200, status
+        script = post_script(work, csr, headers)
+        for connections in (16, 64):
+            log(f"acmems: cache hits, c={connections}")
+            results[f"cache_hit_c{connections}"] = wrk(url, connections, seconds, script)
+            log(f"acmems: HTTP-01 GET of an unknown token, c={connections}")
+            results[f"http01_unknown_c{connections}"] = wrk(
+                f"http://127.0.0.1:{http}/.well-known/acme-challenge/unknown-token", connections, seconds
+            )
+            log(f"acmems: HTTP-01 GET of a known token (a pending authorization), c={connections}")
+            results[f"http01_known_c{connections}"] = known_token_load(work, bind, connections, min(seconds, 10))
+        results["rss_after_load_mb"] = rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+    log("acmems: start-up and memory with an empty cache and with 10,000 certificates")
+    empty = work / "empty-store"
+    empty.mkdir()
+    results["start_empty"] = start_time_and_rss(work, "acmems-empty", pebble, bind, empty, account)
+    full = work / "full-store"
+    fill_cache(full, 10_000)
+    results["start_10k"] = start_time_and_rss(work, "acmems-10k", pebble, bind, full, account)
+    results["cache_10k_added_mb"] = results["start_10k"]["rss_mb"] - results["start_empty"]["rss_mb"]
+    pebble.stop()
+    return results
+
+
+def bench_floor(work: Path, bind: Bind, samples: int) -> Result:
+    http = free_port()
+    pebble = Pebble(work / "pebble-floor", bind.port, http).start()
+    floor = AcmeFloor(
+        pebble.directory_url, pebble.ca_bundle, http, bind.port, dns.tsig.Key(bind.key_name, bind.key_secret)
+    )
+    try:
+        log("floor: the acme library in-process, 50 ms polling")
+        http_times = [floor.issue(make_csr([f"floor{i}.example.test"])[0], "http-01") for i in range(samples)]
+        dns_times = [floor.issue(make_csr([f"floor{i}.sub.example2.test"])[0], "dns-01") for i in range(samples)]
+    finally:
+        floor.close()
+        pebble.stop()
+    return {"http01": summary(http_times), "dns01": summary(dns_times)}
+
+
+def macen_venv() -> Path:
+    venv = ROOT / ".cache" / "bench" / "macen-venv"
+    if not (venv / "bin" / "macen").exists():
+        log("installing macen 0.5.0 (the original) in its own venv")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "macen==0.5.0"], check=True)
+    return venv
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def bench_macen(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
+    if not port_free(5002):
+        return {"skipped": "port 5002 is in use: macen answers HTTP-01 only for the CA's port 5002"}
+    venv = macen_venv()
+    pebble = Pebble(work / "pebble-macen", bind.port, 5002).start()
+    mgmt = free_port()
+    config = work / "macen.ini"
+    config.write_text(f"""
+[account]
+acme-server = {pebble.directory_url}
+dir = {work / "macen-account"}
+accept-terms-of-service = yes
+[mgmt]
+listener = 127.0.0.1:{mgmt}
+default-verification = http
+default-storage = file
+[verification "http"]
+type = http01
+listener = 127.0.0.1:5002
+[storage "file"]
+type = file
+directory = {work / "macen-storage"}
+[auth "hit"]
+ip = 127.0.0.1
+hmac_type = sha256
+hmac_key = {HMAC_KEY}
+domain = cache.example.test
+[auth "http"]
+ip = 127.0.0.1
+domain = *.example.test
+""")
+    logf = (work / "macen.log").open("ab")
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "macen"), str(config)],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, ACME_CAFILE=str(pebble.ca_bundle)),
+        stdin=subprocess.DEVNULL,
+    )
+    logf.close()
+    results: Result = {}
+    url = f"http://127.0.0.1:{mgmt}/sign"
+    try:
+        wait_for(
+            lambda: _connects(mgmt),
+            60,
+            "macen",
+            proc,
+            work / "macen.log",
+        )
+        time.sleep(1)
+        results["rss_idle_mb"] = rss_mb(proc.pid)
+        log("macen: fresh HTTP-01 certificates, one after another")
+        times, failures = sequential(url, csr_files(work / "m-http", [[f"m{i}.example.test"] for i in range(samples)]))
+        results["fresh_http01"] = {**summary(times), "failures": failures} if times else {"failures": failures}
+        log("macen: 50 distinct CSRs at once")
+        results["concurrent_50"] = at_once(url, csr_files(work / "m-50", [[f"mc{i}.example.test"] for i in range(50)]))
+        csr = make_csr(["cache.example.test"])[0]
+        headers = {"Authentication": hmac_header(csr, HMAC_KEY)}
+        (work / "m-hit.csr").write_bytes(csr)
+        status, _ = curl_time(url, work / "m-hit.csr", headers)
+        results["cache_hit_status"] = status
+        script = post_script(work / "m-http", csr, headers)
+        token = next(
+            line.rsplit("/", 1)[-1].split('"')[0]
+            for line in pebble.log.read_text().splitlines()
+            if "Attempting to validate w/ HTTP" in line and "m0.example.test" in line
+        )
+        for connections in (16, 64):
+            log(f"macen: cache hits, c={connections}")
+            results[f"cache_hit_c{connections}"] = wrk(url, connections, seconds, script)
+            log(f"macen: HTTP-01 GET of a known and an unknown token, c={connections}")
+            # macen keys challenges by Host without ":5002" and never forgets them
+            results[f"http01_known_c{connections}"] = wrk(
+                f"http://127.0.0.1:5002/.well-known/acme-challenge/{token}",
+                connections,
+                seconds,
+                headers={"Host": "m0.example.test:5002"},
+            )
+            results[f"http01_unknown_c{connections}"] = wrk(
+                "http://127.0.0.1:5002/.well-known/acme-challenge/unknown-token",
+                connections,
+                seconds,
+                headers={"Host": "m0.example.test:5002"},
+            )
+        results["rss_after_load_mb"] = rss_mb(proc.pid)
+        results["dns01"] = "not measured: macen 0.5.0 sends unsigned updates only and cannot use a TSIG-only zone"
+    finally:
+        _stop(proc)
+        pebble.stop()
+    return results
+
+
+def _attempt(measure: Callable[[], Result]) -> Result:
+    try:
+        return measure()
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or b"")[-300:]
+        return {"error": tail.decode(errors="replace") if isinstance(tail, bytes) else str(tail)}
+
+
+def bench_certbot_lego(work: Path, bind: Bind, samples: int) -> Result:
+    results: Result = {}
+    http = free_port()
+    pebble = Pebble(work / "pebble-alt", bind.port, http).start()
+    env = dict(os.environ, REQUESTS_CA_BUNDLE=str(pebble.ca_bundle), LEGO_CA_CERTIFICATES=str(pebble.ca_bundle))
+    try:
+        if shutil.which("certbot"):
+            base = [
+                "certbot",
+                "certonly",
+                "--non-interactive",
+                "--agree-tos",
+                "--register-unsafely-without-email",
+                "--server",
+                pebble.directory_url,
+                "--standalone",
+                "--http-01-port",
+                str(http),
+                "--http-01-address",
+                "127.0.0.1",
+                "--config-dir",
+                str(work / "cb"),
+                "--work-dir",
+                str(work / "cb"),
+                "--logs-dir",
+                str(work / "cb"),
+            ]
+
+            def certbot(index: int) -> float:
+                csr = work / f"cb-{index}.csr"
+                csr.write_bytes(make_csr([f"cb{index}.example.test"])[0])
+                out = work / f"cb-out-{index}"
+                started = time.perf_counter()
+                subprocess.run(
+                    [
+                        *base,
+                        "--csr",
+                        str(csr),
+                        "--cert-path",
+                        f"{out}.crt",
+                        "--chain-path",
+                        f"{out}.chain",
+                        "--fullchain-path",
+                        f"{out}.full",
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+                return time.perf_counter() - started
+
+            log("certbot: standalone HTTP-01 (first run registers, not counted)")
+            results["certbot_http01"] = _attempt(
+                lambda: (certbot(1000), summary([certbot(i) for i in range(samples)]))[1]
+            )
+        if shutil.which("lego"):
+
+            def lego(index: int, kind: str) -> float:
+                zone = "example.test" if kind == "http" else "sub.example2.test"
+                csr = work / f"lego-{kind}-{index}.csr"
+                csr.write_bytes(make_csr([f"lego{index}.{zone}"])[0])
+                command = [
+                    "lego",
+                    "--server",
+                    pebble.directory_url,
+                    "--accept-tos",
+                    "--email",
+                    "bench@example.test",
+                    "--path",
+                    str(work / "lego"),
+                    "--csr",
+                    str(csr),
+                ]
+                lego_env = env
+                if kind == "http":
+                    command += ["--http", "--http.port", f"127.0.0.1:{http}"]
+                else:
+                    command += ["--dns", "rfc2136", "--dns.resolvers", f"127.0.0.1:{bind.port}", "--dns.disable-cp"]
+                    lego_env = dict(
+                        env,
+                        RFC2136_NAMESERVER=f"127.0.0.1:{bind.port}",
+                        RFC2136_TSIG_KEY=bind.key_name,
+                        RFC2136_TSIG_SECRET=bind.key_secret,
+                        RFC2136_TSIG_ALGORITHM="hmac-sha256.",
+                    )
+                started = time.perf_counter()
+                subprocess.run([*command, "run"], env=lego_env, check=True, capture_output=True)
+                return time.perf_counter() - started
+
+            log("lego: HTTP-01 (first run registers, not counted)")
+            results["lego_http01"] = _attempt(
+                lambda: (lego(1000, "http"), summary([lego(i, "http") for i in range(samples)]))[1]
+            )
+            log("lego: DNS-01 by RFC 2136 with TSIG")
+            results["lego_dns01"] = _attempt(lambda: summary([lego(i, "dns") for i in range(samples)]))
+    finally:
+        pebble.stop()
+    return results
+
+
+def bench_nginx_static(work: Path, seconds: int) -> Result:
+    d = work / "nginx-static"
+    d.mkdir()
+    (d / "www").mkdir()
+    (d / "www" / "chain.pem").write_bytes(b"x" * 2400)
+    port = free_port()
+    temp = "\n".join(f"  {k}_temp_path {d}/{k}_temp;" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (d / "nginx.conf").write_text(f"""pid {d}/nginx.pid; error_log {d}/error.log; worker_processes 1;
+events {{ worker_connections 1024; }}
+http {{ {temp} access_log off; server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}
+""")
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _connects(port), 10, "nginx")
+        return {f"c{c}": wrk(f"http://127.0.0.1:{port}/chain.pem", c, seconds) for c in (16, 64)}
+    finally:
+        _stop(proc)
+
+
+def table(r: Result) -> str:
+    a, m, f, alt, ng = r["acmems"], r.get("macen", {}), r["floor"], r.get("alternatives", {}), r.get("nginx", {})
+
+    def ms(block: Result | None, key: str = "median_ms") -> str:
+        return f"{block[key]:.0f} ms" if block and key in block else "n/a"
+
+    def rps(block: Result | None) -> str:
+        return f"{block['rps']:.0f}/s" if block and "rps" in block else "n/a"
+
+    def lat(block: Result | None) -> str:
+        if not block or "rps" not in block:
+            return "n/a"
+        return f"p50 {block['p50_ms']:.1f} / p99 {block['p99_ms']:.1f} ms, non-2xx {block['non_2xx']:.0f}"
+
+    def ratio(x: Result | None, y: Result | None) -> str:
+        return f"{x['rps'] / y['rps']:.1f}x" if x and y and "rps" in x and "rps" in y and y["rps"] else "n/a"
+
+    rows = [
+        "| measure | acmems | floor / ceiling | macen 0.5.0 | certbot 2.1 | lego 4.9 | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    http_ratio = a["fresh_http01"]["median_ms"] / f["http01"]["median_ms"]
+    dns_ratio = a["fresh_dns01"]["median_ms"] / f["http01"]["median_ms"]
+    rows.append(
+        f"| fresh HTTP-01, median (p90) | {ms(a['fresh_http01'])} ({ms(a['fresh_http01'], 'p90_ms')}) | "
+        f"acme lib {ms(f['http01'])} | {ms(m.get('fresh_http01'))} | {ms(alt.get('certbot_http01'))} | "
+        f"{ms(alt.get('lego_http01'))} | <= 1.5x floor | {http_ratio:.2f}x {'yes' if http_ratio <= 1.5 else 'NO'} |"
+    )
+    rows.append(
+        f"| fresh DNS-01 (TSIG), median (p90) | {ms(a['fresh_dns01'])} ({ms(a['fresh_dns01'], 'p90_ms')}) | "
+        f"acme lib {ms(f['dns01'])} | n/a (no TSIG) | n/a | {ms(alt.get('lego_dns01'))} | <= 2x HTTP-01 floor | "
+        f"{dns_ratio:.2f}x {'yes' if dns_ratio <= 2 else 'NO'} |"
+    )
+    c50, m50 = a["concurrent_50"], m.get("concurrent_50")
+    rows.append(
+        f"| 50 CSRs at once: wall, certs/s, failures | {c50['wall_s']:.2f} s, {c50['certs_per_s']:.1f}/s, "
+        f"{c50['failures']} | | "
+        + (f"{m50['wall_s']:.2f} s, {m50['certs_per_s']:.1f}/s, {m50['failures']}" if m50 else "n/a")
+        + " | n/a | n/a | all succeed | "
+        f"{'yes' if c50['failures'] == 0 else 'NO'} |"
+    )
+    speed = a["concurrent_speedup"]
+    rows.append(
+        f"| 50 one after another: wall | {a['sequential_50']['wall_s']:.2f} s | | | | | >= 8x slower than at "
+        f"once | {speed:.1f}x {'yes' if speed >= 8 else 'NO'} |"
+    )
+    for c in (16, 64):
+        hit, mhit = a[f"cache_hit_c{c}"], m.get(f"cache_hit_c{c}")
+        ok = c != 16 or (
+            mhit
+            and hit["rps"] >= 10 * mhit["rps"]
+            and hit["p99_ms"] <= 20
+            and hit["non_2xx"] == 0
+            and hit["socket_errors"] == 0
+        )
+        target = ">= 10x macen, p99 <= 20 ms, 0 errors" if c == 16 else "(reported)"
+        rows.append(
+            f"| cache hit c={c}: req/s | {rps(hit)} ({lat(hit)}) | nginx static {rps(ng.get(f'c{c}'))} | "
+            f"{rps(mhit)} ({lat(mhit)}) | | | {target} | {ratio(hit, mhit)} {'yes' if ok else 'NO'} |"
+        )
+    for kind in ("known", "unknown"):
+        for c in (16, 64):
+            get, mget = a[f"http01_{kind}_c{c}"], m.get(f"http01_{kind}_c{c}")
+            ok = bool(mget) and get["rps"] >= 10 * mget["rps"]
+            rows.append(
+                f"| HTTP-01 GET {kind} token c={c} | {rps(get)} ({lat(get)}) | nginx static "
+                f"{rps(ng.get(f'c{c}'))} | {rps(mget)} | | | >= 10x macen | {ratio(get, mget)} "
+                f"{'yes' if ok else 'NO'} |"
+            )
+    idle_ok = m.get("rss_idle_mb") is not None and a["rss_idle_mb"] <= m["rss_idle_mb"]
+    rows.append(
+        f"| RSS idle / after loads | {a['rss_idle_mb']:.0f} / {a['rss_after_load_mb']:.0f} MiB | | "
+        f"{m.get('rss_idle_mb', float('nan')):.0f} / {m.get('rss_after_load_mb', float('nan')):.0f} MiB | | | "
+        f"idle <= macen | {'yes' if idle_ok else 'NO'} |"
+    )
+    added, start = r["acmems"]["cache_10k_added_mb"], r["acmems"]["start_10k"]["start_s"]
+    rows.append(
+        f"| 10,000 cached certificates: RSS added, start-up | +{added:.1f} MiB, {start:.2f} s "
+        f"(empty: {r['acmems']['start_empty']['start_s']:.2f} s) | | | | | <= 60 MB, <= 1 s | "
+        f"{'yes' if added <= 60 and start <= 1 else 'NO'} |"
+    )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load run (10)")
+    parser.add_argument("--samples", type=int, default=20, help="fresh certificates per measure (20)")
+    parser.add_argument("--alt-samples", type=int, default=5, help="certbot/lego runs per measure (5)")
+    parser.add_argument("--skip-alternatives", action="store_true", help="acmems, floor and nginx only")
+    args = parser.parse_args(argv)
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} is missing; run make bench (it installs it)", file=sys.stderr)
+            return 1
+    work = Path(tempfile.mkdtemp(prefix="acmems-bench-"))
+    bind = Bind(work / "bind").start()
+    results: Result = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "settings": vars(args),
+    }
+    try:
+        results["floor"] = bench_floor(work, bind, args.samples)
+        results["acmems"] = bench_acmems(work, bind, args.seconds, args.samples)
+        results["nginx"] = bench_nginx_static(work, args.seconds)
+        if not args.skip_alternatives:
+            results["macen"] = bench_macen(work, bind, args.seconds, args.samples)
+            results["alternatives"] = bench_certbot_lego(work, bind, args.alt_samples)
+    finally:
+        bind.stop()
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{datetime.date.today().isoformat()}.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(table(results))
+    print(f"\n(results: {out.relative_to(ROOT)}; work files: {work})")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
