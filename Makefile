@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts bench
 	$(VENV)/bin/mypy
 
 test: setup lint
@@ -31,6 +31,11 @@ test: setup lint
 
 demo: setup
 	$(PY) scripts/demo.py
+
+# Not part of `make test`: takes about 6 minutes; writes bench/results/<date>.json.
+bench: venv
+	@bash scripts/setup-system.sh --bench
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache demo-run

@@ -7,7 +7,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-__all__ = ["curl_time", "percentile", "rss_mb", "summary", "wrk"]
+__all__ = ["cpu_seconds", "curl_time", "percentile", "rss_mb", "summary", "wrk"]
 
 
 def _seconds(value: str) -> float:
@@ -94,3 +94,11 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

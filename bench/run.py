@@ -32,7 +32,7 @@ from tests.conftest import hmac_header, make_csr  # noqa: E402
 from tests.realservices import Acmems, Bind, Pebble, _connects, _stop, free_port, wait_for  # noqa: E402
 
 from bench.floor import AcmeFloor  # noqa: E402
-from bench.loadgen import curl_time, post_script, rss_mb, summary, wrk  # noqa: E402
+from bench.loadgen import cpu_seconds, curl_time, post_script, rss_mb, summary, wrk  # noqa: E402
 
 HMAC_KEY = "bench-hmac-key"
 Result = dict[str, Any]
@@ -249,7 +249,12 @@ def bench_acmems(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
         )
         results["fresh_dns01"] = {**summary(times), "failures": failures}
         log("acmems: 50 distinct CSRs at once, then 50 one after another")
-        results["concurrent_50"] = at_once(url, csr_files(work / "csr-50", [[f"c{i}.example.test"] for i in range(50)]))
+        burst = csr_files(work / "csr-50", [[f"c{i}.example.test"] for i in range(50)])
+        assert pebble.proc is not None
+        cpu_before = (cpu_seconds(server.proc.pid), cpu_seconds(pebble.proc.pid))
+        results["concurrent_50"] = at_once(url, burst)
+        results["concurrent_50"]["cpu_s_acmems"] = cpu_seconds(server.proc.pid) - cpu_before[0]
+        results["concurrent_50"]["cpu_s_pebble"] = cpu_seconds(pebble.proc.pid) - cpu_before[1]
         started = time.perf_counter()
         times, failures = sequential(url, csr_files(work / "csr-50s", [[f"s{i}.example.test"] for i in range(50)]))
         wall = time.perf_counter() - started
@@ -579,8 +584,9 @@ def table(r: Result) -> str:
     )
     c50, m50 = a["concurrent_50"], m.get("concurrent_50")
     rows.append(
-        f"| 50 CSRs at once: wall, certs/s, failures | {c50['wall_s']:.2f} s, {c50['certs_per_s']:.1f}/s, "
-        f"{c50['failures']} | | "
+        f"| 50 CSRs at once: wall, certs/s, failures (CPU s acmems / Pebble) | {c50['wall_s']:.2f} s, "
+        f"{c50['certs_per_s']:.1f}/s, {c50['failures']} ({c50.get('cpu_s_acmems', 0):.2f} / "
+        f"{c50.get('cpu_s_pebble', 0):.2f}) | | "
         + (f"{m50['wall_s']:.2f} s, {m50['certs_per_s']:.1f}/s, {m50['failures']}" if m50 else "n/a")
         + " | n/a | n/a | all succeed | "
         f"{'yes' if c50['failures'] == 0 else 'NO'} |"

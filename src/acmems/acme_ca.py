@@ -38,7 +38,7 @@ T = TypeVar("T")
 USER_AGENT = "acmems"
 _NETWORK_TIMEOUT = 30
 _BAD_NONCE_RETRIES = 10
-_POLL_FIRST = 0.05
+_POLL_FIRST = 0.02
 _POLL_MAX = 1.0
 _CA_DOWN_RETRY_AFTER = 30
 # Problem types (RFC 8555 §6.7) that mean "the CA could not validate": answered with 421.

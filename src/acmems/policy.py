@@ -6,6 +6,7 @@ Pure functions: values in, a decision (or :class:`AuthError`) out.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -81,6 +82,7 @@ def parse_authentication_header(value: str) -> HmacHeader:
     return HmacHeader(algorithm, digest)
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_address(host: str) -> IPAddress:
     """The TCP peer as an IP address; IPv4-mapped IPv6 (``::ffff:192.0.2.1``) becomes IPv4."""
     address = ipaddress.ip_address(host.split("%")[0])

@@ -128,7 +128,8 @@ def management_app(current: Callable[[], Runtime], metrics: Metrics,
         try:
             check_before_body(request)
             try:
-                body = await asyncio.wait_for(request.read(), _BODY_TIMEOUT)
+                async with asyncio.timeout(_BODY_TIMEOUT):  # cheaper than wait_for: no extra task
+                    body = await request.read()
             except TimeoutError:
                 raise RequestError("the body did not arrive in time", status=408) from None
             csr = csr_memo.parse(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +61,9 @@ class FileCache:
         self.directory = settings.directory
         self.renew_within = timedelta(days=settings.renew_within_days)
         self._index: dict[str, CachedCertificate] = {}
+        # The chains of recent hits, so that a client re-posting daily costs no file reads.
+        self._hot: OrderedDict[str, bytes] = OrderedDict()
+        self._hot_size = 512
 
     def _folder(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest[2:]
@@ -110,7 +114,13 @@ class FileCache:
         now = now or datetime.now(UTC)
         entry = self._index.get(digest)
         if entry is not None and now >= entry.renew_at:
+            self._hot.pop(digest, None)
             return None
+        if entry is not None:
+            hot = self._hot.get(digest)
+            if hot is not None:
+                self._hot.move_to_end(digest)
+                return hot
         folder = self._folder(digest)
         try:
             chain = (folder / "cert.pem").read_bytes()
@@ -137,7 +147,14 @@ class FileCache:
             self._index[digest] = entry
             if now >= entry.renew_at:
                 return None
+        self._remember(digest, chain)
         return chain
+
+    def _remember(self, digest: str, chain: bytes) -> None:
+        self._hot[digest] = chain
+        self._hot.move_to_end(digest)
+        if len(self._hot) > self._hot_size:
+            self._hot.popitem(last=False)
 
     def put(self, csr_pem: bytes, chain_pem: bytes) -> None:
         """Store the chain; the certificate first, so a crash in between leaves no csr without cert.
@@ -150,3 +167,4 @@ class FileCache:
         write_atomic(folder / "cert.pem", chain_pem)
         write_atomic(folder / "csr.pem", csr_pem)
         self._index[digest] = entry
+        self._hot.pop(digest, None)
