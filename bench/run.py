@@ -105,8 +105,6 @@ domain = *.example.test
 ip = 127.0.0.1
 domain = *.sub.example2.test
 verification = dns
-[logging]
-level = warning
 """
 
 

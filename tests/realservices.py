@@ -158,7 +158,7 @@ class Bind:
         named = shutil.which("named") or "/usr/sbin/named"
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "zones").mkdir(exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart keeps its port
         self.key_file.write_text(
             f'key "{self.key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{self.key_secret}";\n}};\n'
         )
@@ -235,6 +235,7 @@ class Pebble:
         self.profiles = profiles
         self.port = 0
         self.mgmt_port = 0
+        self.tls_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "pebble.log"
         self.ca_bundle = directory / "tls" / "ca.pem"
@@ -248,15 +249,18 @@ class Pebble:
         if not binary.exists():
             raise ServiceError(f"{binary} is missing: run scripts/setup-system.sh (make test does)")
         self.dir.mkdir(parents=True, exist_ok=True)
-        _ca, cert, key = make_tls(self.dir / "tls", ("localhost", "pebble"))
-        self.port, self.mgmt_port = free_port(), free_port()
+        cert, key = self.dir / "tls" / "cert.pem", self.dir / "tls" / "key.pem"
+        if not self.port:  # a restart keeps its ports and TLS certificate
+            _ca, cert, key = make_tls(self.dir / "tls", ("localhost", "pebble"))
+            self.port, self.mgmt_port = free_port(), free_port()
+            self.tls_port = free_port()
         config: dict[str, object] = {
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
             "certificate": str(cert),
             "privateKey": str(key),
             "httpPort": self.http_port,
-            "tlsPort": free_port(),
+            "tlsPort": self.tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": self.eab_keys is not None,
         }

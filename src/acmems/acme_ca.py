@@ -338,19 +338,59 @@ class AcmeCa:
         Raises:
             CaError: 421 validation failed, 429 rate-limited, 502 the CA refused, 503 unreachable.
         """
+        try:
+            return await self._issue_once(csr_pem, solver)
+        except CaError as exc:
+            if exc.problem_type != "accountDoesNotExist" or not self._may_register():
+                raise
+        # The CA no longer knows our account (a test CA restarted, a staging reset): register
+        # again, as at start, and retry the order once.
+        log.warning("the CA no longer knows the account %s; registering again", self._regr.uri if self._regr else "?")
+        await self._reregister()
+        return await self._issue_once(csr_pem, solver)
+
+    def _may_register(self) -> bool:
+        return any(v != "no" for v in self.settings.accept_terms_of_service)
+
+    async def _reregister(self) -> None:
+        async with self._ready_lock:
+            self._idle.clear()
+            self._directory = None
+            self._regr = None
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._executor, self._reregister_sync)
+            except BaseException as exc:
+                raise ca_error(exc, self.settings.acme_server) from exc
+
+    def _reregister_sync(self) -> None:
+        regr = self.register_sync()
+        log.info("registered the ACME account again: %s", regr.uri)
+        self._prepare_sync()
+
+    async def _issue_once(self, csr_pem: bytes, solver: ChallengeSolver) -> bytes:
         await self._ensure_ready()
         async with self._slots:
             client = self._take_client()
+            reuse = True
             try:
                 return await asyncio.wait_for(self._order(client, csr_pem, solver), self.order_timeout)
             except TimeoutError:
+                reuse = False
                 raise CaError(
                     "the CA did not finish the order in time; retry later", status=503, retry_after=_CA_DOWN_RETRY_AFTER
                 ) from None
+            except CaError as exc:
+                if exc.status == 503:
+                    # The CA may have restarted: drop pooled sessions (their nonces and connections).
+                    self._idle.clear()
+                    reuse = False
+                raise
             finally:
-                # A client whose call was cut off may hold a half-used session; start afresh.
                 cast(_Network, client.net).last_response = None
-                self._idle.append(client)
+                # Only sessions of the current registration go back to the pool.
+                if reuse and client.net.account is self._regr:
+                    self._idle.append(client)
 
     async def _order(self, client: acme_client.ClientV2, csr_pem: bytes, solver: ChallengeSolver) -> bytes:
         assert self._key is not None
@@ -398,6 +438,11 @@ class AcmeCa:
         except CaError as exc:
             if exc.problem_type != "orderNotReady":
                 raise
+        else:
+            # The finalize answer (RFC 8555 §7.4) may already be the valid order: then skip a poll.
+            if orderr.body.status == messages.STATUS_VALID and orderr.body.certificate is not None:
+                certificate = await self._call(client, client._post_as_get, orderr.body.certificate)
+                return format_chain(certificate.text)
         delay = _POLL_FIRST
         while True:
             response = await self._call(client, client._post_as_get, orderr.uri)

@@ -94,6 +94,8 @@ class MgmtSettings:
     listeners: tuple[Listener, ...]
     max_size: int = 4096
     request_timeout: float = 60.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 15.0
     default_verification: str | None = None
     default_storage: str | None = None
 
@@ -465,6 +467,8 @@ def _read_mgmt(keys: _Keys) -> MgmtSettings:
         listeners=tuple(listeners) or _DEFAULT_MGMT_LISTENERS,
         max_size=keys.value("max-size", parse_size, 4096),
         request_timeout=keys.value("request-timeout", _positive_number, 60.0),
+        body_timeout=keys.value("body-timeout", _positive_number, 30.0),
+        idle_timeout=keys.value("idle-timeout", _positive_number, 15.0),
         # None: not given; "": given empty (the default is disabled)
         default_verification=None if default_verification is None else default_verification.value,
         default_storage=None if default_storage is None else default_storage.value,

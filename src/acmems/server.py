@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -171,12 +172,15 @@ class Server:
         return (min(soonest) - datetime.now(UTC)).total_seconds()
 
     async def _serve(self, app: web.Application, listeners: tuple[Listener, ...], what: str) -> None:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False,
+                               keepalive_timeout=self.runtime.settings.mgmt.idle_timeout)
         await self._open(runner, listeners, what)
 
     async def _serve_lowlevel(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
                               listeners: tuple[Listener, ...], what: str) -> None:
-        server = web.Server(handler, access_log=None)
+        # aiohttp closes a connection that has not completed a request within keepalive_timeout of
+        # connecting: the defence against clients that trickle their headers (slowloris).
+        server = web.Server(handler, access_log=None, keepalive_timeout=self.runtime.settings.mgmt.idle_timeout)
         runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
         await self._open(runner, listeners, what)
 
@@ -202,7 +206,15 @@ class Server:
         self.runtime.ca.close()
 
 
+def _raise_open_files_limit() -> None:
+    # Many idle clients must not starve the others of sockets: use the hard limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def _main(settings: Settings) -> int:
+    _raise_open_files_limit()
     server = Server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

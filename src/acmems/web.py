@@ -25,7 +25,6 @@ from acmems.policy import choose_auth_block, peer_address, precheck
 __all__ = ["Runtime", "challenge_handler", "management_app"]
 
 log = logging.getLogger("acmems.sign")
-_BODY_TIMEOUT = 30.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REASONS = {
@@ -128,10 +127,12 @@ def management_app(current: Callable[[], Runtime], metrics: Metrics,
         try:
             check_before_body(request)
             try:
-                async with asyncio.timeout(_BODY_TIMEOUT):  # cheaper than wait_for: no extra task
+                async with asyncio.timeout(settings.mgmt.body_timeout):  # cheaper than wait_for: no extra task
                     body = await request.read()
             except TimeoutError:
-                raise RequestError("the body did not arrive in time", status=408) from None
+                raise RequestError(
+                    f"the body did not arrive within {settings.mgmt.body_timeout:g} s ([mgmt] body-timeout)", status=408
+                ) from None
             csr = csr_memo.parse(body)
             names = csr.names
             block = choose_auth_block(
