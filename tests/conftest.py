@@ -157,3 +157,23 @@ def curl_post(
         key, _, value = line.partition(":")
         parsed[key.strip().lower()] = value.strip()
     return status, content, parsed
+
+
+# ----------------------------------------------------------------------------- reliability figures
+
+FULL = __import__("os").environ.get("ACMEMS_RELIABILITY") == "full"
+FIGURES: dict[str, dict[str, object]] = {}
+
+
+def record(test: str, **figures: object) -> None:
+    """Keep figures of a reliability test for docs/reliability.md (written at the end of the run)."""
+    FIGURES.setdefault(test, {}).update(figures)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if FIGURES:
+        import json
+
+        out = Path(__file__).resolve().parent.parent / ".cache" / "reliability-figures.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"full": FULL, "figures": FIGURES}, indent=2, default=str) + "\n")

@@ -119,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
     listing = commands.add_parser(
-        "list", help="list the cached certificates",
+        "list",
+        help="list the cached certificates",
         description="List the certificates in every file storage: names, expiry, and when each is renewed.",
     )
     listing.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
@@ -162,8 +163,10 @@ def _list(settings: Settings) -> int:
             print(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<8} names")
         for entry in cache.entries():
             state = "expired" if entry.not_after <= now else "due" if entry.renew_at <= now else "ok"
-            print(f"  {entry.not_after:%Y-%m-%d %H:%M:%S}  {entry.renew_at:%Y-%m-%d %H:%M:%S}  {state:<8} "
-                  f"{', '.join(entry.names)}")
+            print(
+                f"  {entry.not_after:%Y-%m-%d %H:%M:%S}  {entry.renew_at:%Y-%m-%d %H:%M:%S}  {state:<8} "
+                f"{', '.join(entry.names)}"
+            )
     return 0
 
 
@@ -179,8 +182,12 @@ def register_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"acmems {__version__}")
     parser.add_argument("--gen-key", action="store_true", help="generate the account key if there is none")
-    parser.add_argument("--key-type", choices=("rsa", "ec"), default=None,
-                        help="account key type: ec (P-256, the default) or rsa (the default with --private-key-size)")
+    parser.add_argument(
+        "--key-type",
+        choices=("rsa", "ec"),
+        default=None,
+        help="account key type: ec (P-256, the default) or rsa (the default with --private-key-size)",
+    )
     parser.add_argument(
         "--private-key-size",
         type=int,

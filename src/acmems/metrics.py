@@ -20,23 +20,28 @@ class Metrics:
         r = self.registry
         self.requests = Counter("acmems_sign_requests", "POST /sign requests by answer status", ["status"], registry=r)
         self.issuances = Counter(
-            "acmems_issuances", "Orders run, by outcome and verification type", ["outcome", "verification_type"],
+            "acmems_issuances",
+            "Orders run, by outcome and verification type",
+            ["outcome", "verification_type"],
             registry=r,
         )
         self.issuance_seconds = Histogram(
-            "acmems_issuance_duration_seconds", "Time of a whole order, from new order to certificate",
-            ["verification_type"], registry=r,
+            "acmems_issuance_duration_seconds",
+            "Time of a whole order, from new order to certificate",
+            ["verification_type"],
+            registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.cache_hits = Counter("acmems_cache_hits", "Answers from the certificate cache", registry=r)
         self.cache_misses = Counter("acmems_cache_misses", "Requests the cache could not answer", registry=r)
-        self.ca_errors = Counter("acmems_ca_errors", "Errors from the ACME CA by problem type", ["problem_type"],
-                                 registry=r)
-        self.dns_errors = Counter("acmems_dns_update_errors", "Failed DNS updates or lookups", ["verification"],
-                                  registry=r)
+        self.ca_errors = Counter(
+            "acmems_ca_errors", "Errors from the ACME CA by problem type", ["problem_type"], registry=r
+        )
+        self.dns_errors = Counter(
+            "acmems_dns_update_errors", "Failed DNS updates or lookups", ["verification"], registry=r
+        )
         self.storage_errors = Counter("acmems_storage_errors", "Certificates that could not be cached", registry=r)
-        self.certificates_cached = Gauge("acmems_certificates_cached", "Certificates in the file caches",
-                                         registry=r)
+        self.certificates_cached = Gauge("acmems_certificates_cached", "Certificates in the file caches", registry=r)
         self.soonest_expiry = Gauge(
             "acmems_certificate_soonest_expiry_seconds",
             "Seconds until the cached certificate that expires first does (absent without certificates)",

@@ -28,7 +28,7 @@ from acmems.metrics import Metrics
 from acmems.sdnotify import notify
 from acmems.storage import CertificateCache, make_cache
 from acmems.storage.file import FileCache
-from acmems.web import challenge_handler, management_app
+from acmems.web import OneLineErrorServer, challenge_handler, management_handler
 
 __all__ = ["Runtime", "Server", "run"]
 
@@ -86,8 +86,13 @@ class Server:
         except OSError as exc:
             log.error("storage %s: cannot read %s: %s", cache.name, cache.directory, exc)
             return
-        log.info("storage %s: %d certificate(s) cached in %s (indexed in %.2f s)", cache.name, count,
-                 cache.directory, time.monotonic() - started)
+        log.info(
+            "storage %s: %d certificate(s) cached in %s (indexed in %.2f s)",
+            cache.name,
+            count,
+            cache.directory,
+            time.monotonic() - started,
+        )
 
     async def _prepare(self, runtime: Runtime, *, background: bool = False) -> None:
         for cache in runtime.caches.values():
@@ -102,9 +107,13 @@ class Server:
         for solver in runtime.solvers.values():
             if isinstance(solver, DnsUpdateSolver):
                 if solver.key is None:
-                    log.warning("verification %r sends DNS updates without TSIG: anyone who can reach %s:%d "
-                                "could change the zone the same way; set tsig-key-file",
-                                solver.name, solver.settings.dns_server, solver.settings.dns_port)
+                    log.warning(
+                        "verification %r sends DNS updates without TSIG: anyone who can reach %s:%d "
+                        "could change the zone the same way; set tsig-key-file",
+                        solver.name,
+                        solver.settings.dns_server,
+                        solver.settings.dns_port,
+                    )
                 await solver.recover()
 
     async def start(self) -> None:
@@ -112,8 +121,9 @@ class Server:
         runtime = self.runtime
         await runtime.ca.start()
         await self._prepare(runtime, background=True)
-        await self._serve(management_app(lambda: self.runtime, self.metrics, self.health),
-                          runtime.settings.mgmt.listeners, "mgmt")
+        await self._serve_lowlevel(
+            management_handler(lambda: self.runtime, self.metrics, self.health), runtime.settings.mgmt.listeners, "mgmt"
+        )
         for name, solver in self._http01.items():
             verification = runtime.settings.verifications[name]
             assert isinstance(verification, Http01Verification)
@@ -128,7 +138,8 @@ class Server:
             return False
         old = self.runtime.settings
         if settings.mgmt.listeners != old.mgmt.listeners or any(
-            isinstance(v, Http01Verification) and name in settings.used_verifications
+            isinstance(v, Http01Verification)
+            and name in settings.used_verifications
             and (name not in self._http01 or v != old.verifications.get(name))
             for name, v in settings.verifications.items()
         ):
@@ -165,22 +176,22 @@ class Server:
         return float(sum(len(c) for c in self.runtime.caches.values() if isinstance(c, FileCache)))
 
     def _soonest_expiry(self) -> float:
-        soonest = [e for c in self.runtime.caches.values() if isinstance(c, FileCache)
-                   if (e := c.soonest_expiry()) is not None]
+        soonest = [
+            e for c in self.runtime.caches.values() if isinstance(c, FileCache) if (e := c.soonest_expiry()) is not None
+        ]
         if not soonest:
             return float("nan")
         return (min(soonest) - datetime.now(UTC)).total_seconds()
 
-    async def _serve(self, app: web.Application, listeners: tuple[Listener, ...], what: str) -> None:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False,
-                               keepalive_timeout=self.runtime.settings.mgmt.idle_timeout)
-        await self._open(runner, listeners, what)
-
-    async def _serve_lowlevel(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-                              listeners: tuple[Listener, ...], what: str) -> None:
+    async def _serve_lowlevel(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        listeners: tuple[Listener, ...],
+        what: str,
+    ) -> None:
         # aiohttp closes a connection that has not completed a request within keepalive_timeout of
         # connecting: the defence against clients that trickle their headers (slowloris).
-        server = web.Server(handler, access_log=None, keepalive_timeout=self.runtime.settings.mgmt.idle_timeout)
+        server = OneLineErrorServer(handler, access_log=None, keepalive_timeout=self.runtime.settings.mgmt.idle_timeout)
         runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
         await self._open(runner, listeners, what)
 
@@ -249,5 +260,3 @@ def run(settings: Settings) -> int:
     for warning in settings.warnings:
         log.warning("config: %s", warning)
     return asyncio.run(_main(settings))
-
-

@@ -1,7 +1,10 @@
-"""The HTTP side: the management app (``POST /sign``) and the HTTP-01 challenge app.
+"""The HTTP side: the management handler (``POST /sign``, ``/health``, ``/metrics``) and the HTTP-01
+challenge handler, both on aiohttp's low-level server (no router, no middleware: a cache hit and a
+challenge answer should cost next to nothing).
 
-Errors are answered in one place (:func:`_errors` middleware): one text line, the status the
-error carries, ``Retry-After`` where it applies.
+Errors are answered in one place (:func:`_answering_errors`): one text line, the status the error
+carries, ``Retry-After`` where it applies. Malformed HTTP that aiohttp's parser rejects gets a
+one-line answer too (:class:`OneLineErrorServer`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from acmems.challenges.http01 import Http01Solver
 from acmems.config import Settings
@@ -22,49 +26,67 @@ from acmems.issuer import Issuer
 from acmems.metrics import CONTENT_TYPE_LATEST, Metrics
 from acmems.policy import choose_auth_block, peer_address, precheck
 
-__all__ = ["Runtime", "challenge_handler", "management_app"]
+__all__ = ["OneLineErrorServer", "Runtime", "challenge_handler", "management_handler"]
 
 log = logging.getLogger("acmems.sign")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_REASONS = {
-    404: "not found",
-    405: "method not allowed",
-    413: "request too large",
-}
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def _text(status: int, message: str, retry_after: int | None = None) -> web.Response:
-    response = web.Response(status=status, text=message + "\n", content_type="text/plain")
+def _text(
+    status: int, message: str, retry_after: int | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    response = web.Response(status=status, text=message + "\n", content_type="text/plain", headers=headers)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except AcmemsError as exc:
-        return _text(exc.status, exc.message, exc.retry_after)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+def _answering_errors(handler: Handler) -> Handler:
+    """The one place where errors become answers."""
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except AcmemsError as exc:
+            response = _text(exc.status, exc.message, exc.retry_after)
+            if not request.content.is_eof():
+                # Answered before the body was read (403/411/413): do not wait for it, close.
+                response.force_close()
+            return response
+        except asyncio.CancelledError:
             raise
-        message = _REASONS.get(exc.status, exc.reason)
-        if exc.status == 405:
-            message = f"method {request.method} not allowed; use POST"
-        response = _text(exc.status, message)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("internal error while answering %s %s", request.method, request.path)
-        return _text(500, "internal error; see the acmems log")
+        except Exception:
+            log.exception("internal error while answering %s %s", request.method, request.path)
+            return _text(500, "internal error; see the acmems log")
+
+    return answer
 
 
-def _peer(request: web.Request) -> str:
+class _OneLineErrors(RequestHandler):
+    """aiohttp's handler, but requests its parser rejects get one line and a one-line log entry."""
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        text = getattr(exc, "message", None) or (str(exc) if exc is not None else message) or ""
+        reason = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+        first = reason[0] if reason else "malformed request"
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        log.info("bad HTTP request from %s: %d %s", peer[0] if peer else "?", status, first[:200])
+        if status >= 500:
+            return _text(status, "internal error; see the acmems log")
+        return _text(status, f"bad request: {first[:200]}")
+
+
+class OneLineErrorServer(web.Server):
+    """aiohttp's low-level server with :class:`_OneLineErrors` connection handlers."""
+
+    def __call__(self) -> RequestHandler:
+        kwargs: dict[str, Any] = self._kwargs
+        return _OneLineErrors(self, loop=self._loop, **kwargs)
+
+
+def _peer(request: web.BaseRequest) -> str:
     # The socket's peer, never X-Forwarded-For / X-Real-IP: a client could claim any address.
     transport = request.transport
     peername = transport.get_extra_info("peername") if transport is not None else None
@@ -74,25 +96,21 @@ def _peer(request: web.Request) -> str:
 
 
 class Runtime(Protocol):
-    """What the management app needs; swapped as a whole when the configuration is reloaded."""
+    """What the management handler needs; swapped as a whole when the configuration is reloaded."""
 
     settings: Settings
     issuer: Issuer
 
 
-def management_app(current: Callable[[], Runtime], metrics: Metrics,
-                   health: Callable[[], list[str]]) -> web.Application:
-    """The app for ``[mgmt] listener``: ``POST /sign``, ``GET /health``, ``GET /metrics``.
+def management_handler(current: Callable[[], Runtime], metrics: Metrics, health: Callable[[], list[str]]) -> Handler:
+    """The handler for ``[mgmt] listener``: ``POST /sign``, ``GET /health``, ``GET /metrics``.
 
     ``current`` gives the runtime of the configuration in force; ``health`` lists problems (empty: fine).
     """
-
     csr_memo = CsrMemo()
 
-    def check_before_body(request: web.Request) -> None:
-        settings = current().settings
+    def check_before_body(request: web.BaseRequest, settings: Settings) -> None:
         max_size = settings.mgmt.max_size
-        blocks = settings.auth_blocks
         if request.content_length is None:
             raise RequestError("Content-Length is required (send the CSR as a plain body)", status=411)
         if request.content_length > max_size:
@@ -100,32 +118,20 @@ def management_app(current: Callable[[], Runtime], metrics: Metrics,
                 f"the CSR has {request.content_length} bytes; this server accepts at most {max_size} ([mgmt] max-size)",
                 status=413,
             )
-        precheck(blocks, peer_address(_peer(request)), "Authentication" in request.headers)
+        precheck(settings.auth_blocks, peer_address(_peer(request)), "Authentication" in request.headers)
 
-    async def expect_handler(request: web.Request) -> web.StreamResponse | None:
-        # Answer 411/413/403 before the client uploads anything (Expect: 100-continue).
-        try:
-            check_before_body(request)
-        except AcmemsError as exc:
-            metrics.requests.labels(str(exc.status)).inc()
-            _log_sign(
-                request, exc.status, 0.0, names=(), block=None, cache_hit=False, reason=exc.log_detail or exc.message
-            )
-            return _text(exc.status, exc.message, exc.retry_after)
-        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-            assert request.writer is not None
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0
-        return None
-
-    async def sign(request: web.Request) -> web.StreamResponse:
+    async def sign(request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
         names: tuple[str, ...] = ()
         block_name: str | None = None
         runtime = current()
         settings, issuer = runtime.settings, runtime.issuer
         try:
-            check_before_body(request)
+            check_before_body(request, settings)
+            if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+                # The checks above passed before the client uploads anything: now ask for the body.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
             try:
                 async with asyncio.timeout(settings.mgmt.body_timeout):  # cheaper than wait_for: no extra task
                     body = await request.read()
@@ -150,35 +156,38 @@ def management_app(current: Callable[[], Runtime], metrics: Metrics,
         _log_sign(request, 200, time.monotonic() - started, names, block_name, result.cache_hit, "")
         return web.Response(body=result.chain, content_type="text/plain")
 
-    async def health_check(request: web.Request) -> web.StreamResponse:
+    async def health_check(request: web.BaseRequest) -> web.StreamResponse:
         problems = health()
         if problems:
             return _text(503, "unhealthy: " + "; ".join(problems))
         return _text(200, "ok")
 
-    async def metrics_page(request: web.Request) -> web.StreamResponse:
+    async def metrics_page(request: web.BaseRequest) -> web.StreamResponse:
         response = web.Response(body=metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    async def not_found(request: web.Request) -> web.StreamResponse:
-        raise RequestError("not found: this server answers POST /sign, GET /health and GET /metrics", status=404)
+    routes: dict[str, tuple[tuple[str, ...], Handler]] = {
+        "/sign": (("POST",), sign),
+        "/health": (("GET", "HEAD"), health_check),
+        "/metrics": (("GET", "HEAD"), metrics_page),
+    }
 
-    async def wrong_method(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        route = routes.get(request.path)
+        if route is None:
+            raise RequestError("not found: this server answers POST /sign, GET /health and GET /metrics", status=404)
+        methods, handler = route
+        if request.method not in methods:
+            allowed = ", ".join(methods)
+            return _text(405, f"method {request.method} not allowed; use {allowed}", headers={"Allow": allowed})
+        return await handler(request)
 
-    # aiohttp's own limit is a backstop; 413 is answered from Content-Length before reading.
-    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
-    app.router.add_route("POST", "/sign", sign, expect_handler=expect_handler)
-    app.router.add_route("GET", "/health", health_check)
-    app.router.add_route("GET", "/metrics", metrics_page)
-    app.router.add_route("*", "/sign", wrong_method)
-    app.router.add_route("*", "/{tail:.*}", not_found)
-    return app
+    return _answering_errors(dispatch)
 
 
 def _log_sign(
-    request: web.Request,
+    request: web.BaseRequest,
     status: int,
     duration: float,
     names: tuple[str, ...],
@@ -204,25 +213,27 @@ def _log_sign(
     )
 
 
-def challenge_handler(solver: Http01Solver) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+def challenge_handler(solver: Http01Solver) -> Handler:
     """The handler for an http01 verification's listeners: ``GET /.well-known/acme-challenge/<token>``.
 
-    Any Host header; 404 for unknown tokens so a proxy can try the next acmems. It runs on aiohttp's
-    low-level server (no router, no middleware): this path is hit three times per validation by the
-    CA and by every probe on port 80, and should cost next to nothing.
+    Any Host header; 404 for unknown tokens so a proxy can try the next acmems.
     """
     prefix = "/.well-known/acme-challenge/"
 
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if request.method in ("GET", "HEAD") and path.startswith(prefix):
-            key_authorization = solver.key_authorization(path[len(prefix):])
+            key_authorization = solver.key_authorization(path[len(prefix) :])
             if key_authorization is not None:
                 return web.Response(text=key_authorization, content_type="text/plain")
             return web.Response(status=404, text="unknown token\n", content_type="text/plain")
         if not path.startswith(prefix):
             return web.Response(status=404, text="not found\n", content_type="text/plain")
-        return web.Response(status=405, text=f"method {request.method} not allowed; use GET\n",
-                            content_type="text/plain", headers={"Allow": "GET, HEAD"})
+        return web.Response(
+            status=405,
+            text=f"method {request.method} not allowed; use GET\n",
+            content_type="text/plain",
+            headers={"Allow": "GET, HEAD"},
+        )
 
     return answer

@@ -49,8 +49,7 @@ def _describe(digest: str, chain: bytes, renew_within: timedelta) -> CachedCerti
     except x509.ExtensionNotFound:
         names = ()
     not_after = leaf.not_valid_after_utc
-    return CachedCertificate(digest, names, not_after,
-                             renewal_time(leaf.not_valid_before_utc, not_after, renew_within))
+    return CachedCertificate(digest, names, not_after, renewal_time(leaf.not_valid_before_utc, not_after, renew_within))
 
 
 class FileCache:
