@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system venv lint test demo bench clean
+.PHONY: setup system venv lint test demo bench reliability clean
 
 setup: system venv
 
@@ -31,6 +31,12 @@ test: setup lint
 
 demo: setup
 	$(PY) scripts/demo.py
+
+# The reliability tests at full length (30 s load, 3 SIGKILL rounds, a longer fuzz pass); `make test`
+# runs the same tests shorter. Figures: .cache/reliability-figures.json (docs/reliability.md).
+reliability: setup
+	ACMEMS_RELIABILITY=full $(PY) -m pytest -q tests/integration/test_faults.py tests/integration/test_bad_input.py
+	@cat .cache/reliability-figures.json
 
 # Not part of `make test`: takes about 6 minutes; writes bench/results/<date>.json.
 bench: venv

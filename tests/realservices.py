@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -385,13 +386,21 @@ class Acmems:
             env=dict(os.environ, **(env or {})),
         )
         logf.close()
-        wait_for(self._healthy, timeout, "acmems", self.proc, self.log)
+        try:
+            wait_for(self._answers, timeout, "acmems", self.proc, self.log)
+        except ServiceError:
+            _stop(self.proc, signal.SIGKILL)
+            raise
         return self
 
-    def _healthy(self) -> bool:
+    def _answers(self) -> bool:
+        """Whether /health answers at all (200 healthy, or 503 with the reason: either way, serving)."""
         url = f"http://127.0.0.1:{self.mgmt_port}/health"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 503
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         _stop(self.proc, sig, timeout=40)

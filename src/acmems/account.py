@@ -57,6 +57,12 @@ class AccountFiles:
     def registration_path(self) -> Path:
         return self.directory / REGISTRATION_FILE
 
+    def remove_stale_temp_files(self) -> None:
+        """Remove temporary files of writes a killed process did not finish."""
+        if self.directory.is_dir():
+            for temp in self.directory.glob(".*.tmp"):
+                temp.unlink(missing_ok=True)
+
     def has_key(self) -> bool:
         return self.key_path.exists()
 

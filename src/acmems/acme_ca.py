@@ -220,6 +220,7 @@ class AcmeCa:
 
     def load_or_create_key(self, *, create: bool) -> None:
         """Load ``account.pem``; with ``create``, generate and save it (0600) if it is missing."""
+        self.files.remove_stale_temp_files()
         if not self.files.has_key() and create:
             # EC P-256: every ACME request is signed with this key, and an ECDSA signature costs
             # ~0.05 ms where RSA-4096 costs ~4 ms of CPU (eight or more per certificate).

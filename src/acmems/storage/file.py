@@ -52,6 +52,16 @@ def _describe(digest: str, chain: bytes, renew_within: timedelta) -> CachedCerti
     return CachedCertificate(digest, names, not_after, renewal_time(leaf.not_valid_before_utc, not_after, renew_within))
 
 
+def _remove_stale_temp_files(folder: Path) -> None:
+    # Left by a process killed in the middle of write_atomic; the real files are whole.
+    try:
+        for temp in folder.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted write", temp)
+    except OSError as exc:
+        log.warning("cannot clean %s: %s", folder, exc)
+
+
 class FileCache:
     """Certificates on disk, one folder per CSR."""
 
@@ -77,6 +87,7 @@ class FileCache:
                 continue
             for folder in first.iterdir():
                 digest = first.name + folder.name
+                _remove_stale_temp_files(folder)
                 try:
                     chain = (folder / "cert.pem").read_bytes()
                     if not (folder / "csr.pem").exists():

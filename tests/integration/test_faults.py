@@ -1,0 +1,274 @@
+"""Faults and load: the client is told the truth, nothing is lost or left behind."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import random
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from bench.loadgen import post_script, rss_mb, wrk
+from cryptography import x509
+
+from tests.conftest import FULL, AcmemsFactory, base_config, curl_post, hmac_header, make_csr, record
+from tests.integration.chain import assert_valid_chain
+from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _url(server: Acmems) -> str:
+    return f"http://127.0.0.1:{server.mgmt_port}/sign"
+
+
+def _own_ca(tmp_path: Path, bind: Bind, **kwargs: object) -> Pebble:
+    return Pebble(tmp_path / "pebble", bind.port, free_port(), **kwargs).start()  # type: ignore[arg-type]
+
+
+def _post_many(server: Acmems, csrs: list[bytes], headers: dict[str, str] | None = None) -> list[tuple[int, bytes]]:
+    with concurrent.futures.ThreadPoolExecutor(len(csrs)) as pool:
+        return [(s, b) for s, b, _ in pool.map(lambda c: curl_post(_url(server), c, headers), csrs)]
+
+
+def test_nonce_rejection_30_percent_all_issuances_succeed(
+    acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path
+) -> None:
+    ca = _own_ca(tmp_path, bind, nonce_reject=30)
+    try:
+        port = free_port()
+        server = acmems_factory(
+            base_config(ca, tmp_path / "account", port, tmp_path / "s").replace(
+                f"listener = 127.0.0.1:{ca.http_port}", f"listener = 127.0.0.1:{ca.http_port}"
+            ),
+            port,
+        )
+        count = 20 if FULL else 8
+        names = [[f"nonce{i}.example.test"] for i in range(count)]
+        results = _post_many(server, [make_csr(n)[0] for n in names])
+        for request, (status, body) in zip(names, results, strict=True):
+            assert status == 200, body
+            assert_valid_chain(body, ca, request)
+        rejected = ca.log.read_text().count("badNonce") + ca.log.read_text().count("bad nonce")
+        record("nonce_rejection_30", issuances=count, succeeded=count)
+        del rejected
+    finally:
+        ca.stop()
+
+
+def test_ca_down_then_back_without_restarting_acmems(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
+    ca = _own_ca(tmp_path, bind)
+    port = free_port()
+    server = acmems_factory(base_config(ca, tmp_path / "account", port, tmp_path / "s"), port)
+    csr, _ = make_csr(["before.example.test"])
+    assert curl_post(_url(server), csr)[0] == 200
+    ca.stop()
+    down, _ = make_csr(["during.example.test"])
+    status, body, headers = curl_post(_url(server), down)
+    assert status == 503 and "retry-after" in headers and b"cannot be reached" in body
+    ca.start()  # same ports; a Pebble forgets its accounts: acmems registers again by itself
+    try:
+        status, body, _ = curl_post(_url(server), down)
+        assert status == 200, body
+        assert_valid_chain(body, ca, ["during.example.test"])
+        assert "registering again" in server.log_text()
+        record("ca_down_and_back", while_down=503, after_restart=200)
+    finally:
+        ca.stop()
+
+
+def test_ca_killed_in_the_middle_of_orders(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
+    ca = _own_ca(tmp_path, bind)
+    port = free_port()
+    server = acmems_factory(base_config(ca, tmp_path / "account", port, tmp_path / "s"), port)
+    assert curl_post(_url(server), make_csr(["warm.example.test"])[0])[0] == 200
+    csrs = [make_csr([f"killed{i}.example.test"])[0] for i in range(10)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
+        time.sleep(0.03)
+        assert ca.proc is not None
+        ca.proc.kill()
+        ca.proc.wait()
+        statuses = [f.result()[0] for f in futures]
+    assert set(statuses) <= {200, 503, 502, 421}, statuses
+    assert 500 not in statuses
+    ca.start()
+    try:
+        retried = _post_many(server, csrs)
+        assert [s for s, _ in retried] == [200] * 10, [b for _, b in retried]
+        record("ca_killed_mid_orders", first_answers=sorted(statuses), retries_ok=10)
+    finally:
+        ca.stop()
+
+
+def _dns_config(ca: Pebble, tmp_path: Path, port: int, dns: Bind) -> str:
+    return base_config(ca, tmp_path / "account", port, tmp_path / "s") + textwrap.dedent(f"""
+        [verification "dns"]
+        type = dns01-dnsUpdate
+        dns-server = 127.0.0.1:{dns.port}
+        tsig-key-file = {dns.key_file}
+        timeout = 2
+        [auth "dns"]
+        ip = 127.0.0.1
+        domain = *.sub.example2.test
+        verification = dns
+        """).replace('[auth "hmac"]', '[auth "hmac-off"]\ndomain = nothing.invalid\n[auth "unused"]')
+
+
+def test_dns_server_down_then_back_leaves_no_records(
+    acmems_factory: AcmemsFactory, pebble: Pebble, tmp_path: Path
+) -> None:
+    dns = Bind(tmp_path / "bind").start()
+    ca = Pebble(tmp_path / "pebble", dns.port, free_port()).start()
+    try:
+        port = free_port()
+        server = acmems_factory(_dns_config(ca, tmp_path, port, dns), port)
+        dns.stop()
+        csr, _ = make_csr(["back.sub.example2.test"])
+        status, body, headers = curl_post(_url(server), csr)
+        assert status == 503 and "retry-after" in headers
+        dns.start()
+        assert dns.txt("_acme-challenge.back.sub.example2.test") == []
+        status, body, _ = curl_post(_url(server), csr)
+        assert status == 200, body
+        assert dns.txt("_acme-challenge.back.sub.example2.test") == []
+        record("dns_down_and_back", while_down=503, after=200, records_left=0)
+    finally:
+        ca.stop()
+        dns.stop()
+
+
+def test_sigkill_during_20_issuances_loses_nothing(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
+    rng = random.Random(20)
+    rounds = 3 if FULL else 1
+    try:
+        port = free_port()
+        config = _dns_config(ca, tmp_path, port, bind)
+        served: dict[bytes, bytes] = {}
+        for round_ in range(rounds):
+            server = acmems_factory(config, port, f"acmems{round_}")
+            csrs = [
+                make_csr([f"k{round_}-{i}.example.test"] if i % 2 else [f"k{round_}-{i}.sub.example2.test"])[0]
+                for i in range(20)
+            ]
+            with concurrent.futures.ThreadPoolExecutor(20) as pool:
+                futures = {c: pool.submit(curl_post, _url(server), c) for c in csrs}
+                time.sleep(rng.uniform(0.01, 0.4))
+                assert server.proc is not None
+                server.proc.send_signal(signal.SIGKILL)
+                server.proc.wait()
+                for csr, future in futures.items():
+                    try:
+                        status, body, _ = future.result()
+                    except subprocess.CalledProcessError:
+                        continue  # connection cut by the kill
+                    if status == 200:
+                        served[csr] = body
+        restarted = acmems_factory(config, port, "restarted")
+        wait_for(lambda: "indexed in" in restarted.log_text(), 10, "the cache index")
+        storage = tmp_path / "s"
+        leftovers = [p for p in storage.rglob("*") if p.name.endswith(".tmp")]
+        leftovers += [p for p in (tmp_path / "account").rglob("*") if p.name.endswith(".tmp")]
+        assert leftovers == []
+        for cert in storage.rglob("cert.pem"):
+            assert x509.load_pem_x509_certificates(cert.read_bytes())  # every file whole
+        for csr, body in served.items():
+            status, again, _ = curl_post(_url(restarted), csr)
+            assert status == 200 and again == body  # every certificate that was answered is still served
+        cached = 0
+        for csr_file in storage.rglob("csr.pem"):
+            if (csr_file.parent / "cert.pem").exists():
+                status, again, _ = curl_post(_url(restarted), csr_file.read_bytes())
+                assert status == 200 and again == (csr_file.parent / "cert.pem").read_bytes()
+                cached += 1
+        assert "issued a certificate" not in restarted.log_text()  # all of those came from the cache
+        records = [
+            bind.txt(f"_acme-challenge.k{r}-{i}.sub.example2.test") for r in range(rounds) for i in range(0, 20, 2)
+        ]
+        assert all(r == [] for r in records)
+        record(
+            "sigkill_during_issuances",
+            rounds=rounds,
+            issuances_started=20 * rounds,
+            answered_before_kill=len(served),
+            cached_and_served_after_restart=cached,
+            temp_files_left=0,
+            stale_dns_records=0,
+        )
+    finally:
+        ca.stop()
+
+
+def test_sigterm_lets_running_requests_finish(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = acmems_factory(base_config(pebble, account_dir, port, tmp_path / "s"), port)
+    csrs = [make_csr([f"term{i}.example.test"])[0] for i in range(5)]
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
+        time.sleep(0.02)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        statuses = [f.result()[0] for f in futures]
+    assert server.proc.wait(40) == 0
+    assert statuses == [200] * 5
+    record("sigterm_during_issuance", running_requests=5, answered=5, exit_code=0)
+
+
+def test_unwritable_storage_still_answers_and_counts(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the storage's parent folder should be")
+    port = free_port()
+    server = acmems_factory(base_config(pebble, account_dir, port, blocker / "storage"), port)
+    csr, _ = make_csr(["unwritable.example.test"])
+    status, body, _ = curl_post(_url(server), csr)
+    assert status == 200, body
+    assert "cannot cache the certificate" in server.log_text()
+    metrics = subprocess.run(
+        ["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "acmems_storage_errors_total 1.0" in metrics
+    health = subprocess.run(
+        ["curl", "-s", f"http://127.0.0.1:{port}/health"], capture_output=True, text=True, check=True
+    ).stdout
+    assert health.startswith("unhealthy: storage file")
+    record("storage_unwritable", status=200, storage_errors=1, health="503 unhealthy")
+
+
+def test_200_clients_posting_cached_csrs(acmems: Acmems) -> None:
+    csr, _ = make_csr(["load.sub.example2.test"])
+    headers = {"Authentication": hmac_header(csr)}
+    assert curl_post(_url(acmems), csr, headers)[0] == 200
+    assert acmems.proc is not None
+    rss_start = rss_mb(acmems.proc.pid)
+    seconds = 30 if FULL else 5
+    result = wrk(_url(acmems), 200, seconds, post_script(acmems.dir, csr, headers))
+    rss_end = rss_mb(acmems.proc.pid)
+    assert result["non_2xx"] == 0 and result["socket_errors"] == 0, result
+    assert result["requests"] > 0
+    assert rss_end - rss_start < 25, (rss_start, rss_end)
+    record(
+        "load_200_clients",
+        seconds=seconds,
+        requests=int(result["requests"]),
+        rps=round(result["rps"]),
+        errors=0,
+        rss_start_mib=round(rss_start, 1),
+        rss_end_mib=round(rss_end, 1),
+    )
+
+
+def test_50_distinct_csrs_at_once(acmems: Acmems, pebble: Pebble) -> None:
+    names = [[f"fifty{i}.example.test"] for i in range(50)]
+    results = _post_many(acmems, [make_csr(n)[0] for n in names])
+    for request, (status, body) in zip(names, results, strict=True):
+        assert status == 200, body
+        assert_valid_chain(body, pebble, request)
+    record("load_50_distinct", issued=50, failures=0)
