@@ -9,6 +9,7 @@ ours, on the event loop, with short intervals that honour ``Retry-After``: the l
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import time
@@ -19,9 +20,11 @@ from typing import Any, TypeVar, cast
 
 import requests
 from acme import client as acme_client
+from acme import crypto_util, messages
 from acme import errors as acme_errors
-from acme import messages
+from cryptography import x509
 from josepy.errors import DeserializationError
+from josepy.json_util import field as jose_field
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
@@ -52,6 +55,13 @@ _VALIDATION_PROBLEMS = {
     "rejectedIdentifier",
     "unsupportedIdentifier",
 }
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder with ``replaces`` (RFC 9773 §5): the ARI identifier of the certificate this order
+    renews. certbot's ``acme`` NewOrder (5.x) lacks the field, so we extend it here."""
+
+    replaces: str | None = jose_field("replaces", omitempty=True)
 
 
 class _Network(acme_client.ClientNetwork):
@@ -283,6 +293,10 @@ class AcmeCa:
                 exc.log_detail or exc.message,
             )
 
+    async def start_ready(self) -> None:
+        """Make sure the directory and account are loaded (raises the CA's errors)."""
+        await self._ensure_ready()
+
     async def _ensure_ready(self) -> None:
         async with self._ready_lock:
             if self._directory is not None and self._regr is not None:
@@ -311,6 +325,64 @@ class AcmeCa:
         self._regr = regr
         self._idle.append(acme_client.ClientV2(self._directory, net))
 
+    @property
+    def profiles(self) -> dict[str, str] | None:
+        """The profiles the CA's directory lists (None: no profile support, or not fetched yet)."""
+        if self._directory is None:
+            return None
+        offered = self._directory.meta.profiles
+        return dict(offered) if offered else {}
+
+    @property
+    def offers_ari(self) -> bool:
+        """Whether the CA's directory has ``renewalInfo`` (RFC 9773)."""
+        if self._directory is None:
+            return False
+        try:
+            self._directory["renewalInfo"]
+        except KeyError:
+            return False
+        return True
+
+    def check_profiles(self, wanted: set[str]) -> None:
+        """Raise :class:`ConfigError` for a configured profile the CA does not offer."""
+        offered = self.profiles
+        if offered is None:
+            return
+        for profile in sorted(wanted):
+            if profile not in offered:
+                listed = ", ".join(sorted(offered)) or "none"
+                raise ConfigError(
+                    f"profile {profile!r} is not offered by the CA at {self.settings.acme_server} (it offers: {listed})"
+                )
+
+    def _check_profile(self, profile: str | None) -> None:
+        if profile is not None:
+            try:
+                self.check_profiles({profile})
+            except ConfigError as exc:
+                raise CaError(exc.message, status=502) from None
+
+    async def renewal_info(self, chain: bytes) -> tuple[datetime.datetime | None, float]:
+        """RFC 9773: a point chosen at random in the CA's suggested renewal window (None without
+        ARI) and when to ask again (Unix time, from the CA's Retry-After)."""
+        await self._ensure_ready()
+        client = self._take_client()
+        try:
+            when, next_check = await self._call(client, client.renewal_time, chain)
+        finally:
+            self._idle.append(client)
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return when, next_check.timestamp()
+
+    def revoke_sync(self, certificate: x509.Certificate, reason: int) -> None:
+        """Revoke with the account key (RFC 8555 §7.6)."""
+        self._prepare_sync()
+        assert self._directory is not None
+        client = self._take_client()
+        client.revoke(certificate, reason)
+
     def close(self) -> None:
         """Stop the worker threads (running calls finish)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -333,14 +405,16 @@ class AcmeCa:
         assert self._key is not None and self._directory is not None
         return acme_client.ClientV2(self._directory, self.network(self._key, self._alg, self._regr))
 
-    async def issue(self, csr_pem: bytes, solver: ChallengeSolver) -> bytes:
+    async def issue(
+        self, csr_pem: bytes, solver: ChallengeSolver, profile: str | None = None, replaces: str | None = None
+    ) -> bytes:
         """Run one order for ``csr_pem`` to the end and return leaf + chain (PEM).
 
         Raises:
             CaError: 421 validation failed, 429 rate-limited, 502 the CA refused, 503 unreachable.
         """
         try:
-            return await self._issue_once(csr_pem, solver)
+            return await self._issue_once(csr_pem, solver, profile, replaces)
         except CaError as exc:
             if exc.problem_type != "accountDoesNotExist" or not self._may_register():
                 raise
@@ -348,7 +422,7 @@ class AcmeCa:
         # again, as at start, and retry the order once.
         log.warning("the CA no longer knows the account %s; registering again", self._regr.uri if self._regr else "?")
         await self._reregister()
-        return await self._issue_once(csr_pem, solver)
+        return await self._issue_once(csr_pem, solver, profile, replaces)
 
     def _may_register(self) -> bool:
         return any(v != "no" for v in self.settings.accept_terms_of_service)
@@ -369,13 +443,18 @@ class AcmeCa:
         log.info("registered the ACME account again: %s", regr.uri)
         self._prepare_sync()
 
-    async def _issue_once(self, csr_pem: bytes, solver: ChallengeSolver) -> bytes:
+    async def _issue_once(
+        self, csr_pem: bytes, solver: ChallengeSolver, profile: str | None, replaces: str | None
+    ) -> bytes:
         await self._ensure_ready()
+        self._check_profile(profile)
         async with self._slots:
             client = self._take_client()
             reuse = True
             try:
-                return await asyncio.wait_for(self._order(client, csr_pem, solver), self.order_timeout)
+                return await asyncio.wait_for(
+                    self._order(client, csr_pem, solver, profile, replaces), self.order_timeout
+                )
             except TimeoutError:
                 reuse = False
                 raise CaError(
@@ -393,9 +472,34 @@ class AcmeCa:
                 if reuse and client.net.account is self._regr:
                     self._idle.append(client)
 
-    async def _order(self, client: acme_client.ClientV2, csr_pem: bytes, solver: ChallengeSolver) -> bytes:
+    def _new_order(
+        self, client: acme_client.ClientV2, csr_pem: bytes, profile: str | None, replaces: str | None
+    ) -> messages.OrderResource:
+        """newOrder (RFC 8555 §7.4) with ``profile`` and ``replaces``, then its authorizations."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        dns_names, ip_addresses = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
+        identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(a)) for a in ip_addresses]
+        order = _NewOrder(identifiers=identifiers, profile=profile, replaces=replaces)
+        response = client._post(client.directory["newOrder"], order)
+        body = messages.Order.from_json(response.json())
+        authorizations = [
+            client._authzr_from_response(client._post_as_get(url), uri=url) for url in body.authorizations
+        ]
+        return messages.OrderResource(
+            body=body, uri=response.headers.get("Location"), authorizations=authorizations, csr_pem=csr_pem
+        )
+
+    async def _order(
+        self,
+        client: acme_client.ClientV2,
+        csr_pem: bytes,
+        solver: ChallengeSolver,
+        profile: str | None = None,
+        replaces: str | None = None,
+    ) -> bytes:
         assert self._key is not None
-        orderr = await self._call(client, client.new_order, csr_pem)
+        orderr = await self._call(client, self._new_order, client, csr_pem, profile, replaces)
         published: list[tuple[str, str, str]] = []
         try:
             pending = []

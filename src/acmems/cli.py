@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from acme import client as acme_client
 from acme import errors as acme_errors
@@ -26,7 +27,7 @@ from acmems.errors import AcmemsError, ConfigError
 
 __all__ = ["describe_settings", "main", "register_main"]
 
-_COMMANDS = ("serve", "check", "list")
+_COMMANDS = ("serve", "check", "list", "revoke")
 
 
 def _mask(secret: str | bytes | None) -> str:
@@ -124,6 +125,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="List the certificates in every file storage: names, expiry, and when each is renewed.",
     )
     listing.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
+    revoke = commands.add_parser(
+        "revoke",
+        help="revoke a certificate with the account key",
+        description="Revoke a certificate at the CA with the account key (RFC 8555 section 7.6) and remove it "
+        "from the caches, so that its CSR gets a new certificate.",
+    )
+    revoke.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
+    revoke.add_argument("--cert", required=True, help="the certificate (PEM; the first block is revoked)")
+    revoke.add_argument(
+        "--reason",
+        choices=sorted(REVOCATION_REASONS),
+        default="unspecified",
+        help="RFC 5280 reason (default unspecified)",
+    )
     args = parser.parse_args(args_list)
     try:
         settings = load_settings(args.configs)
@@ -132,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "list":
         return _list(settings)
+    if args.command == "revoke":
+        return _revoke(settings, args.cert, args.reason)
     if args.command == "check":
         print(describe_settings(settings))
         print("configuration is valid")
@@ -167,6 +184,51 @@ def _list(settings: Settings) -> int:
                 f"  {entry.not_after:%Y-%m-%d %H:%M:%S}  {entry.renew_at:%Y-%m-%d %H:%M:%S}  {state:<8} "
                 f"{', '.join(entry.names)}"
             )
+    return 0
+
+
+REVOCATION_REASONS = {
+    "unspecified": 0,
+    "keyCompromise": 1,
+    "affiliationChanged": 3,
+    "superseded": 4,
+    "cessationOfOperation": 5,
+}
+
+
+def _revoke(settings: Settings, cert_path: str, reason: str) -> int:
+    from cryptography import x509
+
+    from acmems.storage.file import FileCache
+
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except (OSError, ValueError) as exc:
+        print(f"acmems revoke: cannot read a certificate from {cert_path}: {exc}", file=sys.stderr)
+        return 1
+    ca = AcmeCa(settings.account)
+    try:
+        ca.load_or_create_key(create=False)
+        _step(f"Revoke serial {certificate.serial_number:x} ({reason})")
+        try:
+            ca.revoke_sync(certificate, REVOCATION_REASONS[reason])
+        except AcmemsError:
+            raise
+        except Exception as exc:
+            raise ca_error(exc, settings.account.acme_server) from exc
+        print("done")
+    except AcmemsError as exc:
+        print(f"failed\n{exc.message}")
+        return 1
+    finally:
+        ca.close()
+    removed = 0
+    for storage in settings.storages.values():
+        if isinstance(storage, FileStorage):
+            cache = FileCache(storage)
+            cache.load_index()
+            removed += cache.remove_serial(certificate.serial_number)
+    print(f"Removed it from {removed} cache entr{'y' if removed == 1 else 'ies'}")
     return 0
 
 

@@ -78,6 +78,7 @@ class AccountSettings:
     emails: tuple[str, ...] = ()
     eab_kid: str | None = None
     eab_hmac_key: str | None = None
+    profile: str | None = None
 
     def accepts_terms(self, tos_url: str | None) -> bool:
         """Whether the configuration agrees to the CA's terms at ``tos_url``."""
@@ -94,6 +95,8 @@ class MgmtSettings:
     listeners: tuple[Listener, ...]
     max_size: int = 4096
     request_timeout: float = 60.0
+    renewal_interval: float = 300.0
+    renew_requested_within_days: float | None = None
     body_timeout: float = 30.0
     idle_timeout: float = 15.0
     default_verification: str | None = None
@@ -164,6 +167,7 @@ class AuthSettings:
     domains: tuple[str, ...] = ()
     verification: str = _IMPLICIT_VERIFICATION
     storage: str = _IMPLICIT_STORAGE
+    profile: str | None = None
 
     @property
     def has_methods(self) -> bool:
@@ -432,6 +436,7 @@ def _read_account(keys: _Keys) -> AccountSettings:
         emails=tuple(emails),
         eab_kid=eab_kid,
         eab_hmac_key=eab_key,
+        profile=keys.value("profile", _profile_name, None),
     )
 
 
@@ -467,6 +472,8 @@ def _read_mgmt(keys: _Keys) -> MgmtSettings:
         listeners=tuple(listeners) or _DEFAULT_MGMT_LISTENERS,
         max_size=keys.value("max-size", parse_size, 4096),
         request_timeout=keys.value("request-timeout", _positive_number, 60.0),
+        renewal_interval=keys.value("renewal-interval", _non_negative_number, 300.0),
+        renew_requested_within_days=keys.value("renew-requested-within", _positive_number, None),
         body_timeout=keys.value("body-timeout", _positive_number, 30.0),
         idle_timeout=keys.value("idle-timeout", _positive_number, 15.0),
         # None: not given; "": given empty (the default is disabled)
@@ -598,7 +605,33 @@ def _read_auth(section: Section, keys: _Keys) -> dict[str, object]:
         "domains": tuple(keys.values("domain", _domain_glob)),
         "verification": keys.one("verification"),
         "storage": keys.one("storage"),
+        "profile": keys.one("profile"),
     }
+
+
+def _profile_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise ValueError(f"{value!r} is not a profile name (as the CA's directory lists them)")
+    return value
+
+
+def _block_profile(section: Section, entry: object, default: str | None) -> str | None:
+    """An auth block's profile: its own (empty: the CA's default), else the account's."""
+    if entry is None:
+        return default
+    assert isinstance(entry, Entry)
+    if entry.value == "":
+        return None
+    try:
+        return _profile_name(entry.value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=entry.file, line=entry.line, section=section.title, key="profile") from None
+
+
+def _non_negative_number(value: str) -> float:
+    if value.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_number(value)
 
 
 def _domain_glob(value: str) -> str:
@@ -725,6 +758,7 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
                     section, raw["verification"], "verification", verifications, default_verification
                 ),
                 storage=_reference(section, raw["storage"], "storage", storages, default_storage),
+                profile=_block_profile(section, raw["profile"], account.profile),
             )
         )
         block = auth_blocks[-1]

@@ -21,6 +21,7 @@ __all__ = ["Issuer", "SignResult"]
 log = logging.getLogger(__name__)
 # How long a certificate whose requester gave up (504) is kept for its retry, for any storage.
 _ORPHAN_LINGER = 600.0
+_Key = tuple[str, str, str | None, bytes]  # storage, verification, profile, CSR
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,8 @@ class Issuer:
         self.solvers = solvers
         self.caches = caches
         self.metrics = metrics or Metrics()
-        self._inflight: dict[tuple[str, str, bytes], asyncio.Task[bytes]] = {}
-        self._orphans: set[tuple[str, str, bytes]] = set()
+        self._inflight: dict[_Key, asyncio.Task[bytes]] = {}
+        self._orphans: set[_Key] = set()
         self.orders_started = 0
         self.storage_failures = 0
 
@@ -66,19 +67,27 @@ class Issuer:
                 f"{solver.challenge_type} verification {solver.name!r}",
                 status=400,
             )
-        cached = cache.get(csr.pem)
+        profile = block.profile
+        cached = cache.get(csr.pem, profile)
         if cached is not None:
             self.metrics.cache_hits.inc()
             return SignResult(cached, cache_hit=True)
         self.metrics.cache_misses.inc()
-        key = (cache.name, solver.name, csr.pem)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._issue_and_store(csr, solver, cache))
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._finished(key, t))
+        task = self.start_issuance(csr, solver, cache, profile)
+        key = (cache.name, solver.name, profile, csr.pem)
         try:
             chain = await asyncio.wait_for(asyncio.shield(task), timeout)
+        except AcmemsError as exc:
+            # The old certificate keeps being served while it is valid, if its renewal fails.
+            old = cache.get(csr.pem, profile, allow_due=True)
+            if old is None or isinstance(exc, IssuanceTimeout):
+                raise
+            log.warning(
+                "renewal for %s failed (%s); answering the cached certificate, still valid",
+                ", ".join(csr.names),
+                exc.message,
+            )
+            return SignResult(old, cache_hit=True)
         except TimeoutError:
             self._orphans.add(key)
             raise IssuanceTimeout(
@@ -87,12 +96,38 @@ class Issuer:
             ) from None
         return SignResult(chain, cache_hit=False)
 
-    async def _issue_and_store(self, csr: CsrInfo, solver: ChallengeSolver, cache: CertificateCache) -> bytes:
+    def start_issuance(
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        cache: CertificateCache,
+        profile: str | None,
+        replaces: str | None = None,
+        requested: bool = True,
+    ) -> asyncio.Task[bytes]:
+        """The running order for this CSR, storage, verification and profile, or a new one (single flight)."""
+        key = (cache.name, solver.name, profile, csr.pem)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._issue_and_store(csr, solver, cache, profile, replaces, requested))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._finished(key, t))
+        return task
+
+    async def _issue_and_store(
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        cache: CertificateCache,
+        profile: str | None,
+        replaces: str | None,
+        requested: bool,
+    ) -> bytes:
         self.orders_started += 1
         started = time.monotonic()
         vtype = solver.challenge_type
         try:
-            chain = await self.ca.issue(csr.request_pem, solver)
+            chain = await self.ca.issue(csr.request_pem, solver, profile, replaces)
         except AcmemsError as exc:
             self.metrics.issuances.labels("failed", vtype).inc()
             if isinstance(exc, CaError):
@@ -111,7 +146,7 @@ class Issuer:
         self.metrics.issuance_seconds.labels(vtype).observe(duration)
         log.info("issued a certificate for %s in %.3f s (verification %s)", ", ".join(csr.names), duration, solver.name)
         try:
-            await asyncio.to_thread(cache.put, csr.pem, chain)
+            await asyncio.to_thread(cache.put, csr.pem, chain, profile, solver.name, requested)
         except (OSError, ValueError) as exc:
             self.storage_failures += 1
             self.metrics.storage_errors.inc()
@@ -123,7 +158,7 @@ class Issuer:
             )
         return chain
 
-    def _finished(self, key: tuple[str, str, bytes], task: asyncio.Task[bytes]) -> None:
+    def _finished(self, key: _Key, task: asyncio.Task[bytes]) -> None:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             if key in self._orphans:
@@ -136,7 +171,7 @@ class Issuer:
         self._orphans.discard(key)
         self._forget(key, task)
 
-    def _forget(self, key: tuple[str, str, bytes], task: asyncio.Task[bytes]) -> None:
+    def _forget(self, key: _Key, task: asyncio.Task[bytes]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
 

@@ -32,6 +32,7 @@ class Metrics:
             registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
+        self.renewals = Counter("acmems_renewals", "Background renewals by outcome", ["outcome"], registry=r)
         self.cache_hits = Counter("acmems_cache_hits", "Answers from the certificate cache", registry=r)
         self.cache_misses = Counter("acmems_cache_misses", "Requests the cache could not answer", registry=r)
         self.ca_errors = Counter(

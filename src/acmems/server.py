@@ -25,6 +25,7 @@ from acmems.config import Http01Verification, Listener, Settings, load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
 from acmems.metrics import Metrics
+from acmems.renewer import Renewer
 from acmems.sdnotify import notify
 from acmems.storage import CertificateCache, make_cache
 from acmems.storage.file import FileCache
@@ -59,6 +60,7 @@ class Server:
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
         self._runners: list[web.BaseRunner] = []
         self._background: set[asyncio.Task[None]] = set()
+        self.renewer = Renewer(lambda: self.runtime)
         self.bound: list[str] = []
 
     def _build(self, settings: Settings, previous: Runtime | None) -> Runtime:
@@ -120,6 +122,7 @@ class Server:
         """Check the account, read the caches, then open every listener; raises on a port in use."""
         runtime = self.runtime
         await runtime.ca.start()
+        self._check_profiles(runtime)
         await self._prepare(runtime, background=True)
         await self._serve_lowlevel(
             management_handler(lambda: self.runtime, self.metrics, self.health), runtime.settings.mgmt.listeners, "mgmt"
@@ -128,6 +131,17 @@ class Server:
             verification = runtime.settings.verifications[name]
             assert isinstance(verification, Http01Verification)
             await self._serve_lowlevel(challenge_handler(solver), verification.listeners, f"http01 {name!r}")
+
+    def _check_profiles(self, runtime: Runtime) -> None:
+        # A profile the CA does not list is a configuration error (known once the directory is read).
+        runtime.ca.check_profiles({b.profile for b in runtime.settings.auth_blocks if b.profile is not None})
+
+    def start_renewer(self) -> None:
+        """Run proactive renewal in the background (unless ``renewal-interval = 0``)."""
+        if self.runtime.settings.mgmt.renewal_interval > 0:
+            task = asyncio.create_task(self.renewer.run())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def reload(self, paths: Sequence[str]) -> bool:
         """Re-read the configuration; swap it in if valid. Whether it was swapped."""
@@ -151,6 +165,7 @@ class Server:
             runtime = self._build(settings, self.runtime)
             if runtime.ca is not self.runtime.ca:
                 await runtime.ca.start()
+            self._check_profiles(runtime)
             await self._prepare(runtime)
         except AcmemsError as exc:
             log.error("reload refused, the old configuration keeps serving: %s", exc.message)
@@ -212,6 +227,8 @@ class Server:
         The management listeners go first; the challenge listeners stay open meanwhile, since the
         requests still running need them for their HTTP-01 validations.
         """
+        for task in list(self._background):
+            task.cancel()
         for runner in self._runners:
             await runner.cleanup()
         self.runtime.ca.close()
@@ -246,6 +263,7 @@ async def _main(settings: Settings) -> int:
         await server.stop()
         return 1
     log.info("acmems ready: %s", ", ".join(server.bound))
+    server.start_renewer()
     notify("READY=1\nSTATUS=serving")
     await stop.wait()
     notify("STOPPING=1")

@@ -56,16 +56,16 @@ def test_file_cache_uses_the_originals_layout_and_serves_until_due(tmp_path: Pat
     cache = FileCache(FileStorage("f", tmp_path, 14))
     csr = b"-----BEGIN CERTIFICATE REQUEST-----\nabc\n-----END CERTIFICATE REQUEST-----\n"
     chain = certificate(NOW - DAY, NOW + 89 * DAY)
-    assert cache.get(csr, NOW) is None
+    assert cache.get(csr, now=NOW) is None
     cache.put(csr, chain)
     digest = hashlib.sha384(csr).hexdigest()
     folder = tmp_path / digest[:2] / digest[2:]
     assert (folder / "csr.pem").read_bytes() == csr
     assert (folder / "cert.pem").read_bytes() == chain
-    assert cache.get(csr, NOW) == chain
-    assert cache.get(csr, NOW + 74 * DAY) == chain
-    assert cache.get(csr, NOW + 76 * DAY) is None  # within 14 days of the end
-    assert cache.get(csr + b"\n", NOW) is None  # other bytes, other CSR
+    assert cache.get(csr, now=NOW) == chain
+    assert cache.get(csr, now=NOW + 74 * DAY) == chain
+    assert cache.get(csr, now=NOW + 76 * DAY) is None  # within 14 days of the end
+    assert cache.get(csr + b"\n", now=NOW) is None  # other bytes, other CSR
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -73,8 +73,8 @@ def test_short_lived_certificates_are_cached_for_two_thirds_of_their_life(tmp_pa
     cache = FileCache(FileStorage("f", tmp_path, 14))
     chain = certificate(NOW, NOW + 6 * DAY)
     cache.put(b"csr", chain)
-    assert cache.get(b"csr", NOW + 3.9 * DAY) == chain
-    assert cache.get(b"csr", NOW + 4.1 * DAY) is None
+    assert cache.get(b"csr", now=NOW + 3.9 * DAY) == chain
+    assert cache.get(b"csr", now=NOW + 4.1 * DAY) is None
 
 
 def test_a_certificate_without_its_csr_or_a_broken_file_is_not_served(tmp_path: Path) -> None:
@@ -82,13 +82,13 @@ def test_a_certificate_without_its_csr_or_a_broken_file_is_not_served(tmp_path: 
     cache.put(b"csr", certificate(NOW, NOW + 90 * DAY))
     digest = hashlib.sha384(b"csr").hexdigest()
     (tmp_path / digest[:2] / digest[2:] / "cert.pem").write_bytes(b"garbage")
-    assert cache.get(b"csr", NOW) is None
+    assert cache.get(b"csr", now=NOW) is None
     (tmp_path / digest[:2] / digest[2:] / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage")
     fresh = FileCache(FileStorage("f", tmp_path, 14))
     assert fresh.load_index() == 0
-    assert fresh.get(b"csr", NOW) is None
+    assert fresh.get(b"csr", now=NOW) is None
     (tmp_path / digest[:2] / digest[2:] / "csr.pem").unlink()
-    assert cache.get(b"csr", NOW) is None
+    assert cache.get(b"csr", now=NOW) is None
 
 
 def test_no_cache_keeps_nothing() -> None:
@@ -131,4 +131,4 @@ def test_the_index_is_read_at_start_and_follows_writes(tmp_path: Path) -> None:
     assert [e.not_after for e in reader.entries()] == [NOW + 30 * DAY, NOW + 90 * DAY]
     # a certificate another acmems wrote into the shared directory after start is found too
     writer.put(b"three", certificate(NOW, NOW + 90 * DAY))
-    assert reader.get(b"three", NOW) is not None and len(reader) == 3
+    assert reader.get(b"three", now=NOW) is not None and len(reader) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from acmems.config import FileStorage, NoneStorage, StorageSettings
@@ -16,11 +17,21 @@ class CertificateCache(Protocol):
 
     name: str
 
-    def get(self, csr_pem: bytes) -> bytes | None:
-        """The cached chain for exactly these CSR bytes, if it is still good to serve."""
+    def get(
+        self, csr_pem: bytes, profile: str | None = None, now: datetime | None = None, *, allow_due: bool = False
+    ) -> bytes | None:
+        """The cached chain for exactly these CSR bytes and profile, if it is still good to serve
+        (with ``allow_due``: if it is still valid at all)."""
         ...
 
-    def put(self, csr_pem: bytes, chain_pem: bytes) -> None:
+    def put(
+        self,
+        csr_pem: bytes,
+        chain_pem: bytes,
+        profile: str | None = None,
+        verification: str | None = None,
+        requested: bool = True,
+    ) -> None:
         """Store a chain for these CSR bytes (atomically). Raises ``OSError`` on failure."""
         ...
 

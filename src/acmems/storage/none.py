@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = ["NoCache"]
 
 
@@ -11,9 +13,18 @@ class NoCache:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def get(self, csr_pem: bytes) -> bytes | None:
+    def get(
+        self, csr_pem: bytes, profile: str | None = None, now: datetime | None = None, *, allow_due: bool = False
+    ) -> bytes | None:
         """Always a miss."""
         return None
 
-    def put(self, csr_pem: bytes, chain_pem: bytes) -> None:
+    def put(
+        self,
+        csr_pem: bytes,
+        chain_pem: bytes,
+        profile: str | None = None,
+        verification: str | None = None,
+        requested: bool = True,
+    ) -> None:
         """Keeps nothing."""

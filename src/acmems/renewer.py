@@ -1,0 +1,175 @@
+"""Proactive renewal: renew cached certificates that are due before their clients ask again.
+
+Every ``[mgmt] renewal-interval`` seconds: refresh each certificate's ARI window (RFC 9773) where the
+CA offers it, then renew those that are due and were asked for recently (``renew-requested-within``,
+default twice the certificate's lifetime), a few at a time, with jitter. Renewal orders carry
+``replaces``. Failures back off (honouring the CA's Retry-After); the old certificate is served
+while it is valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from acme.client import _renewal_info_path_component
+from cryptography import x509
+
+from acmems.acme_ca import AcmeCa
+from acmems.challenges import ChallengeSolver
+from acmems.config import Settings
+from acmems.csr import parse_csr
+from acmems.errors import AcmemsError
+from acmems.issuer import Issuer
+from acmems.storage import CertificateCache
+from acmems.storage.file import CachedCertificate, FileCache
+
+__all__ = ["Renewer", "ari_identifier", "renewal_candidates"]
+
+log = logging.getLogger(__name__)
+_CONCURRENCY = 4
+_BACKOFF_FIRST = 60.0
+_BACKOFF_MAX = 6 * 3600.0
+
+
+class _Runtime(Protocol):
+    settings: Settings
+    ca: AcmeCa
+    solvers: dict[str, ChallengeSolver]
+    caches: dict[str, CertificateCache]
+    issuer: Issuer
+
+
+def ari_identifier(chain: bytes) -> str:
+    """RFC 9773 §4.1 certificate identifier (AKI.serial) of the chain's leaf."""
+    return _renewal_info_path_component(x509.load_pem_x509_certificate(chain))
+
+
+def renewal_candidates(
+    entries: list[CachedCertificate], now: datetime, requested_within: timedelta | None, backoff: dict[str, float]
+) -> list[CachedCertificate]:
+    """The entries to renew now: due, asked for recently, not backing off after a failure. Pure."""
+    due = []
+    for entry in entries:
+        if now < entry.renew_at or backoff.get(entry.digest, 0.0) > now.timestamp():
+            continue
+        window = requested_within or 2 * (entry.not_after - entry.not_before)
+        if entry.last_requested < (now - window).timestamp():
+            continue  # nobody asked for it lately: let it expire
+        due.append(entry)
+    return due
+
+
+class Renewer:
+    """The background task; ``current`` gives the configuration in force (it may be reloaded)."""
+
+    def __init__(self, current: Callable[[], _Runtime]) -> None:
+        self.current = current
+        self.backoff: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self.renewed = 0
+
+    async def run(self) -> None:
+        """Check every ``renewal-interval`` seconds until cancelled."""
+        while True:
+            interval = self.current().settings.mgmt.renewal_interval
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not secrets
+            try:
+                await self.check_once()
+            except Exception:
+                log.exception("renewal check failed")
+
+    async def check_once(self) -> None:
+        """One pass: ARI windows, then the renewals that are due."""
+        runtime = self.current()
+        caches = [c for c in runtime.caches.values() if isinstance(c, FileCache)]
+        if not caches:
+            return
+        try:
+            await runtime.ca.start_ready()
+        except AcmemsError as exc:
+            log.warning("renewal check skipped: %s", exc.message)
+            return
+        slots = asyncio.Semaphore(_CONCURRENCY)
+        if runtime.ca.offers_ari:
+            await asyncio.gather(
+                *(
+                    self._refresh_ari(runtime.ca, cache, entry, slots)
+                    for cache in caches
+                    for entry in cache.entries()
+                    if entry.next_ari_check <= time.time() and entry.not_after > datetime.now(UTC)
+                )
+            )
+        within = runtime.settings.mgmt.renew_requested_within_days
+        requested_within = timedelta(days=within) if within else None
+        jobs = []
+        for cache in caches:
+            for entry in renewal_candidates(cache.entries(), datetime.now(UTC), requested_within, self.backoff):
+                jobs.append(self._renew(runtime, cache, entry, slots))
+        await asyncio.gather(*jobs)
+
+    async def _refresh_ari(
+        self, ca: AcmeCa, cache: FileCache, entry: CachedCertificate, slots: asyncio.Semaphore
+    ) -> None:
+        async with slots:
+            try:
+                chain = await asyncio.to_thread((entry.folder / "cert.pem").read_bytes)
+                when, next_check = await ca.renewal_info(chain)
+            except (AcmemsError, OSError) as exc:
+                log.info("ARI for %s not available now: %s", ", ".join(entry.names), exc)
+                cache.update(dataclasses.replace(entry, next_ari_check=time.time() + 3600))
+                return
+        renew_at = when if when is not None else entry.renew_at
+        if when is not None and when != entry.renew_at:
+            log.info("ARI: %s is due for renewal from %s", ", ".join(entry.names), when.isoformat(timespec="seconds"))
+        cache.update(dataclasses.replace(entry, renew_at=renew_at, next_ari_check=next_check))
+
+    async def _renew(
+        self, runtime: _Runtime, cache: FileCache, entry: CachedCertificate, slots: asyncio.Semaphore
+    ) -> None:
+        async with slots:
+            await asyncio.sleep(random.uniform(0, 0.5))  # noqa: S311 - spread the orders a little
+            solver = runtime.solvers.get(entry.verification or runtime.settings.default_verification or "")
+            if solver is None:
+                log.warning(
+                    "cannot renew %s: its verification %r is not configured", ", ".join(entry.names), entry.verification
+                )
+                self.backoff[entry.digest] = time.time() + _BACKOFF_MAX
+                return
+            try:
+                csr = parse_csr(await asyncio.to_thread((entry.folder / "csr.pem").read_bytes))
+                chain = await asyncio.to_thread((entry.folder / "cert.pem").read_bytes)
+                replaces = ari_identifier(chain) if runtime.ca.offers_ari else None
+                task = runtime.issuer.start_issuance(csr, solver, cache, entry.profile, replaces, requested=False)
+                await task
+            except (AcmemsError, OSError, ValueError) as exc:
+                failures = self._failures.get(entry.digest, 0) + 1
+                self._failures[entry.digest] = failures
+                delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1))
+                if isinstance(exc, AcmemsError) and exc.retry_after:
+                    delay = max(delay, float(exc.retry_after))
+                self.backoff[entry.digest] = time.time() + delay
+                runtime.issuer.metrics.renewals.labels("failed").inc()
+                log.warning(
+                    "renewal of %s failed (%s); next try in %.0f s; the old certificate is served until %s",
+                    ", ".join(entry.names),
+                    exc,
+                    delay,
+                    entry.not_after.isoformat(),
+                )
+                return
+            self._failures.pop(entry.digest, None)
+            self.backoff.pop(entry.digest, None)
+            self.renewed += 1
+            runtime.issuer.metrics.renewals.labels("renewed").inc()
+            log.info(
+                "renewed %s ahead of its clients%s",
+                ", ".join(entry.names),
+                f" (replaces {replaces})" if replaces else "",
+            )

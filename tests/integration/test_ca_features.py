@@ -1,0 +1,191 @@
+"""Current CA features against Pebble 2.10: profiles, ARI renewal windows, proactive renewal with
+``replaces``, short-lived certificates, revocation."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.conftest import AcmemsFactory, curl_post, hmac_header, make_csr
+from tests.realservices import Acmems, Bind, Pebble, ServiceError, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+DAY = 86400
+PROFILES = {"default": 90 * DAY, "shortlived": 6 * DAY, "tiny": 15}
+
+
+@pytest.fixture(scope="module")
+def profile_ca(tmp_path_factory: pytest.TempPathFactory, bind: Bind) -> Iterator[Pebble]:
+    ca = Pebble(tmp_path_factory.mktemp("profile-pebble"), bind.port, free_port(), profiles=PROFILES).start()
+    directory = json.loads(ca.get("/dir", mgmt=False))
+    if "renewalInfo" not in directory or "profiles" not in directory.get("meta", {}):
+        ca.stop()
+        pytest.skip("this Pebble offers no ARI or profiles: Pebble 2.10 is needed (make test installs it)")
+    yield ca
+    ca.stop()
+
+
+def config(ca: Pebble, tmp_path: Path, port: int, extra: str = "", interval: str = "0") -> str:
+    return textwrap.dedent(f"""\
+        [account]
+        acme-server = {ca.directory_url}
+        dir = {tmp_path / "account"}
+        accept-terms-of-service = yes
+        ca-bundle = {ca.ca_bundle}
+        profile = default
+        [mgmt]
+        listener = 127.0.0.1:{port}
+        renewal-interval = {interval}
+        [verification "http"]
+        type = http01
+        listener = 127.0.0.1:{ca.http_port}
+        [storage "file"]
+        type = file
+        directory = {tmp_path / "storage"}
+        [auth "short"]
+        hmac_type = sha256
+        hmac_key = k
+        domain = *.example.test
+        profile = shortlived
+        [auth "tiny"]
+        ip = 127.0.0.1
+        domain = tiny*.example.test
+        profile = tiny
+        [auth "long"]
+        ip = 127.0.0.1
+        domain = *.example.test
+        """) + textwrap.dedent(extra)
+
+
+def lifetime(chain: bytes) -> datetime.timedelta:
+    leaf = x509.load_pem_x509_certificate(chain)
+    return leaf.not_valid_after_utc - leaf.not_valid_before_utc
+
+
+def _url(server: Acmems) -> str:
+    return f"http://127.0.0.1:{server.mgmt_port}/sign"
+
+
+def test_profile_per_block_and_the_cache_keys_on_it(
+    acmems_factory: AcmemsFactory, profile_ca: Pebble, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = acmems_factory(config(profile_ca, tmp_path, port), port)
+    csr, _ = make_csr(["profiled.example.test"])
+    status, long_chain, _ = curl_post(_url(server), csr)  # block "long": the account's profile "default"
+    assert status == 200, long_chain
+    status, short_chain, _ = curl_post(_url(server), csr, {"Authentication": hmac_header(csr, "k")})
+    assert status == 200, short_chain
+    assert abs(lifetime(long_chain).total_seconds() - 90 * DAY) < 120
+    assert abs(lifetime(short_chain).total_seconds() - 6 * DAY) < 120
+    # the same CSR under each profile is its own cached certificate
+    assert curl_post(_url(server), csr)[1] == long_chain
+    assert curl_post(_url(server), csr, {"Authentication": hmac_header(csr, "k")})[1] == short_chain
+    assert server.log_text().count("issued a certificate") == 2
+
+
+def test_unknown_profile_is_refused_at_start_naming_the_offered_ones(profile_ca: Pebble, tmp_path: Path) -> None:
+    port = free_port()
+    text = config(profile_ca, tmp_path, port).replace("profile = shortlived", "profile = forever")
+    server = Acmems(tmp_path / "acmems", text, port)
+    with pytest.raises(ServiceError):
+        server.start(timeout=15)
+    assert server.proc is not None and server.proc.returncode == 1
+    assert "profile 'forever' is not offered" in server.log_text()
+    assert "it offers: default, shortlived, tiny" in server.log_text()
+
+
+def test_short_lived_certificates_are_cached_for_two_thirds_of_their_life(
+    acmems_factory: AcmemsFactory, profile_ca: Pebble, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = acmems_factory(config(profile_ca, tmp_path, port), port)
+    csr, _ = make_csr(["tiny1.example.test"])
+    status, first, _ = curl_post(_url(server), csr)
+    assert status == 200, first
+    leaf = x509.load_pem_x509_certificate(first)
+    life = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert life.total_seconds() == pytest.approx(15, abs=2)
+    assert curl_post(_url(server), csr)[1] == first  # cached
+    renew_at = leaf.not_valid_after_utc - life / 3
+    time.sleep(max(0.0, (renew_at - datetime.datetime.now(datetime.UTC)).total_seconds()) + 0.5)
+    status, second, _ = curl_post(_url(server), csr)
+    assert status == 200 and second != first  # renewed after two thirds of its life
+    assert server.log_text().count("issued a certificate") == 2
+
+
+def test_ari_window_in_the_past_renews_in_the_background_with_replaces(
+    acmems_factory: AcmemsFactory, profile_ca: Pebble, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = acmems_factory(config(profile_ca, tmp_path, port, interval="1"), port)
+    csr, _ = make_csr(["ari.example.test"])
+    status, first, _ = curl_post(_url(server), csr)
+    assert status == 200, first
+    now = datetime.datetime.now(datetime.UTC)
+    window = {
+        "suggestedWindow": {
+            "start": (now - datetime.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": (now - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+    leaf_pem = first.split(b"\n\n")[0].decode()
+    body = json.dumps({"certificate": leaf_pem, "ariResponse": json.dumps(window)}).encode()
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(profile_ca.ca_bundle))
+    request = urllib.request.Request(f"https://127.0.0.1:{profile_ca.mgmt_port}/set-renewal-info/", data=body)
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310 - loopback
+        assert response.status == 200
+    wait_for(lambda: "renewed ari.example.test ahead of its clients" in server.log_text(), 30, "background renewal")
+    assert "replaces" in server.log_text()
+    assert "is a replacement of" in profile_ca.log.read_text()
+    status, second, _ = curl_post(_url(server), csr)
+    assert status == 200 and second != first  # the client's next POST is a cache hit on the new one
+    assert server.log_text().count("outcome=cached") >= 1
+
+
+def test_revocation_shows_at_the_ca_and_leaves_the_cache(
+    acmems_factory: AcmemsFactory, profile_ca: Pebble, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = acmems_factory(config(profile_ca, tmp_path, port), port)
+    csr, _ = make_csr(["revoke.example.test"])
+    status, chain, _ = curl_post(_url(server), csr)
+    assert status == 200
+    cert_file = tmp_path / "cert.pem"
+    cert_file.write_bytes(chain)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "acmems",
+            "revoke",
+            str(server.config),
+            "--cert",
+            str(cert_file),
+            "--reason",
+            "keyCompromise",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Removed it from 1 cache entry" in result.stdout
+    serial = x509.load_pem_x509_certificate(chain).serial_number
+    status_text = profile_ca.get(f"/cert-status-by-serial/{serial:x}").decode()
+    assert "Revoked" in status_text or "revoked" in status_text
+    status, after, _ = curl_post(_url(server), csr)
+    assert status == 200 and after != chain
