@@ -210,16 +210,21 @@ def fill_cache(directory: Path, count: int) -> None:
 
 
 def start_time_and_rss(work: Path, name: str, pebble: Pebble, bind: Bind, storage: Path, account: Path) -> Result:
+    """Seconds until acmems answers (the cache index is then read in the background: its time too)."""
+    import re
+
     mgmt, http = free_port(), free_port()
     server = Acmems(work / name, acmems_config(pebble, work, mgmt, http, bind, storage, account), mgmt)
     started = time.perf_counter()
     server.start()
     elapsed = time.perf_counter() - started
     assert server.proc is not None
+    wait_for(lambda: "indexed in" in server.log_text(), 60, "the cache index")
+    indexed = re.search(r"indexed in ([\d.]+) s", server.log_text())
     time.sleep(1)
     rss = rss_mb(server.proc.pid)
     server.stop()
-    return {"start_s": elapsed, "rss_mb": rss}
+    return {"start_s": elapsed, "rss_mb": rss, "index_s": float(indexed.group(1)) if indexed else float("nan")}
 
 
 def bench_acmems(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
@@ -625,8 +630,9 @@ def table(r: Result) -> str:
     )
     added, start = r["acmems"]["cache_10k_added_mb"], r["acmems"]["start_10k"]["start_s"]
     rows.append(
-        f"| 10,000 cached certificates: RSS added, start-up | +{added:.1f} MiB, {start:.2f} s "
-        f"(empty: {r['acmems']['start_empty']['start_s']:.2f} s) | | | | | <= 60 MB, <= 1 s | "
+        f"| 10,000 cached certificates: RSS added, start-up (index read after) | +{added:.1f} MiB, {start:.2f} s "
+        f"({r['acmems']['start_10k'].get('index_s', float('nan')):.2f} s; empty: "
+        f"{r['acmems']['start_empty']['start_s']:.2f} s) | | | | | <= 60 MB, <= 1 s | "
         f"{'yes' if added <= 60 and start <= 1 else 'NO'} |"
     )
     return "\n".join(rows)

@@ -420,3 +420,28 @@ def test_arbitrary_section_and_key_mixes_give_settings_or_our_config_error(lines
         load("\n".join(lines))
     except ConfigError:
         pass
+
+
+def test_profiles_account_default_block_override_and_empty() -> None:
+    settings = load(
+        "[account]\nprofile = classic\n"
+        '[auth "a"]\nall = yes\ndomain = a.example\n'
+        '[auth "b"]\nall = yes\ndomain = b.example\nprofile = shortlived\n'
+        '[auth "c"]\nall = yes\ndomain = c.example\nprofile =\n'
+    )
+    assert settings.account.profile == "classic"
+    assert [b.profile for b in settings.auth_blocks] == ["classic", "shortlived", None]
+    assert "profile: 'two words' is not a profile name" in error('[auth "a"]\nprofile = two words\n')
+
+
+def test_renewal_and_timeout_keys() -> None:
+    mgmt = load("[mgmt]\nrenewal-interval = 0\nrenew-requested-within = 30\nbody-timeout = 2\nidle-timeout = 5\n").mgmt
+    assert (mgmt.renewal_interval, mgmt.renew_requested_within_days, mgmt.body_timeout, mgmt.idle_timeout) == (
+        0,
+        30,
+        2,
+        5,
+    )
+    defaults = load("[mgmt]\n").mgmt
+    assert (defaults.renewal_interval, defaults.renew_requested_within_days) == (300, None)
+    assert "renewal-interval: '-1' must be a number larger than 0" in error("[mgmt]\nrenewal-interval = -1\n")
