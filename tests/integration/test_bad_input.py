@@ -273,3 +273,25 @@ def test_random_requests_never_get_500_and_the_server_lives(strict: Acmems, pebb
     assert curl_post(f"http://127.0.0.1:{strict.mgmt_port}/sign", csr)[0] == 200
     assert "internal error" not in strict.log_text()
     record("http_fuzz", requests=count, statuses=dict(sorted(seen.items())))
+
+
+def test_precheck_answers_before_the_body_is_sent(strict: Acmems) -> None:
+    # With Expect: 100-continue the client waits: a refused client gets 403 and uploads nothing,
+    # an accepted one gets 100 Continue and then its certificate.
+    csr, _ = make_csr(["expect.example.test"])
+    head = f"POST /sign HTTP/1.1\r\nHost: x\r\nContent-Length: {len(csr)}\r\nExpect: 100-continue\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", strict.mgmt_port), timeout=10, source_address=("127.0.0.2", 0)) as sock:
+        sock.sendall(head)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 403"), answer
+    with socket.create_connection(("127.0.0.1", strict.mgmt_port), timeout=30) as sock:
+        sock.sendall(head)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(csr)
+        answer = b""
+        while b"-----END CERTIFICATE-----" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
