@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import dns.tsig  # noqa: E402
 from tests.conftest import hmac_header, make_csr  # noqa: E402
-from tests.realservices import Acmems, Bind, Pebble, _connects, _stop, free_port, wait_for  # noqa: E402
+from tests.realservices import Acmems, Bind, Pebble, _connects, _stop, free_port, spawn, wait_for  # noqa: E402
 
 from bench.floor import AcmeFloor  # noqa: E402
 from bench.loadgen import cpu_seconds, curl_time, post_script, rss_mb, summary, wrk  # noqa: E402
@@ -358,15 +358,11 @@ domain = cache.example.test
 ip = 127.0.0.1
 domain = *.example.test
 """)
-    logf = (work / "macen.log").open("ab")
-    proc = subprocess.Popen(
+    proc = spawn(
         [str(venv / "bin" / "macen"), str(config)],
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, ACME_CAFILE=str(pebble.ca_bundle)),
-        stdin=subprocess.DEVNULL,
+        work / "macen.log",
+        dict(os.environ, ACME_CAFILE=str(pebble.ca_bundle)),
     )
-    logf.close()
     results: Result = {}
     url = f"http://127.0.0.1:{mgmt}/sign"
     try:
@@ -539,12 +535,7 @@ def bench_nginx_static(work: Path, seconds: int) -> Result:
 events {{ worker_connections 1024; }}
 http {{ {temp} access_log off; server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}
 """)
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], d / "stdout.log")
     try:
         wait_for(lambda: _connects(port), 10, "nginx")
         return {f"c{c}": wrk(f"http://127.0.0.1:{port}/chain.pem", c, seconds) for c in (16, 64)}

@@ -43,6 +43,7 @@ __all__ = [
     "ServiceError",
     "free_port",
     "make_tls",
+    "spawn",
     "wait_for",
 ]
 
@@ -94,6 +95,12 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeo
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def spawn(command: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``command`` as a direct child, its output appended to ``log``."""
+    with log.open("ab") as logf:
+        return subprocess.Popen(list(command), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
 def make_tls(directory: Path, names: Sequence[str] = ("localhost",)) -> tuple[Path, Path, Path]:
@@ -181,14 +188,7 @@ class Bind:
             "  listen-on-v6 { none; }; recursion no; allow-query { 127.0.0.0/8; };\n"
             "  dnssec-validation no; notify no; };\ncontrols { };\n" + "\n".join(zones) + "\n"
         )
-        logf = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [named, "-g", "-c", str(d / "named.conf"), "-n", "2"],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        logf.close()
+        self.proc = spawn([named, "-g", "-c", str(d / "named.conf"), "-n", "2"], self.log)
         wait_for(self._answers, 20, "BIND", self.proc, self.log)
         return self
 
@@ -275,15 +275,11 @@ class Pebble:
         env = dict(
             os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject), PEBBLE_AUTHZREUSE="0"
         )
-        logf = self.log.open("ab")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [str(binary), "-config", str(self.dir / "pebble.json"), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
+            self.log,
+            env,
         )
-        logf.close()
         wait_for(lambda: self.get("/dir", mgmt=False), 20, "Pebble", self.proc, self.log)
         return self
 
@@ -343,14 +339,7 @@ http {{
   }}
 }}
 """)
-        logf = (d / "stdout.log").open("ab")
-        self.proc = subprocess.Popen(
-            [nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        logf.close()
+        self.proc = spawn([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], (d / "stdout.log"))
         wait_for(lambda: _connects(self.port), 10, "nginx", self.proc, self.log)
         return self
 
@@ -377,15 +366,9 @@ class Acmems:
     def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> Acmems:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self.config_text)
-        logf = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "acmems", "serve", str(self.config)],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=dict(os.environ, **(env or {})),
+        self.proc = spawn(
+            [sys.executable, "-m", "acmems", "serve", str(self.config)], self.log, dict(os.environ, **(env or {}))
         )
-        logf.close()
         try:
             wait_for(self._answers, timeout, "acmems", self.proc, self.log)
         except ServiceError:
@@ -458,14 +441,7 @@ DocumentRoot "{d}"
             + "\n".join(recipe)
             + "\n"
         )
-        logf = (d / "stdout.log").open("ab")
-        self.proc = subprocess.Popen(
-            ["/usr/sbin/apache2", "-f", str(d / "httpd.conf"), "-DFOREGROUND"],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        logf.close()
+        self.proc = spawn(["/usr/sbin/apache2", "-f", str(d / "httpd.conf"), "-DFOREGROUND"], (d / "stdout.log"))
         wait_for(lambda: _connects(self.port), 10, "apache", self.proc, d / "stdout.log")
         return self
 
@@ -507,14 +483,7 @@ backend acmems
     retry-on 404 conn-failure empty-response
 {servers}
 """)
-        logf = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            ["/usr/sbin/haproxy", "-db", "-f", str(d / "haproxy.cfg")],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        logf.close()
+        self.proc = spawn(["/usr/sbin/haproxy", "-db", "-f", str(d / "haproxy.cfg")], self.log)
         wait_for(lambda: _connects(self.port), 10, "haproxy", self.proc, self.log)
         return self
 
