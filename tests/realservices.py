@@ -227,6 +227,7 @@ class Pebble:
         eab_keys: dict[str, str] | None = None,
         nonce_reject: int = 0,
         profiles: dict[str, int] | None = None,
+        va_sleep: bool = False,
     ) -> None:
         self.dir = directory
         self.dns_port = dns_port
@@ -234,6 +235,7 @@ class Pebble:
         self.eab_keys = eab_keys
         self.nonce_reject = nonce_reject
         self.profiles = profiles
+        self.va_sleep = va_sleep
         self.port = 0
         self.mgmt_port = 0
         self.tls_port = 0
@@ -273,7 +275,10 @@ class Pebble:
             }
         (self.dir / "pebble.json").write_text(json.dumps({"pebble": config}))
         env = dict(
-            os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject), PEBBLE_AUTHZREUSE="0"
+            os.environ,
+            PEBBLE_VA_NOSLEEP="0" if self.va_sleep else "1",
+            PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject),
+            PEBBLE_AUTHZREUSE="0",
         )
         self.proc = spawn(
             [str(binary), "-config", str(self.dir / "pebble.json"), "-dnsserver", f"127.0.0.1:{self.dns_port}"],

@@ -46,10 +46,20 @@ def describe_settings(settings: Settings) -> str:
         f"  ca-bundle = {account.ca_bundle or 'system'}",
         f"  email = {', '.join(account.emails) or '-'}",
         f"  eab-kid = {account.eab_kid or '-'}, eab-hmac-key = {_mask(account.eab_hmac_key)}",
+        f"  profile = {account.profile or '- (the CA default)'}",
         "[mgmt]",
         f"  listeners = {', '.join(str(x) for x in settings.mgmt.listeners)}",
         f"  max-size = {settings.mgmt.max_size} bytes",
-        f"  request-timeout = {settings.mgmt.request_timeout:g} s",
+        f"  request-timeout = {settings.mgmt.request_timeout:g} s, body-timeout = {settings.mgmt.body_timeout:g} s, "
+        f"idle-timeout = {settings.mgmt.idle_timeout:g} s",
+        f"  renewal-interval = {settings.mgmt.renewal_interval:g} s"
+        + (" (proactive renewal off)" if not settings.mgmt.renewal_interval else "")
+        + ", renew-requested-within = "
+        + (
+            f"{settings.mgmt.renew_requested_within_days:g} days"
+            if settings.mgmt.renew_requested_within_days
+            else "twice the lifetime"
+        ),
         f"  default verification = {settings.default_verification or '- (disabled)'}",
         f"  default storage = {settings.default_storage or '- (disabled)'}",
     ]
@@ -88,7 +98,8 @@ def describe_settings(settings: Settings) -> str:
             f'[auth "{block.name}"]',
             f"  methods = {'; '.join(methods) or 'none (accepts every client)'}",
             f"  domains = {', '.join(block.domains) or '- (never matches)'}",
-            f"  verification = {block.verification}, storage = {block.storage}",
+            f"  verification = {block.verification}, storage = {block.storage}, "
+            f"profile = {block.profile or '- (the CA default)'}",
         ]
     log = settings.logging
     out.append(f"[logging] level = {log.level}, destination = {log.destination}, format = {log.format}")

@@ -25,6 +25,12 @@ def _url(server: Acmems) -> str:
     return f"http://127.0.0.1:{server.mgmt_port}/sign"
 
 
+def _metrics(server: Acmems) -> str:
+    return subprocess.run(
+        ["curl", "-s", f"http://127.0.0.1:{server.mgmt_port}/metrics"], capture_output=True, text=True, check=False
+    ).stdout
+
+
 def _own_ca(tmp_path: Path, bind: Bind, **kwargs: object) -> Pebble:
     return Pebble(tmp_path / "pebble", bind.port, free_port(), **kwargs).start()  # type: ignore[arg-type]
 
@@ -203,21 +209,25 @@ def test_sigkill_during_20_issuances_loses_nothing(acmems_factory: AcmemsFactory
         ca.stop()
 
 
-def test_sigterm_lets_running_requests_finish(
-    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
-) -> None:
-    port = free_port()
-    server = acmems_factory(base_config(pebble, account_dir, port, tmp_path / "s"), port)
-    csrs = [make_csr([f"term{i}.example.test"])[0] for i in range(5)]
-    with concurrent.futures.ThreadPoolExecutor(5) as pool:
-        futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
-        time.sleep(0.02)
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        statuses = [f.result()[0] for f in futures]
-    assert server.proc.wait(40) == 0
-    assert statuses == [200] * 5
-    record("sigterm_during_issuance", running_requests=5, answered=5, exit_code=0)
+def test_sigterm_lets_running_requests_finish(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
+    # Pebble's validation authority sleeps 0-5 s here, so the orders are surely running at SIGTERM.
+    ca = _own_ca(tmp_path, bind, va_sleep=True)
+    try:
+        port = free_port()
+        server = acmems_factory(base_config(ca, tmp_path / "account", port, tmp_path / "s"), port)
+        csrs = [make_csr([f"term{i}.example.test"])[0] for i in range(5)]
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
+            wait_for(lambda: "acmems_cache_misses_total 5.0" in _metrics(server), 20, "five running requests")
+            assert "issued a certificate" not in server.log_text()
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            statuses = [f.result()[0] for f in futures]
+        assert server.proc.wait(40) == 0
+        assert statuses == [200] * 5
+        record("sigterm_during_issuance", running_requests=5, answered=5, exit_code=0)
+    finally:
+        ca.stop()
 
 
 def test_unwritable_storage_still_answers_and_counts(
