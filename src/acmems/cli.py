@@ -74,7 +74,8 @@ def describe_settings(settings: Settings) -> str:
                 f"  dns-server = {verification.dns_server}:{verification.dns_port}",
                 f"  ttl = {verification.ttl}, timeout = {verification.timeout:g} s, "
                 f"propagation-timeout = {verification.propagation_timeout:g} s",
-                f"  zone = {verification.zone or '(discovered)'}",
+                f"  zone = {verification.zone or '(discovered)'}, check-server = "
+                + (", ".join(f"{h}:{p}" for h, p in verification.check_servers) or "-"),
                 (
                     f"  tsig = {verification.tsig_key_name} {verification.tsig_algorithm}, secret "
                     f"{_mask(verification.tsig_key_secret)}"

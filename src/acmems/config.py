@@ -127,6 +127,7 @@ class DnsUpdateVerification:
     tsig_algorithm: str = "hmac-sha256"
     zone: str | None = None
     propagation_timeout: float = 60.0
+    check_servers: tuple[tuple[str, int], ...] = ()
     type: str = "dns01-dnsUpdate"
 
 
@@ -540,6 +541,7 @@ def _read_verification(section: Section, keys: _Keys) -> VerificationSettings:
         tsig_algorithm=algorithm,
         zone=zone,
         propagation_timeout=keys.value("propagation-timeout", _positive_number, 60.0),
+        check_servers=tuple(keys.values("check-server", _dns_server)),
     )
 
 

@@ -198,3 +198,31 @@ def test_ten_dns01_orders_in_one_zone_at_once(dns_acmems: Acmems, pebble: Pebble
         assert status == 200, body
         assert_valid_chain(body, pebble, names)
     assert _no_challenge_records(bind, [n for names in requests for n in names])
+
+
+def test_check_servers_must_all_serve_the_record(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, bind: Bind, tmp_path: Path
+) -> None:
+    # The primary listed again as a check server: issued. A second server that never gets the record
+    # (another BIND with its own copy of the zone): a clear 503 naming it, and nothing left behind.
+    port = free_port()
+    same = key_file_setting(bind) + f"check-server = 127.0.0.1:{bind.port}\n"
+    server = acmems_factory(dns_config(pebble, account_dir, port, tmp_path / "s", same), port)
+    csr, _ = make_csr(["checked.example.test"])
+    status, body, _ = curl_post(_url(server), csr)
+    assert status == 200, body
+    other = Bind(tmp_path / "other-bind").start()
+    try:
+        port2 = free_port()
+        lagging = key_file_setting(bind) + f"check-server = 127.0.0.1:{other.port}\n"
+        config = dns_config(pebble, account_dir, port2, tmp_path / "s2", lagging).replace(
+            "propagation-timeout = 10", "propagation-timeout = 1"
+        )
+        server2 = acmems_factory(config, port2, "lagging")
+        csr2, _ = make_csr(["lagging.example.test"])
+        status, body, _ = curl_post(_url(server2), csr2)
+        assert status == 503
+        assert f"127.0.0.1:{other.port} do not serve the new TXT record".encode() in body
+        assert _no_challenge_records(bind, ["lagging.example.test"])
+    finally:
+        other.stop()

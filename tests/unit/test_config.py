@@ -207,6 +207,7 @@ def test_dns_update_keys(tmp_path: Path) -> None:
     assert (dns.dns_server, dns.dns_port, dns.ttl, dns.timeout) == ("192.0.2.53", 5353, 30, 2.5)
     assert (dns.tsig_key_name, dns.tsig_algorithm, dns.tsig_key_secret) == ("acme-update", "hmac-sha512", "c2VjcmV0")
     assert dns.zone == "example.org" and dns.propagation_timeout == 120
+    assert dns.check_servers == ()
     assert "c2VjcmV0" not in repr(dns)
 
 
@@ -445,3 +446,11 @@ def test_renewal_and_timeout_keys() -> None:
     defaults = load("[mgmt]\n").mgmt
     assert (defaults.renewal_interval, defaults.renew_requested_within_days) == (300, None)
     assert "renewal-interval: '-1' must be a number larger than 0" in error("[mgmt]\nrenewal-interval = -1\n")
+
+
+def test_dns_check_servers() -> None:
+    dns = load(
+        '[verification "d"]\ntype = dns01-dnsUpdate\ncheck-server = 192.0.2.54\ncheck-server = [2001:db8::53]:5353\n'
+    ).verifications["d"]
+    assert isinstance(dns, DnsUpdateVerification)
+    assert dns.check_servers == (("192.0.2.54", 53), ("2001:db8::53", 5353))

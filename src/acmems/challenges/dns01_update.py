@@ -138,7 +138,15 @@ class DnsUpdateSolver:
         except DnsUpdateError:
             self.journal.remove(record)
             raise
-        await self._wait_served(zone, name, validation)
+        try:
+            await self._wait_served(zone, name, validation)
+        except DnsUpdateError:
+            # Not served in time: the CA will not be asked, so take the value out again now.
+            try:
+                await self._delete(record)
+            except DnsUpdateError as exc:
+                log.warning("cannot remove %s TXT after a failed wait: %s (journal keeps it)", name, exc.message)
+            raise
 
     async def cleanup(self, identifier: str, token: str, validation: str) -> None:
         """Delete exactly the value :meth:`present` added."""
@@ -196,16 +204,20 @@ class DnsUpdateSolver:
         )
 
     async def _query(
-        self, qname: dns.name.Name | str, rdtype: dns.rdatatype.RdataType, what: str
+        self,
+        qname: dns.name.Name | str,
+        rdtype: dns.rdatatype.RdataType,
+        what: str,
+        server: tuple[str, int] | None = None,
     ) -> dns.message.Message:
+        host, port = server or (self.settings.dns_server, self.settings.dns_port)
         query = dns.message.make_query(qname, rdtype)
         try:
-            return await dns.asyncquery.udp(
-                query, self.settings.dns_server, timeout=self.settings.timeout, port=self.settings.dns_port
-            )
+            return await dns.asyncquery.udp(query, host, timeout=self.settings.timeout, port=port)
         except (dns.exception.Timeout, OSError) as exc:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             raise DnsUpdateError(
-                f"DNS server {self._where} does not answer ({what}); retry later",
+                f"DNS server {where} does not answer ({what}); retry later",
                 status=503,
                 retry_after=_UNREACHABLE_RETRY_AFTER,
                 log_detail=repr(exc),
@@ -251,19 +263,28 @@ class DnsUpdateSolver:
                 retry_after=_UNREACHABLE_RETRY_AFTER if status == 503 else None,
             )
 
+    async def _serves(self, name: str, value: str, server: tuple[str, int]) -> bool:
+        response = await self._query(name, dns.rdatatype.TXT, f"TXT of {name}", server)
+        return any(
+            rrset.rdtype == dns.rdatatype.TXT
+            and any(b"".join(rdata.strings).decode(errors="replace") == value for rdata in rrset)
+            for rrset in response.answer
+        )
+
     async def _wait_served(self, zone: str, name: str, value: str) -> None:
+        """Until the primary and every ``check-server`` serve the value (the CA may ask any of them)."""
         deadline = time.monotonic() + self.settings.propagation_timeout
         delay = _POLL_FIRST
+        waiting = [(self.settings.dns_server, self.settings.dns_port), *self.settings.check_servers]
         while True:
-            response = await self._query(name, dns.rdatatype.TXT, f"TXT of {name}")
-            for rrset in response.answer:
-                if rrset.rdtype == dns.rdatatype.TXT and any(
-                    b"".join(rdata.strings).decode(errors="replace") == value for rdata in rrset
-                ):
-                    return
+            served = await asyncio.gather(*(self._serves(name, value, server) for server in waiting))
+            waiting = [server for server, ok in zip(waiting, served, strict=True) if not ok]
+            if not waiting:
+                return
             if time.monotonic() + delay > deadline:
+                lagging = ", ".join(f"{h}:{p}" for h, p in waiting)
                 raise DnsUpdateError(
-                    f"DNS server {self._where} does not serve the new TXT record of {name} (zone {zone}) "
+                    f"DNS server(s) {lagging} do not serve the new TXT record of {name} (zone {zone}) "
                     f"after {self.settings.propagation_timeout:g} s",
                     status=503,
                     retry_after=_UNREACHABLE_RETRY_AFTER,
