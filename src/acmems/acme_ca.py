@@ -12,10 +12,8 @@ import asyncio
 import datetime
 import functools
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar, cast
 
 import requests
@@ -23,17 +21,17 @@ from acme import client as acme_client
 from acme import crypto_util, messages
 from acme import errors as acme_errors
 from cryptography import x509
-from josepy.errors import DeserializationError
 from josepy.json_util import field as jose_field
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
 from acmems.account import AccountFiles, generate_key, jwk_and_alg
+from acmems.acme_problems import CA_DOWN_RETRY_AFTER, authorization_failure, ca_error, format_chain, retry_after_seconds
 from acmems.challenges import ChallengeSolver
-from acmems.config import AccountSettings
 from acmems.errors import AcmemsError, CaError, ConfigError
+from acmems.settings import AccountSettings
 
-__all__ = ["AcmeCa", "format_chain", "new_registration"]
+__all__ = ["AcmeCa", "ca_error", "format_chain", "new_registration"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,18 +41,6 @@ _NETWORK_TIMEOUT = 30
 _BAD_NONCE_RETRIES = 10
 _POLL_FIRST = 0.02
 _POLL_MAX = 1.0
-_CA_DOWN_RETRY_AFTER = 30
-# Problem types (RFC 8555 §6.7) that mean "the CA could not validate": answered with 421.
-_VALIDATION_PROBLEMS = {
-    "caa",
-    "connection",
-    "dns",
-    "incorrectResponse",
-    "tls",
-    "unauthorized",
-    "rejectedIdentifier",
-    "unsupportedIdentifier",
-}
 
 
 class _NewOrder(messages.NewOrder):
@@ -87,35 +73,6 @@ class _Network(acme_client.ClientNetwork):
         return self._post_once(*args, **kwargs)
 
 
-def _retry_after_seconds(response: requests.Response | None) -> float | None:
-    if response is None:
-        return None
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(int(value)))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def format_chain(fullchain_pem: str) -> bytes:
-    """Leaf then chain as PEM blocks separated by a blank line, as the original answered."""
-    blocks = []
-    for part in fullchain_pem.split("-----END CERTIFICATE-----"):
-        start = part.find("-----BEGIN CERTIFICATE-----")
-        if start >= 0:
-            blocks.append(part[start:].strip() + "\n-----END CERTIFICATE-----\n")
-    if not blocks:
-        raise CaError("the CA sent no certificate", status=502, log_detail=fullchain_pem[:200])
-    return "\n".join(blocks).encode()
-
-
 def new_registration(
     key: JWK,
     directory: messages.Directory,
@@ -135,54 +92,6 @@ def new_registration(
         terms_of_service_agreed=agree or None,
         external_account_binding=eab,
     )
-
-
-def ca_error(exc: BaseException, server: str, response: requests.Response | None = None) -> AcmemsError:
-    """Turn a failure talking to the CA into the error the client is answered with."""
-    if isinstance(exc, AcmemsError):
-        return exc
-    if isinstance(exc, requests.exceptions.SSLError):
-        return CaError(
-            "cannot reach the ACME CA: its TLS certificate is not trusted (check ca-bundle); retry later",
-            status=503,
-            retry_after=_CA_DOWN_RETRY_AFTER,
-            log_detail=f"{server}: {exc}",
-        )
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return CaError(
-            "the ACME CA cannot be reached; retry later",
-            status=503,
-            retry_after=_CA_DOWN_RETRY_AFTER,
-            log_detail=f"{server}: {exc}",
-        )
-    if isinstance(exc, messages.Error):
-        code = exc.code or exc.typ
-        detail = exc.detail or exc.title or ""
-        if code == "rateLimited":
-            retry = _retry_after_seconds(response)
-            return CaError(
-                f"the CA rate-limited this request (rateLimited: {detail})",
-                status=429,
-                retry_after=int(retry) if retry is not None else 3600,
-                problem_type=code,
-            )
-        if code in _VALIDATION_PROBLEMS:
-            return CaError(f"the CA refused: {code}: {detail}", status=421, problem_type=code)
-        if code == "serverInternal":
-            return CaError(
-                f"the CA failed internally ({detail}); retry later",
-                status=503,
-                retry_after=_CA_DOWN_RETRY_AFTER,
-                problem_type=code,
-            )
-        return CaError(f"the CA refused: {code}: {detail}", status=502, problem_type=code)
-    if isinstance(exc, acme_errors.Error | DeserializationError | ValueError | KeyError):
-        return CaError(
-            "the ACME CA sent an answer acmems cannot use; see the server log",
-            status=502,
-            log_detail=f"{server}: {type(exc).__name__}: {exc}",
-        )
-    return AcmemsError("internal error; see the server log", status=500, log_detail=repr(exc))
 
 
 class AcmeCa:
@@ -458,7 +367,7 @@ class AcmeCa:
             except TimeoutError:
                 reuse = False
                 raise CaError(
-                    "the CA did not finish the order in time; retry later", status=503, retry_after=_CA_DOWN_RETRY_AFTER
+                    "the CA did not finish the order in time; retry later", status=503, retry_after=CA_DOWN_RETRY_AFTER
                 ) from None
             except CaError as exc:
                 if exc.status == 503:
@@ -533,8 +442,8 @@ class AcmeCa:
             if status == messages.STATUS_VALID:
                 return
             if status != messages.STATUS_PENDING:
-                raise _authorization_failure(authzr)
-            await asyncio.sleep(_retry_after_seconds(response) or delay)
+                raise authorization_failure(authzr)
+            await asyncio.sleep(retry_after_seconds(response) or delay)
             delay = min(delay * 2, _POLL_MAX)
 
     async def _finalize(self, client: acme_client.ClientV2, orderr: messages.OrderResource) -> bytes:
@@ -563,7 +472,7 @@ class AcmeCa:
                 )
             if body.status == messages.STATUS_READY:
                 orderr = await self._call(client, client.begin_finalization, orderr)
-            await asyncio.sleep(_retry_after_seconds(response) or delay)
+            await asyncio.sleep(retry_after_seconds(response) or delay)
             delay = min(delay * 2, _POLL_MAX)
 
 
@@ -580,16 +489,3 @@ def _find_challenge(authzr: messages.AuthorizationResource, solver: ChallengeSol
         f"use a verification of another type for it",
         status=421,
     )
-
-
-def _authorization_failure(authzr: messages.AuthorizationResource) -> CaError:
-    name = authzr.body.identifier.value
-    for challb in authzr.body.challenges:
-        if challb.error is not None:
-            code = challb.error.code or challb.error.typ
-            return CaError(
-                f"the CA could not validate {name}: {code}: {challb.error.detail}",
-                status=421,
-                problem_type=code,
-            )
-    return CaError(f"the CA could not validate {name}: authorization is {authzr.body.status.name}", status=421)

@@ -8,17 +8,45 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from acmems.config_values import (
+    TSIG_ALGORITHMS,
+    base64_secret,
+    hash_name,
+    ip_network,
+    normalize_hash_name,
+    parse_bool,
+    parse_listener,
+    parse_size,
+    positive_int,
+    positive_number,
+    read_tsig_key_file,
+)
 from acmems.errors import ConfigError
 from acmems.inifile import Entry, Section, parse_ini
+from acmems.settings import (
+    IMPLICIT_STORAGE,
+    IMPLICIT_VERIFICATION,
+    LETSENCRYPT_STAGING,
+    AccountSettings,
+    AuthSettings,
+    DnsUpdateVerification,
+    FileStorage,
+    Http01Verification,
+    Listener,
+    LoggingSettings,
+    MgmtSettings,
+    NoneStorage,
+    Settings,
+    StorageSettings,
+    VerificationSettings,
+)
 
 __all__ = [
     "LETSENCRYPT_STAGING",
@@ -42,311 +70,6 @@ __all__ = [
 
 T = TypeVar("T")
 S = TypeVar("S")
-
-LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
-_IMPLICIT_VERIFICATION = "http"
-_IMPLICIT_STORAGE = "none"
-_TSIG_ALGORITHMS = (
-    "hmac-sha256",
-    "hmac-sha384",
-    "hmac-sha512",
-    "hmac-sha224",
-    "hmac-sha1",
-    "hmac-md5",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """A host and port to listen on; IPv6 hosts without brackets."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class AccountSettings:
-    """``[account]``: which CA, where the account key lives, what we agree to."""
-
-    acme_server: str = LETSENCRYPT_STAGING
-    dir: Path | None = None
-    accept_terms_of_service: tuple[str, ...] = ()
-    ca_bundle: Path | None = None
-    emails: tuple[str, ...] = ()
-    eab_kid: str | None = None
-    eab_hmac_key: str | None = None
-    profile: str | None = None
-
-    def accepts_terms(self, tos_url: str | None) -> bool:
-        """Whether the configuration agrees to the CA's terms at ``tos_url``."""
-        for value in self.accept_terms_of_service:
-            if value.lower() == "yes" or (tos_url is not None and value == tos_url):
-                return True
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class MgmtSettings:
-    """``[mgmt]``: the management (signing) listeners."""
-
-    listeners: tuple[Listener, ...]
-    max_size: int = 4096
-    request_timeout: float = 60.0
-    renewal_interval: float = 300.0
-    renew_requested_within_days: float | None = None
-    body_timeout: float = 30.0
-    idle_timeout: float = 15.0
-    default_verification: str | None = None
-    default_storage: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Http01Verification:
-    """``type = http01``: answer HTTP-01 validations on these listeners."""
-
-    name: str
-    listeners: tuple[Listener, ...]
-    implicit: bool = False
-    type: str = "http01"
-
-
-@dataclass(frozen=True, slots=True)
-class DnsUpdateVerification:
-    """``type = dns01-dnsUpdate``: publish DNS-01 TXT records by RFC 2136 updates."""
-
-    name: str
-    dns_server: str = "127.0.0.1"
-    dns_port: int = 53
-    ttl: int = 60
-    timeout: float = 5.0
-    tsig_key_name: str | None = None
-    tsig_key_secret: str | None = field(default=None, repr=False)
-    tsig_algorithm: str = "hmac-sha256"
-    zone: str | None = None
-    propagation_timeout: float = 60.0
-    check_servers: tuple[tuple[str, int], ...] = ()
-    type: str = "dns01-dnsUpdate"
-
-
-VerificationSettings = Http01Verification | DnsUpdateVerification
-
-
-@dataclass(frozen=True, slots=True)
-class NoneStorage:
-    """``type = none``: never caches."""
-
-    name: str
-    implicit: bool = False
-    type: str = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class FileStorage:
-    """``type = file``: the original's on-disk cache."""
-
-    name: str
-    directory: Path
-    renew_within_days: float = 14.0
-    type: str = "file"
-
-
-StorageSettings = NoneStorage | FileStorage
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """``[auth "name"]``: who may ask for which names, and how those are validated and cached."""
-
-    name: str
-    ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    hmac_type: str | None = None
-    hmac_key: bytes | None = field(default=None, repr=False)
-    all: bool = False
-    domains: tuple[str, ...] = ()
-    verification: str = _IMPLICIT_VERIFICATION
-    storage: str = _IMPLICIT_STORAGE
-    profile: str | None = None
-
-    @property
-    def has_methods(self) -> bool:
-        """Whether the block names any way to authenticate the client."""
-        return bool(self.ips) or self.hmac_key is not None or self.all
-
-
-@dataclass(frozen=True, slots=True)
-class LoggingSettings:
-    """``[logging]``."""
-
-    level: str = "info"
-    destination: str = "stderr"
-    format: str = "text"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The whole, validated configuration."""
-
-    account: AccountSettings
-    mgmt: MgmtSettings
-    verifications: dict[str, VerificationSettings]
-    storages: dict[str, StorageSettings]
-    auth_blocks: tuple[AuthSettings, ...]
-    logging: LoggingSettings
-    default_verification: str | None
-    default_storage: str | None
-    files: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def used_verifications(self) -> tuple[str, ...]:
-        """Verification blocks some auth block can use: only these open listeners."""
-        seen: list[str] = []
-        for block in self.auth_blocks:
-            if block.verification not in seen:
-                seen.append(block.verification)
-        return tuple(seen)
-
-
-# ----------------------------------------------------------------------------------- value parsers
-
-
-def normalize_hash_name(name: str) -> str:
-    """Map the names clients send (``sha256``, ``SHA2-256`` as OpenSSL 3 prints, ``sha-256``,
-    ``sha3-256``) to hashlib's (``sha256``, ``sha3_256``)."""
-    lowered = name.lower()
-    match = re.fullmatch(r"sha2?-?(224|256|384|512)", lowered)
-    if match:
-        return f"sha{match.group(1)}"
-    match = re.fullmatch(r"sha2?-?512[-/_](224|256)", lowered)
-    if match:
-        return f"sha512_{match.group(1)}"
-    match = re.fullmatch(r"sha3[-_](224|256|384|512)", lowered)
-    if match:
-        return f"sha3_{match.group(1)}"
-    return lowered.replace("-", "_")
-
-
-def parse_listener(value: str) -> Listener:
-    """Parse ``host:port`` (IPv6 hosts in brackets) into a :class:`Listener`.
-
-    Raises:
-        ValueError: with a message saying what a valid listener looks like.
-    """
-    value = value.strip()
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", value)
-    if match is None:
-        raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:1313 or [::1]:1313 (IPv6 in brackets)")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range 1-65535")
-    if match.group(1) is not None:
-        try:
-            ipaddress.IPv6Address(host.split("%")[0])
-        except ValueError:
-            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
-    return Listener(host, port)
-
-
-def parse_size(value: str) -> int:
-    """Parse a size in bytes with an optional ``k``/``m`` suffix (1024-based).
-
-    Raises:
-        ValueError: for anything else.
-    """
-    match = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", value)
-    if match is None:
-        raise ValueError(f"{value!r} is not a size; write bytes, or a number with k or m (4k)")
-    factor = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
-    size = int(match.group(1)) * factor
-    if size <= 0:
-        raise ValueError("the size must be larger than 0")
-    return size
-
-
-def _parse_bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("yes", "true", "on", "1"):
-        return True
-    if lowered in ("no", "false", "off", "0"):
-        return False
-    raise ValueError(f"{value!r} is not yes or no")
-
-
-def _positive_number(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not number > 0 or number != number or number == float("inf"):
-        raise ValueError(f"{value!r} must be a number larger than 0")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    if not re.fullmatch(r"\d+", value) or int(value) <= 0:
-        raise ValueError(f"{value!r} must be a whole number larger than 0")
-    return int(value)
-
-
-def _ip_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not an IP address or network; write e.g. 192.0.2.1, 192.0.2.0/24 or 2001:db8::/32"
-        ) from None
-
-
-def _hash_name(value: str) -> str:
-    name = normalize_hash_name(value)
-    if name not in hashlib.algorithms_guaranteed:
-        valid = ", ".join(sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake")))
-        raise ValueError(f"{value!r} is not a hash this server knows; use one of {valid}")
-    if name.startswith("shake"):
-        raise ValueError(f"{value!r} has no fixed length and cannot be used for HMAC")
-    return name
-
-
-def _base64_secret(value: str) -> str:
-    try:
-        decoded = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the secret is not valid base64 (as tsig-keygen writes it)") from None
-    if not decoded:
-        raise ValueError("the secret is empty")
-    return value
-
-
-_TSIG_FILE_RE = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;', re.IGNORECASE | re.DOTALL)
-
-
-def read_tsig_key_file(path: Path) -> tuple[str, str, str]:
-    """Read a BIND key file (as written by ``tsig-keygen``).
-
-    Returns:
-        ``(key name, algorithm, base64 secret)`` of its first key.
-
-    Raises:
-        ValueError: the file cannot be read or holds no complete key.
-    """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    match = _TSIG_FILE_RE.search(text)
-    if match is None:
-        raise ValueError(f'{path} holds no key "name" {{ algorithm ...; secret "..."; }};')
-    body = match.group("body")
-    algorithm = re.search(r"algorithm\s+\"?([\w-]+)\"?\s*;", body)
-    secret = re.search(r'secret\s+"([^"]+)"\s*;', body)
-    if algorithm is None or secret is None:
-        raise ValueError(f"{path}: key {match.group(1)!r} lacks its algorithm or secret")
-    return match.group(1), algorithm.group(1).lower(), _base64_secret(secret.group(1))
-
 
 # ------------------------------------------------------------------------------- section readers
 
@@ -472,11 +195,11 @@ def _read_mgmt(keys: _Keys) -> MgmtSettings:
     return MgmtSettings(
         listeners=tuple(listeners) or _DEFAULT_MGMT_LISTENERS,
         max_size=keys.value("max-size", parse_size, 4096),
-        request_timeout=keys.value("request-timeout", _positive_number, 60.0),
+        request_timeout=keys.value("request-timeout", positive_number, 60.0),
         renewal_interval=keys.value("renewal-interval", _non_negative_number, 300.0),
-        renew_requested_within_days=keys.value("renew-requested-within", _positive_number, None),
-        body_timeout=keys.value("body-timeout", _positive_number, 30.0),
-        idle_timeout=keys.value("idle-timeout", _positive_number, 15.0),
+        renew_requested_within_days=keys.value("renew-requested-within", positive_number, None),
+        body_timeout=keys.value("body-timeout", positive_number, 30.0),
+        idle_timeout=keys.value("idle-timeout", positive_number, 15.0),
         # None: not given; "": given empty (the default is disabled)
         default_verification=None if default_verification is None else default_verification.value,
         default_storage=None if default_storage is None else default_storage.value,
@@ -516,7 +239,7 @@ def _read_verification(section: Section, keys: _Keys) -> VerificationSettings:
         host, port = keys.convert(server_entry, _dns_server)
     key_file = keys.value("tsig-key-file", Path, None)
     name = keys.value("tsig-key-name", _nonempty, None)
-    secret = keys.value("tsig-key-secret", _base64_secret, None)
+    secret = keys.value("tsig-key-secret", base64_secret, None)
     algorithm = keys.value("tsig-algorithm", _tsig_algorithm, "hmac-sha256")
     if key_file is not None:
         entry = keys.one("tsig-key-file")
@@ -534,13 +257,13 @@ def _read_verification(section: Section, keys: _Keys) -> VerificationSettings:
         name=section.name,
         dns_server=host,
         dns_port=port,
-        ttl=keys.value("ttl", _positive_int, 60),
-        timeout=keys.value("timeout", _positive_number, 5.0),
+        ttl=keys.value("ttl", positive_int, 60),
+        timeout=keys.value("timeout", positive_number, 5.0),
         tsig_key_name=name,
         tsig_key_secret=secret,
         tsig_algorithm=algorithm,
         zone=zone,
-        propagation_timeout=keys.value("propagation-timeout", _positive_number, 60.0),
+        propagation_timeout=keys.value("propagation-timeout", positive_number, 60.0),
         check_servers=tuple(keys.values("check-server", _dns_server)),
     )
 
@@ -560,8 +283,8 @@ def _dns_server(value: str) -> tuple[str, int]:
 
 def _tsig_algorithm(value: str) -> str:
     value = value.lower()
-    if value not in _TSIG_ALGORITHMS:
-        raise ValueError(f"{value!r} is not a TSIG algorithm; use one of {', '.join(_TSIG_ALGORITHMS)}")
+    if value not in TSIG_ALGORITHMS:
+        raise ValueError(f"{value!r} is not a TSIG algorithm; use one of {', '.join(TSIG_ALGORITHMS)}")
     return value
 
 
@@ -587,12 +310,12 @@ def _read_storage(section: Section, keys: _Keys) -> StorageSettings:
             section=section.title,
         )
     directory = keys.convert(directory_entry, lambda v: Path(_nonempty(v)))
-    return FileStorage(section.name, directory, keys.value("renew-within", _positive_number, 14.0))
+    return FileStorage(section.name, directory, keys.value("renew-within", positive_number, 14.0))
 
 
 def _read_auth(section: Section, keys: _Keys) -> dict[str, object]:
     assert section.name is not None
-    hmac_type = keys.value("hmac_type", _hash_name, None)
+    hmac_type = keys.value("hmac_type", hash_name, None)
     hmac_key = keys.value("hmac_key", _nonempty, None)
     if (hmac_type is None) != (hmac_key is None):
         entry = keys.one("hmac_type") or keys.one("hmac_key")
@@ -600,10 +323,10 @@ def _read_auth(section: Section, keys: _Keys) -> dict[str, object]:
         raise keys._error(entry, "hmac_type and hmac_key must be given together")
     return {
         "name": section.name,
-        "ips": tuple(keys.values("ip", _ip_network)),
+        "ips": tuple(keys.values("ip", ip_network)),
         "hmac_type": hmac_type,
         "hmac_key": hmac_key.encode() if hmac_key is not None else None,
-        "all": keys.value("all", _parse_bool, False),
+        "all": keys.value("all", parse_bool, False),
         "domains": tuple(keys.values("domain", _domain_glob)),
         "verification": keys.one("verification"),
         "storage": keys.one("storage"),
@@ -633,7 +356,7 @@ def _block_profile(section: Section, entry: object, default: str | None) -> str 
 def _non_negative_number(value: str) -> float:
     if value.strip() in ("0", "0.0"):
         return 0.0
-    return _positive_number(value)
+    return positive_number(value)
 
 
 def _domain_glob(value: str) -> str:
@@ -737,14 +460,14 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         mgmt.default_verification,
         verifications,
         mgmt_keys,
-        lambda: Http01Verification(_IMPLICIT_VERIFICATION, _DEFAULT_HTTP01_LISTENERS, implicit=True),
+        lambda: Http01Verification(IMPLICIT_VERIFICATION, _DEFAULT_HTTP01_LISTENERS, implicit=True),
     )
     default_storage = _choose_default(
         "storage",
         mgmt.default_storage,
         storages,
         mgmt_keys,
-        lambda: NoneStorage(_IMPLICIT_STORAGE, implicit=True),
+        lambda: NoneStorage(IMPLICIT_STORAGE, implicit=True),
     )
     auth_blocks = []
     for section, raw in raw_auth:
@@ -809,7 +532,7 @@ def _choose_default(
         return configured
     if len(blocks) == 1:
         return next(iter(blocks))
-    name = _IMPLICIT_VERIFICATION if kind == "verification" else _IMPLICIT_STORAGE
+    name = IMPLICIT_VERIFICATION if kind == "verification" else IMPLICIT_STORAGE
     # Unlike the original, an implicit block never replaces the user's block of the same name.
     if name not in blocks:
         blocks[name] = implicit()

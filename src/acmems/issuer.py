@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver
-from acmems.config import AuthSettings
 from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, CaError, DnsUpdateError, IssuanceTimeout
 from acmems.metrics import Metrics
+from acmems.settings import AuthSettings
 from acmems.storage import CertificateCache
 
 __all__ = ["Issuer", "SignResult"]

@@ -14,8 +14,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from acmems.config import AuthSettings, normalize_hash_name
+from acmems.config_values import normalize_hash_name
 from acmems.errors import AuthError
+from acmems.settings import AuthSettings
 
 __all__ = [
     "HmacHeader",

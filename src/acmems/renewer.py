@@ -23,10 +23,10 @@ from cryptography import x509
 
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver
-from acmems.config import Settings
 from acmems.csr import parse_csr
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
+from acmems.settings import Settings
 from acmems.storage import CertificateCache
 from acmems.storage.file import CachedCertificate, FileCache
 

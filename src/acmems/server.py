@@ -21,12 +21,13 @@ from aiohttp import web
 
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver, DnsUpdateSolver, Http01Solver, PendingJournal, make_solver
-from acmems.config import Http01Verification, Listener, Settings, load_settings
+from acmems.config import load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
 from acmems.metrics import Metrics
 from acmems.renewer import Renewer
 from acmems.sdnotify import notify
+from acmems.settings import Http01Verification, Listener, Settings
 from acmems.storage import CertificateCache, make_cache
 from acmems.storage.file import FileCache
 from acmems.web import OneLineErrorServer, challenge_handler, management_handler

@@ -19,12 +19,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from acmems.challenges.http01 import Http01Solver
-from acmems.config import Settings
 from acmems.csr import CsrMemo
 from acmems.errors import AcmemsError, RequestError
 from acmems.issuer import Issuer
 from acmems.metrics import CONTENT_TYPE_LATEST, Metrics
 from acmems.policy import choose_auth_block, peer_address, precheck
+from acmems.settings import Settings
 
 __all__ = ["OneLineErrorServer", "Runtime", "challenge_handler", "management_handler"]
 

@@ -6,7 +6,7 @@ import requests
 from acme import errors as acme_errors
 from acme import messages
 
-from acmems.acme_ca import ca_error, format_chain
+from acmems.acme_problems import ca_error, format_chain
 from acmems.errors import AcmemsError, CaError
 
 

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from acmems.challenges.dns01_update import DnsUpdateSolver, PendingJournal
 from acmems.challenges.http01 import Http01Solver
-from acmems.config import DnsUpdateVerification, Http01Verification, VerificationSettings
+from acmems.settings import DnsUpdateVerification, Http01Verification, VerificationSettings
 
 __all__ = ["ChallengeSolver", "DnsUpdateSolver", "Http01Solver", "PendingJournal", "make_solver"]
 

@@ -24,9 +24,9 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
-from acmems.config import DnsUpdateVerification
 from acmems.errors import DnsUpdateError
 from acmems.fileio import write_atomic
+from acmems.settings import DnsUpdateVerification
 
 __all__ = ["DnsUpdateSolver", "PendingJournal", "build_update", "challenge_name"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from acmems.config import FileStorage, NoneStorage, StorageSettings
+from acmems.settings import FileStorage, NoneStorage, StorageSettings
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 

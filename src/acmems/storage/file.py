@@ -25,9 +25,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from acmems.config import FileStorage
 from acmems.fileio import write_atomic
 from acmems.renewal import renewal_time
+from acmems.settings import FileStorage
 
 __all__ = ["CachedCertificate", "FileCache", "csr_digest"]
 

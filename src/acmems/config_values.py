@@ -1,0 +1,174 @@
+"""Parsers of single configuration values: each returns the value or raises ``ValueError`` whose
+text says what would be valid (the reader adds file, line, section and key)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import re
+from pathlib import Path
+
+from acmems.settings import Listener
+
+__all__ = [
+    "TSIG_ALGORITHMS",
+    "base64_secret",
+    "hash_name",
+    "ip_network",
+    "normalize_hash_name",
+    "parse_bool",
+    "parse_listener",
+    "parse_size",
+    "positive_int",
+    "positive_number",
+    "read_tsig_key_file",
+]
+
+TSIG_ALGORITHMS = (
+    "hmac-sha256",
+    "hmac-sha384",
+    "hmac-sha512",
+    "hmac-sha224",
+    "hmac-sha1",
+    "hmac-md5",
+)
+
+
+# ----------------------------------------------------------------------------------- value parsers
+
+
+def normalize_hash_name(name: str) -> str:
+    """Map the names clients send (``sha256``, ``SHA2-256`` as OpenSSL 3 prints, ``sha-256``,
+    ``sha3-256``) to hashlib's (``sha256``, ``sha3_256``)."""
+    lowered = name.lower()
+    match = re.fullmatch(r"sha2?-?(224|256|384|512)", lowered)
+    if match:
+        return f"sha{match.group(1)}"
+    match = re.fullmatch(r"sha2?-?512[-/_](224|256)", lowered)
+    if match:
+        return f"sha512_{match.group(1)}"
+    match = re.fullmatch(r"sha3[-_](224|256|384|512)", lowered)
+    if match:
+        return f"sha3_{match.group(1)}"
+    return lowered.replace("-", "_")
+
+
+def parse_listener(value: str) -> Listener:
+    """Parse ``host:port`` (IPv6 hosts in brackets) into a :class:`Listener`.
+
+    Raises:
+        ValueError: with a message saying what a valid listener looks like.
+    """
+    value = value.strip()
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:1313 or [::1]:1313 (IPv6 in brackets)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    if match.group(1) is not None:
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+    return Listener(host, port)
+
+
+def parse_size(value: str) -> int:
+    """Parse a size in bytes with an optional ``k``/``m`` suffix (1024-based).
+
+    Raises:
+        ValueError: for anything else.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size; write bytes, or a number with k or m (4k)")
+    factor = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    size = int(match.group(1)) * factor
+    if size <= 0:
+        raise ValueError("the size must be larger than 0")
+    return size
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"{value!r} is not yes or no")
+
+
+def positive_number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError(f"{value!r} must be a number larger than 0")
+    return number
+
+
+def positive_int(value: str) -> int:
+    if not re.fullmatch(r"\d+", value) or int(value) <= 0:
+        raise ValueError(f"{value!r} must be a whole number larger than 0")
+    return int(value)
+
+
+def ip_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address or network; write e.g. 192.0.2.1, 192.0.2.0/24 or 2001:db8::/32"
+        ) from None
+
+
+def hash_name(value: str) -> str:
+    name = normalize_hash_name(value)
+    if name not in hashlib.algorithms_guaranteed:
+        valid = ", ".join(sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake")))
+        raise ValueError(f"{value!r} is not a hash this server knows; use one of {valid}")
+    if name.startswith("shake"):
+        raise ValueError(f"{value!r} has no fixed length and cannot be used for HMAC")
+    return name
+
+
+def base64_secret(value: str) -> str:
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the secret is not valid base64 (as tsig-keygen writes it)") from None
+    if not decoded:
+        raise ValueError("the secret is empty")
+    return value
+
+
+_TSIG_FILE_RE = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;', re.IGNORECASE | re.DOTALL)
+
+
+def read_tsig_key_file(path: Path) -> tuple[str, str, str]:
+    """Read a BIND key file (as written by ``tsig-keygen``).
+
+    Returns:
+        ``(key name, algorithm, base64 secret)`` of its first key.
+
+    Raises:
+        ValueError: the file cannot be read or holds no complete key.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    match = _TSIG_FILE_RE.search(text)
+    if match is None:
+        raise ValueError(f'{path} holds no key "name" {{ algorithm ...; secret "..."; }};')
+    body = match.group("body")
+    algorithm = re.search(r"algorithm\s+\"?([\w-]+)\"?\s*;", body)
+    secret = re.search(r'secret\s+"([^"]+)"\s*;', body)
+    if algorithm is None or secret is None:
+        raise ValueError(f"{path}: key {match.group(1)!r} lacks its algorithm or secret")
+    return match.group(1), algorithm.group(1).lower(), base64_secret(secret.group(1))

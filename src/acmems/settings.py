@@ -1,0 +1,183 @@
+"""The validated configuration: small frozen values, built by :mod:`acmems.config`."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "IMPLICIT_STORAGE",
+    "IMPLICIT_VERIFICATION",
+    "LETSENCRYPT_STAGING",
+    "AccountSettings",
+    "AuthSettings",
+    "DnsUpdateVerification",
+    "FileStorage",
+    "Http01Verification",
+    "Listener",
+    "LoggingSettings",
+    "MgmtSettings",
+    "NoneStorage",
+    "Settings",
+    "StorageSettings",
+    "VerificationSettings",
+]
+
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+IMPLICIT_VERIFICATION = "http"
+IMPLICIT_STORAGE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A host and port to listen on; IPv6 hosts without brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    """``[account]``: which CA, where the account key lives, what we agree to."""
+
+    acme_server: str = LETSENCRYPT_STAGING
+    dir: Path | None = None
+    accept_terms_of_service: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    emails: tuple[str, ...] = ()
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None
+    profile: str | None = None
+
+    def accepts_terms(self, tos_url: str | None) -> bool:
+        """Whether the configuration agrees to the CA's terms at ``tos_url``."""
+        for value in self.accept_terms_of_service:
+            if value.lower() == "yes" or (tos_url is not None and value == tos_url):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class MgmtSettings:
+    """``[mgmt]``: the management (signing) listeners."""
+
+    listeners: tuple[Listener, ...]
+    max_size: int = 4096
+    request_timeout: float = 60.0
+    renewal_interval: float = 300.0
+    renew_requested_within_days: float | None = None
+    body_timeout: float = 30.0
+    idle_timeout: float = 15.0
+    default_verification: str | None = None
+    default_storage: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Http01Verification:
+    """``type = http01``: answer HTTP-01 validations on these listeners."""
+
+    name: str
+    listeners: tuple[Listener, ...]
+    implicit: bool = False
+    type: str = "http01"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsUpdateVerification:
+    """``type = dns01-dnsUpdate``: publish DNS-01 TXT records by RFC 2136 updates."""
+
+    name: str
+    dns_server: str = "127.0.0.1"
+    dns_port: int = 53
+    ttl: int = 60
+    timeout: float = 5.0
+    tsig_key_name: str | None = None
+    tsig_key_secret: str | None = field(default=None, repr=False)
+    tsig_algorithm: str = "hmac-sha256"
+    zone: str | None = None
+    propagation_timeout: float = 60.0
+    check_servers: tuple[tuple[str, int], ...] = ()
+    type: str = "dns01-dnsUpdate"
+
+
+VerificationSettings = Http01Verification | DnsUpdateVerification
+
+
+@dataclass(frozen=True, slots=True)
+class NoneStorage:
+    """``type = none``: never caches."""
+
+    name: str
+    implicit: bool = False
+    type: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class FileStorage:
+    """``type = file``: the original's on-disk cache."""
+
+    name: str
+    directory: Path
+    renew_within_days: float = 14.0
+    type: str = "file"
+
+
+StorageSettings = NoneStorage | FileStorage
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """``[auth "name"]``: who may ask for which names, and how those are validated and cached."""
+
+    name: str
+    ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    hmac_type: str | None = None
+    hmac_key: bytes | None = field(default=None, repr=False)
+    all: bool = False
+    domains: tuple[str, ...] = ()
+    verification: str = IMPLICIT_VERIFICATION
+    storage: str = IMPLICIT_STORAGE
+    profile: str | None = None
+
+    @property
+    def has_methods(self) -> bool:
+        """Whether the block names any way to authenticate the client."""
+        return bool(self.ips) or self.hmac_key is not None or self.all
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """``[logging]``."""
+
+    level: str = "info"
+    destination: str = "stderr"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole, validated configuration."""
+
+    account: AccountSettings
+    mgmt: MgmtSettings
+    verifications: dict[str, VerificationSettings]
+    storages: dict[str, StorageSettings]
+    auth_blocks: tuple[AuthSettings, ...]
+    logging: LoggingSettings
+    default_verification: str | None
+    default_storage: str | None
+    files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def used_verifications(self) -> tuple[str, ...]:
+        """Verification blocks some auth block can use: only these open listeners."""
+        seen: list[str] = []
+        for block in self.auth_blocks:
+            if block.verification not in seen:
+                seen.append(block.verification)
+        return tuple(seen)
