@@ -303,16 +303,29 @@ class Pebble:
         _stop(self.proc)
 
 
-class Nginx:
-    """nginx on ``port`` forwarding ``/.well-known/acme-challenge/`` to several backends, trying the
-    next one on 404 (the seed's set-up for several acmems)."""
+class _Proxy:
+    """A web server on ``port`` in front of acmems' challenge listeners on ``backends``."""
+
+    log_name = "error.log"
+    stop_signal = signal.SIGTERM
 
     def __init__(self, directory: Path, port: int, backends: Sequence[int]) -> None:
         self.dir = directory
         self.port = port
         self.backends = backends
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = directory / "error.log"
+        self.log = directory / self.log_name
+
+    def stop(self) -> None:
+        _stop(self.proc, self.stop_signal)
+
+
+class Nginx(_Proxy):
+    """nginx on ``port`` forwarding ``/.well-known/acme-challenge/`` to several backends, trying the
+    next one on 404 (the seed's set-up for several acmems)."""
+
+    stop_signal = signal.SIGQUIT  # graceful
+
 
     def start(self) -> Nginx:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -347,9 +360,6 @@ http {{
         self.proc = spawn([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], (d / "stdout.log"))
         wait_for(lambda: _connects(self.port), 10, "nginx", self.proc, self.log)
         return self
-
-    def stop(self) -> None:
-        _stop(self.proc, signal.SIGQUIT)
 
 
 def _connects(port: int, host: str = "127.0.0.1") -> bool:
@@ -398,16 +408,10 @@ class Acmems:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-class Apache:
+class Apache(_Proxy):
     """Apache httpd 2.4 (mod_proxy) on ``port`` forwarding the challenge path to acmems: with two
     backends, a 404 from the first is turned into an internal redirect to the second."""
 
-    def __init__(self, directory: Path, port: int, backends: Sequence[int]) -> None:
-        self.dir = directory
-        self.port = port
-        self.backends = backends
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = directory / "error.log"
 
     def start(self) -> Apache:
         d = self.dir
@@ -450,19 +454,12 @@ DocumentRoot "{d}"
         wait_for(lambda: _connects(self.port), 10, "apache", self.proc, d / "stdout.log")
         return self
 
-    def stop(self) -> None:
-        _stop(self.proc)
 
-
-class HAProxy:
+class HAProxy(_Proxy):
     """HAProxy on ``port`` forwarding the challenge path to several acmems, retrying the next on 404."""
 
-    def __init__(self, directory: Path, port: int, backends: Sequence[int]) -> None:
-        self.dir = directory
-        self.port = port
-        self.backends = backends
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = directory / "haproxy.log"
+    log_name = "haproxy.log"
+
 
     def start(self) -> HAProxy:
         d = self.dir
@@ -491,6 +488,3 @@ backend acmems
         self.proc = spawn(["/usr/sbin/haproxy", "-db", "-f", str(d / "haproxy.cfg")], self.log)
         wait_for(lambda: _connects(self.port), 10, "haproxy", self.proc, self.log)
         return self
-
-    def stop(self) -> None:
-        _stop(self.proc)
