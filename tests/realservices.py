@@ -326,7 +326,6 @@ class Nginx(_Proxy):
 
     stop_signal = signal.SIGQUIT  # graceful
 
-
     def start(self) -> Nginx:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         d = self.dir
@@ -412,7 +411,6 @@ class Apache(_Proxy):
     """Apache httpd 2.4 (mod_proxy) on ``port`` forwarding the challenge path to acmems: with two
     backends, a 404 from the first is turned into an internal redirect to the second."""
 
-
     def start(self) -> Apache:
         d = self.dir
         d.mkdir(parents=True, exist_ok=True)
@@ -459,7 +457,6 @@ class HAProxy(_Proxy):
     """HAProxy on ``port`` forwarding the challenge path to several acmems, retrying the next on 404."""
 
     log_name = "haproxy.log"
-
 
     def start(self) -> HAProxy:
         d = self.dir
