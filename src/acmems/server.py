@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 
@@ -57,6 +58,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.metrics = Metrics()
         self._http01: dict[str, Http01Solver] = {}
+        self._journals: dict[Path, PendingJournal] = {}
         self.runtime = self._build(settings, None)
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
         self._runners: list[web.BaseRunner] = []
@@ -69,7 +71,11 @@ class Server:
             ca = previous.ca
         else:
             ca = AcmeCa(settings.account)
-        journal = PendingJournal(ca.files.directory / DNS_JOURNAL)
+        # One journal object per file: orders of the old and the new configuration may run at once.
+        path = ca.files.directory / DNS_JOURNAL
+        if path not in self._journals:
+            self._journals[path] = PendingJournal(path)
+        journal = self._journals[path]
         solvers: dict[str, ChallengeSolver] = {}
         for name, verification in settings.verifications.items():
             if name not in settings.used_verifications:
@@ -97,10 +103,10 @@ class Server:
             time.monotonic() - started,
         )
 
-    async def _prepare(self, runtime: Runtime, *, background: bool = False) -> None:
+    async def _prepare(self, runtime: Runtime, *, at_start: bool = False) -> None:
         for cache in runtime.caches.values():
             if isinstance(cache, FileCache):
-                if background:
+                if at_start:
                     # Serving starts at once: until the index is read, a request reads the cache from disk.
                     task = asyncio.create_task(self._load_index(cache))
                     self._background.add(task)
@@ -117,14 +123,16 @@ class Server:
                         solver.settings.dns_server,
                         solver.settings.dns_port,
                     )
-                await solver.recover()
+                if at_start:
+                    # Only at start: later, the journal also lists the values of orders still running.
+                    await solver.recover()
 
     async def start(self) -> None:
         """Check the account, read the caches, then open every listener; raises on a port in use."""
         runtime = self.runtime
         await runtime.ca.start()
         self._check_profiles(runtime)
-        await self._prepare(runtime, background=True)
+        await self._prepare(runtime, at_start=True)
         await self._serve_lowlevel(
             management_handler(lambda: self.runtime, self.metrics, self.health), runtime.settings.mgmt.listeners, "mgmt"
         )

@@ -226,3 +226,50 @@ def test_check_servers_must_all_serve_the_record(
         assert _no_challenge_records(bind, ["lagging.example.test"])
     finally:
         other.stop()
+
+
+def test_a_cleanup_that_failed_is_retried_once_the_server_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import acmems.challenges.dns01_update as dns01
+    from acmems.challenges.dns01_update import DnsUpdateSolver, PendingJournal
+    from acmems.config import settings_from_sources
+    from acmems.errors import DnsUpdateError
+    from acmems.settings import DnsUpdateVerification
+
+    monkeypatch.setattr(dns01, "_CLEANUP_RETRY_INTERVAL", 0.0)
+    server = Bind(tmp_path / "bind").start()
+    try:
+        settings = settings_from_sources(
+            [
+                (
+                    "t.ini",
+                    f'[verification "d"]\ntype = dns01-dnsUpdate\n'
+                    f"dns-server = 127.0.0.1:{server.port}\n"
+                    f"tsig-key-file = {server.key_file}\ntimeout = 1\n",
+                )
+            ]
+        )
+        verification = settings.verifications["d"]
+        assert isinstance(verification, DnsUpdateVerification)
+        journal = PendingJournal(tmp_path / "journal.json")
+        solver = DnsUpdateSolver(verification, journal)
+
+        async def scenario() -> None:
+            await solver.present("first.example.test", "t1", "value-one")
+            server.stop()  # the DNS server goes away before the authorization is cleaned up
+            with pytest.raises(DnsUpdateError):
+                await solver.cleanup("first.example.test", "t1", "value-one")
+            server.start()  # back, with its journal: the value is still served
+            assert server.txt("_acme-challenge.first.example.test") == ["value-one"]
+            await solver.present("second.example.test", "t2", "value-two")
+            await solver.cleanup("second.example.test", "t2", "value-two")
+
+        asyncio.run(scenario())
+        assert server.txt("_acme-challenge.first.example.test") == []
+        assert server.txt("_acme-challenge.second.example.test") == []
+        assert journal.records() == []
+    finally:
+        server.stop()

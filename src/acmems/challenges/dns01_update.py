@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _POLL_FIRST = 0.02
 _POLL_MAX = 0.5
 _UNREACHABLE_RETRY_AFTER = 30
+_CLEANUP_RETRY_INTERVAL = 30.0
 
 
 def challenge_name(identifier: str) -> str:
@@ -123,10 +124,13 @@ class DnsUpdateSolver:
         )
         self.journal = journal or PendingJournal(None)
         self._zones: dict[str, str] = {}
+        self._failed_cleanups: set[_Record] = set()
+        self._last_retry = 0.0
         self._where = f"{settings.dns_server}:{settings.dns_port}"
 
     async def present(self, identifier: str, token: str, validation: str) -> None:
         """Add the TXT value, then wait until the server serves it."""
+        await self._retry_failed_cleanups()
         name = challenge_name(identifier)
         zone = await self.zone_for(name)
         record = _Record(self.settings.dns_server, self.settings.dns_port, zone, name, validation)
@@ -149,10 +153,30 @@ class DnsUpdateSolver:
             raise
 
     async def cleanup(self, identifier: str, token: str, validation: str) -> None:
-        """Delete exactly the value :meth:`present` added."""
+        """Delete exactly the value :meth:`present` added; if the server cannot take it now, it is
+        tried again before the next present (and at the next start, from the journal)."""
         name = challenge_name(identifier)
         zone = self._zones.get(name) or await self.zone_for(name)
-        await self._delete(_Record(self.settings.dns_server, self.settings.dns_port, zone, name, validation))
+        record = _Record(self.settings.dns_server, self.settings.dns_port, zone, name, validation)
+        try:
+            await self._delete(record)
+        except DnsUpdateError:
+            self._failed_cleanups.add(record)
+            raise
+
+    async def _retry_failed_cleanups(self) -> None:
+        now = time.monotonic()
+        if not self._failed_cleanups or now - self._last_retry < _CLEANUP_RETRY_INTERVAL:
+            return
+        self._last_retry = now
+        for record in list(self._failed_cleanups):
+            try:
+                await self._delete(record)
+            except DnsUpdateError as exc:
+                log.info("left-over %s TXT still cannot be removed: %s", record.name, exc.message)
+                return
+            self._failed_cleanups.discard(record)
+            log.info("removed the left-over %s TXT value of an earlier order", record.name)
 
     async def _delete(self, record: _Record) -> None:
         await self._send(

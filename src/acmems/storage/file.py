@@ -228,12 +228,6 @@ class FileCache:
         except OSError as exc:
             log.debug("storage %s: cannot touch %s: %s", self.name, entry.folder, exc)
 
-    def note_request(self, csr_pem: bytes, profile: str | None = None) -> None:
-        """Record that a client asked for this CSR (it was just issued, so not through :meth:`get`)."""
-        entry = self._index.get(csr_digest(csr_pem, profile))
-        if entry is not None:
-            self._note_request(dataclasses.replace(entry, last_requested=0.0))
-
     def _remember(self, digest: str, folder: Path, chain: bytes) -> None:
         try:
             mtime = (folder / "cert.pem").stat().st_mtime_ns
