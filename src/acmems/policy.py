@@ -39,6 +39,7 @@ class HmacHeader:
     digest: bytes
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_authentication_header(value: str) -> HmacHeader:
     """Parse the ``Authentication`` header.
 

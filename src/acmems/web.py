@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -24,12 +25,13 @@ from acmems.errors import AcmemsError, RequestError
 from acmems.issuer import Issuer
 from acmems.metrics import CONTENT_TYPE_LATEST, Metrics
 from acmems.policy import choose_auth_block, peer_address, precheck
-from acmems.settings import Settings
+from acmems.settings import AuthSettings, Settings
 
 __all__ = ["OneLineErrorServer", "Runtime", "challenge_handler", "management_handler"]
 
 log = logging.getLogger("acmems.sign")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+_AUTH_MEMO_SIZE = 1024
 
 
 def _text(
@@ -108,6 +110,8 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
     ``current`` gives the runtime of the configuration in force; ``health`` lists problems (empty: fine).
     """
     csr_memo = CsrMemo()
+    auth_memo: OrderedDict[tuple[str, str | None, bytes], AuthSettings] = OrderedDict()
+    auth_memo_for: list[Settings | None] = [None]  # the configuration the memo belongs to (kept alive)
 
     def check_before_body(request: web.BaseRequest, settings: Settings) -> None:
         max_size = settings.mgmt.max_size
@@ -141,9 +145,20 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
                 ) from None
             csr = csr_memo.parse(body)
             names = csr.names
-            block = choose_auth_block(
-                settings.auth_blocks, peer_address(_peer(request)), request.headers.get("Authentication"), body, names
-            )
+            header = request.headers.get("Authentication")
+            peer = _peer(request)
+            # choose_auth_block is pure: remember its answers for this configuration, client and body
+            # (only granted ones, so refused requests cannot fill the memory). A reload starts afresh.
+            if auth_memo_for[0] is not settings:
+                auth_memo.clear()
+                auth_memo_for[0] = settings
+            memo_key = (peer, header, body)
+            block = auth_memo.get(memo_key)
+            if block is None:
+                block = choose_auth_block(settings.auth_blocks, peer_address(peer), header, body, names)
+                auth_memo[memo_key] = block
+                if len(auth_memo) > _AUTH_MEMO_SIZE:
+                    auth_memo.popitem(last=False)
             block_name = block.name
             result = await issuer.sign(csr, block, settings.mgmt.request_timeout)
         except AcmemsError as exc:

@@ -63,6 +63,15 @@ def test_sighup_reload_applies_a_valid_config_and_refuses_a_broken_one(
     wait_for(lambda: "configuration reloaded" in server.log_text(), 10, "reload")
     status, body, _ = curl_post(f"http://127.0.0.1:{port}/sign", csr)
     assert status == 200, body
+    assert curl_post(f"http://127.0.0.1:{port}/sign", csr)[0] == 200  # granted, and remembered
+    # access taken away again: the same client and CSR are refused at once (nothing remembered)
+    server.config.write_text(config)
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: server.log_text().count("configuration reloaded") == 2, 10, "second reload")
+    assert curl_post(f"http://127.0.0.1:{port}/sign", csr)[0] == 403
+    server.config.write_text(config + '\n[auth "new"]\nip = 127.0.0.1\ndomain = *.plain.sub.example2.test\n')
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: server.log_text().count("configuration reloaded") == 3, 10, "third reload")
     server.config.write_text(config.replace("max-size = 4k", "max-size = huge"))
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload refused" in server.log_text(), 10, "refused reload")

@@ -98,7 +98,7 @@ class FileCache:
         self.renew_within = timedelta(days=settings.renew_within_days)
         self._index: dict[str, CachedCertificate] = {}
         # The chains of recent hits, so that a client re-posting daily costs no file reads.
-        self._hot: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self._hot: OrderedDict[str, tuple[bytes, int, str]] = OrderedDict()
         self._hot_size = 512
 
     def _folder(self, digest: str) -> Path:
@@ -181,7 +181,7 @@ class FileCache:
             if hot is not None:
                 # One stat: a file revoked (removed) or replaced by another process is not served from memory.
                 try:
-                    changed = (entry.folder / "cert.pem").stat().st_mtime_ns != hot[1]
+                    changed = os.stat(hot[2]).st_mtime_ns != hot[1]
                 except OSError:
                     changed = True
                 if not changed:
@@ -229,11 +229,12 @@ class FileCache:
             log.debug("storage %s: cannot touch %s: %s", self.name, entry.folder, exc)
 
     def _remember(self, digest: str, folder: Path, chain: bytes) -> None:
+        path = str(folder / "cert.pem")
         try:
-            mtime = (folder / "cert.pem").stat().st_mtime_ns
+            mtime = os.stat(path).st_mtime_ns
         except OSError:
             return
-        self._hot[digest] = (chain, mtime)
+        self._hot[digest] = (chain, mtime, path)
         self._hot.move_to_end(digest)
         if len(self._hot) > self._hot_size:
             self._hot.popitem(last=False)
