@@ -48,8 +48,6 @@ class Issuer:
         self.metrics = metrics or Metrics()
         self._inflight: dict[_Key, asyncio.Task[bytes]] = {}
         self._orphans: set[_Key] = set()
-        self.orders_started = 0
-        self.storage_failures = 0
 
     async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult:
         """The chain for ``csr`` under ``block``'s verification and storage.
@@ -123,7 +121,6 @@ class Issuer:
         replaces: str | None,
         requested: bool,
     ) -> bytes:
-        self.orders_started += 1
         started = time.monotonic()
         vtype = solver.challenge_type
         try:
@@ -148,7 +145,6 @@ class Issuer:
         try:
             await asyncio.to_thread(cache.put, csr.pem, chain, profile, solver.name, requested)
         except (OSError, ValueError) as exc:
-            self.storage_failures += 1
             self.metrics.storage_errors.inc()
             log.error(
                 "storage %s: cannot cache the certificate for %s: %s; answering it uncached",
@@ -174,9 +170,3 @@ class Issuer:
     def _forget(self, key: _Key, task: asyncio.Task[bytes]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (at most ``timeout``) for running orders, at shutdown."""
-        running = [t for t in self._inflight.values() if not t.done()]
-        if running:
-            await asyncio.wait(running, timeout=timeout)

@@ -73,7 +73,6 @@ class Renewer:
         self.current = current
         self.backoff: dict[str, float] = {}
         self._failures: dict[str, int] = {}
-        self.renewed = 0
 
     async def run(self) -> None:
         """Check every ``renewal-interval`` seconds until cancelled."""
@@ -166,7 +165,6 @@ class Renewer:
                 return
             self._failures.pop(entry.digest, None)
             self.backoff.pop(entry.digest, None)
-            self.renewed += 1
             runtime.issuer.metrics.renewals.labels("renewed").inc()
             log.info(
                 "renewed %s ahead of its clients%s",

@@ -30,6 +30,3 @@ class Http01Solver:
     def key_authorization(self, token: str) -> str | None:
         """What to answer for ``token``, or None (404)."""
         return self._tokens.get(token)
-
-    def __len__(self) -> int:
-        return len(self._tokens)
