@@ -31,7 +31,7 @@ from acmems.challenges import ChallengeSolver
 from acmems.errors import AcmemsError, CaError, ConfigError
 from acmems.settings import AccountSettings
 
-__all__ = ["AcmeCa", "ca_error", "format_chain", "new_registration"]
+__all__ = ["AcmeCa", "ca_error", "create_account", "format_chain", "new_registration"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +92,14 @@ def new_registration(
         terms_of_service_agreed=agree or None,
         external_account_binding=eab,
     )
+
+
+def create_account(client: acme_client.ClientV2, request: messages.NewRegistration) -> messages.RegistrationResource:
+    """newAccount (RFC 8555 §7.3); a key that is already registered gets its existing account (§7.3.1)."""
+    try:
+        return client.new_account(request)
+    except acme_errors.ConflictError as conflict:
+        return client.query_registration(messages.RegistrationResource(uri=str(conflict), body=messages.Registration()))
 
 
 class AcmeCa:
@@ -169,12 +177,7 @@ class AcmeCa:
             self.settings.eab_kid,
             self.settings.eab_hmac_key,
         )
-        try:
-            regr = client.new_account(request)
-        except acme_errors.ConflictError as conflict:
-            regr = client.query_registration(
-                messages.RegistrationResource(uri=str(conflict), body=messages.Registration())
-            )
+        regr = create_account(client, request)
         self.files.save_registration(regr)
         return regr
 

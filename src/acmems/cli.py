@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from acme import client as acme_client
-from acme import errors as acme_errors
 from acme import messages
 from josepy.jwk import JWK
 
 from acmems import __version__
 from acmems.account import AccountFiles, generate_key, jwk_and_alg
-from acmems.acme_ca import AcmeCa, ca_error, new_registration
+from acmems.acme_ca import AcmeCa, ca_error, create_account, new_registration
 from acmems.config import (
     DnsUpdateVerification,
     FileStorage,
@@ -374,12 +373,7 @@ def _register_at_ca(
             return 1
         _step("Register")
         request = new_registration(key, directory, emails, tos is not None and agreed, eab_kid, eab_key)
-        try:
-            regr = client.new_account(request)
-        except acme_errors.ConflictError as conflict:
-            regr = client.query_registration(
-                messages.RegistrationResource(uri=str(conflict), body=messages.Registration())
-            )
+        regr = create_account(client, request)
         files.save_registration(regr)
         print("done")
         print(f"Account: {regr.uri}")

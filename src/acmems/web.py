@@ -113,7 +113,7 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
     auth_memo: OrderedDict[tuple[str, str | None, bytes], AuthSettings] = OrderedDict()
     auth_memo_for: list[Settings | None] = [None]  # the configuration the memo belongs to (kept alive)
 
-    def check_before_body(request: web.BaseRequest, settings: Settings) -> None:
+    def check_before_body(request: web.BaseRequest, settings: Settings, peer: str) -> None:
         max_size = settings.mgmt.max_size
         if request.content_length is None:
             raise RequestError("Content-Length is required (send the CSR as a plain body)", status=411)
@@ -122,7 +122,7 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
                 f"the CSR has {request.content_length} bytes; this server accepts at most {max_size} ([mgmt] max-size)",
                 status=413,
             )
-        precheck(settings.auth_blocks, peer_address(_peer(request)), "Authentication" in request.headers)
+        precheck(settings.auth_blocks, peer_address(peer), "Authentication" in request.headers)
 
     async def sign(request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
@@ -131,7 +131,8 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
         runtime = current()
         settings, issuer = runtime.settings, runtime.issuer
         try:
-            check_before_body(request, settings)
+            peer = _peer(request)
+            check_before_body(request, settings, peer)
             if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
                 # The checks above passed before the client uploads anything: now ask for the body.
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -146,7 +147,6 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
             csr = csr_memo.parse(body)
             names = csr.names
             header = request.headers.get("Authentication")
-            peer = _peer(request)
             # choose_auth_block is pure: remember its answers for this configuration, client and body
             # (only granted ones, so refused requests cannot fill the memory). A reload starts afresh.
             if auth_memo_for[0] is not settings:
