@@ -46,7 +46,8 @@ def main() -> int:
         pebble = Pebble(work / "pebble", bind.port, http_port).start()
         mgmt_port = free_port()
         config = work / "acmems.ini"
-        config.write_text(textwrap.dedent(f"""\
+        config.write_text(
+            textwrap.dedent(f"""\
             [account]
             acme-server = {pebble.directory_url}
             dir = {work}/account
@@ -83,7 +84,8 @@ def main() -> int:
             domain = *.sub.example2.test
             domain = sub.example2.test
             verification = dns
-            """))
+            """)
+        )
         print(f"  wrote {config}")
         venv_bin = Path(sys.executable).parent
         say("registering the ACME account (acme-register)")
@@ -99,14 +101,19 @@ def main() -> int:
         root = client / "pebble-root.pem"
         root.write_bytes(pebble.get("/roots/0"))
         script = ROOT / "contrib" / "acmems-client"
-        for label, names in (("HTTP-01", ["www.example.test", "mail.example.test"]),
-                             ("DNS-01 wildcard", ["*.sub.example2.test", "sub.example2.test"])):
+        for label, names in (
+            ("HTTP-01", ["www.example.test", "mail.example.test"]),
+            ("DNS-01 wildcard", ["*.sub.example2.test", "sub.example2.test"]),
+        ):
             site = names[1].split(".")[0]
-            say(f"client: {label} certificate for {', '.join(names)} with contrib/acmems-client "
-                "(openssl and curl only)")
-            command = (f"sh {script} --server http://127.0.0.1:{mgmt_port}/sign --hmac-key-file hmac.key "
-                       f"--key {site}.key --csr {site}.csr --cert {site}.pem --ca-file {root.name} "
-                       f"--reload 'echo reload: the certificate changed' " + " ".join(f"'{n}'" for n in names))
+            say(
+                f"client: {label} certificate for {', '.join(names)} with contrib/acmems-client (openssl and curl only)"
+            )
+            command = (
+                f"sh {script} --server http://127.0.0.1:{mgmt_port}/sign --hmac-key-file hmac.key "
+                f"--key {site}.key --csr {site}.csr --cert {site}.pem --ca-file {root.name} "
+                f"--reload 'echo reload: the certificate changed' " + " ".join(f"'{n}'" for n in names)
+            )
             print(run(command, client))
             print(run(f"openssl x509 -in {site}.pem -noout -subject -issuer -ext subjectAltName -enddate", client))
         say("running the client again (as its daily timer would): answered from the cache, nothing changes")
@@ -116,11 +123,19 @@ def main() -> int:
         say("a few lines of GET /metrics")
         metrics = run(f"curl -sS http://127.0.0.1:{mgmt_port}/metrics", work)
         for line in metrics.splitlines():
-            if line.startswith(("acmems_sign_requests_total", "acmems_issuances_total", "acmems_cache_hits_total",
-                                "acmems_certificates_cached", "acmems_certificate_soonest_expiry_seconds")):
+            if line.startswith(
+                (
+                    "acmems_sign_requests_total",
+                    "acmems_issuances_total",
+                    "acmems_cache_hits_total",
+                    "acmems_certificates_cached",
+                    "acmems_certificate_soonest_expiry_seconds",
+                )
+            ):
                 print("  " + line)
         say("what you saw")
-        print(textwrap.dedent(f"""\
+        print(
+            textwrap.dedent(f"""\
             A real ACME CA (Pebble) issued two certificates through acmems. The client used only
             openssl and curl (contrib/acmems-client): it made a key and a CSR, posted the CSR with an
             HMAC header to /sign, checked the chain and installed it. acmems answered the CA's HTTP-01
@@ -131,7 +146,8 @@ def main() -> int:
                 acme-server = https://acme-staging-v02.api.letsencrypt.org/directory
             drop ca-bundle, run acme-register --gen-key --register --accept-terms-of-service CONFIG,
             and forward /.well-known/acme-challenge/ from your web servers to the http01 listener
-            (docs/webservers.md, docs/configuration.md)."""))
+            (docs/webservers.md, docs/configuration.md).""")
+        )
         return 0
     finally:
         for service in (acmems, pebble, bind):

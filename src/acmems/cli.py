@@ -51,6 +51,7 @@ def describe_settings(settings: Settings) -> str:
         f"  max-size = {settings.mgmt.max_size} bytes",
         f"  request-timeout = {settings.mgmt.request_timeout:g} s, body-timeout = {settings.mgmt.body_timeout:g} s, "
         f"idle-timeout = {settings.mgmt.idle_timeout:g} s",
+        f"  workers = {settings.mgmt.workers}" + (" (one process)" if settings.mgmt.workers == 1 else " processes"),
         f"  renewal-interval = {settings.mgmt.renewal_interval:g} s"
         + (" (proactive renewal off)" if not settings.mgmt.renewal_interval else "")
         + ", renew-requested-within = "

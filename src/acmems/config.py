@@ -200,6 +200,7 @@ def _read_mgmt(keys: _Keys) -> MgmtSettings:
         renew_requested_within_days=keys.value("renew-requested-within", positive_number, None),
         body_timeout=keys.value("body-timeout", positive_number, 30.0),
         idle_timeout=keys.value("idle-timeout", positive_number, 15.0),
+        workers=keys.value("workers", _worker_count, 1),
         # None: not given; "": given empty (the default is disabled)
         default_verification=None if default_verification is None else default_verification.value,
         default_storage=None if default_storage is None else default_storage.value,
@@ -351,6 +352,16 @@ def _block_profile(section: Section, entry: object, default: str | None) -> str 
         return _profile_name(entry.value)
     except ValueError as exc:
         raise ConfigError(str(exc), file=entry.file, line=entry.line, section=section.title, key="profile") from None
+
+
+_MAX_WORKERS = 64
+
+
+def _worker_count(value: str) -> int:
+    count = positive_int(value)
+    if count > _MAX_WORKERS:
+        raise ValueError(f"{value!r} is too many; use 1 to {_MAX_WORKERS} (about one per CPU core)")
+    return count
 
 
 def _non_negative_number(value: str) -> float:

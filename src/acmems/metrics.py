@@ -48,6 +48,9 @@ class Metrics:
             "Seconds until the cached certificate that expires first does (absent without certificates)",
             registry=r,
         )
+        self.worker_restarts = Counter(
+            "acmems_worker_restarts", "Worker processes that stopped unexpectedly and were started again", registry=r
+        )
         self.started = Gauge("acmems_start_time_seconds", "When this acmems started (Unix time)", registry=r)
         self.started.set(time.time())
 

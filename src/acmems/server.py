@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from acmems.settings import Http01Verification, Listener, Settings
 from acmems.storage import CertificateCache, make_cache
 from acmems.storage.file import FileCache
 from acmems.web import OneLineErrorServer, challenge_handler, management_handler
+from acmems.workers import WorkerPool, bind_shared
 
 __all__ = ["Runtime", "Server", "run"]
 
@@ -65,6 +67,7 @@ class Server:
         self._background: set[asyncio.Task[None]] = set()
         self.renewer = Renewer(lambda: self.runtime)
         self.bound: list[str] = []
+        self.workers: WorkerPool | None = None
 
     def _build(self, settings: Settings, previous: Runtime | None) -> Runtime:
         if previous is not None and previous.settings.account == settings.account:
@@ -133,13 +136,32 @@ class Server:
         await runtime.ca.start()
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
-        await self._serve_lowlevel(
-            management_handler(lambda: self.runtime, self.metrics, self.health), runtime.settings.mgmt.listeners, "mgmt"
-        )
+        mgmt = runtime.settings.mgmt
+        handler = management_handler(lambda: self.runtime, self.metrics, self.health)
+        shared = self._bind_shared(mgmt.listeners, mgmt.workers) if mgmt.workers > 1 else None
+        # The challenge listeners first: a request accepted on a management listener may need them.
         for name, solver in self._http01.items():
             verification = runtime.settings.verifications[name]
             assert isinstance(verification, Http01Verification)
             await self._serve_lowlevel(challenge_handler(solver), verification.listeners, f"http01 {name!r}")
+        if shared is None:
+            await self._serve_lowlevel(handler, mgmt.listeners, "mgmt")
+            return
+        self.workers = WorkerPool(mgmt.workers, lambda: self.runtime, self.metrics, self.health)
+        await self.workers.start([[s for per in shared for s in per[n]] for n in range(1, mgmt.workers)])
+        await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", [s for per in shared for s in per[0]])
+
+    def _bind_shared(self, listeners: tuple[Listener, ...], count: int) -> list[list[list[socket.socket]]]:
+        shared = []
+        for listener in listeners:
+            try:
+                shared.append(bind_shared(listener, count))
+            except OSError as exc:
+                for per in shared:
+                    for sock in (s for group in per for s in group):
+                        sock.close()
+                raise AcmemsError(f"cannot listen on {listener} for mgmt: {exc.strerror}") from None
+        return shared
 
     def _check_profiles(self, runtime: Runtime) -> None:
         # A profile the CA does not list is a configuration error (known once the directory is read).
@@ -160,6 +182,9 @@ class Server:
             log.error("reload refused, the old configuration keeps serving: %s", exc.message)
             return False
         old = self.runtime.settings
+        if settings.mgmt.workers != old.mgmt.workers:
+            log.error("reload refused: [mgmt] workers changed; restart acmems to change the number of processes")
+            return False
         if settings.mgmt.listeners != old.mgmt.listeners or any(
             isinstance(v, Http01Verification)
             and name in settings.used_verifications
@@ -180,6 +205,8 @@ class Server:
             log.error("reload refused, the old configuration keeps serving: %s", exc.message)
             return False
         self.runtime = runtime
+        if self.workers is not None:
+            await self.workers.replace()
         log.info("configuration reloaded from %s", ", ".join(settings.files))
         return True
 
@@ -188,6 +215,8 @@ class Server:
         problems = []
         if not self.bound:
             problems.append("no listener is open")
+        if self.workers is not None:
+            problems += self.workers.problems()
         for cache in self.runtime.caches.values():
             if isinstance(cache, FileCache):
                 directory = cache.directory
@@ -212,16 +241,29 @@ class Server:
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         listeners: tuple[Listener, ...],
         what: str,
+        sockets: list[socket.socket] | None = None,
     ) -> None:
         # aiohttp closes a connection that has not completed a request within keepalive_timeout of
         # connecting: the defence against clients that trickle their headers (slowloris).
         server = OneLineErrorServer(handler, access_log=None, keepalive_timeout=self.runtime.settings.mgmt.idle_timeout)
         runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
-        await self._open(runner, listeners, what)
+        await self._open(runner, listeners, what, sockets)
 
-    async def _open(self, runner: web.BaseRunner, listeners: tuple[Listener, ...], what: str) -> None:
+    async def _open(
+        self,
+        runner: web.BaseRunner,
+        listeners: tuple[Listener, ...],
+        what: str,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
         await runner.setup()
         self._runners.append(runner)
+        if sockets is not None:
+            # Bound already (shared with worker processes); listening starts here.
+            for sock in sockets:
+                await web.SockSite(runner, sock, backlog=_BACKLOG).start()
+            self.bound += [f"{what} {listener}" for listener in listeners]
+            return
         for listener in listeners:
             site = web.TCPSite(runner, listener.host, listener.port, backlog=_BACKLOG, reuse_address=True)
             try:
@@ -238,7 +280,10 @@ class Server:
         """
         for task in list(self._background):
             task.cancel()
-        for runner in self._runners:
+        if self.workers is not None:
+            # First: their running requests may still need this process (and its challenge listeners).
+            await self.workers.stop()
+        for runner in reversed(self._runners):  # management listeners first (opened last)
             await runner.cleanup()
         self.runtime.ca.close()
 

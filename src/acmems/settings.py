@@ -72,6 +72,7 @@ class MgmtSettings:
     renew_requested_within_days: float | None = None
     body_timeout: float = 30.0
     idle_timeout: float = 15.0
+    workers: int = 1
     default_verification: str | None = None
     default_storage: str | None = None
 

@@ -20,17 +20,30 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from acmems.challenges.http01 import Http01Solver
-from acmems.csr import CsrMemo
+from acmems.csr import CsrInfo, CsrMemo
 from acmems.errors import AcmemsError, RequestError
-from acmems.issuer import Issuer
+from acmems.issuer import SignResult
 from acmems.metrics import CONTENT_TYPE_LATEST, Metrics
 from acmems.policy import choose_auth_block, peer_address, precheck
 from acmems.settings import AuthSettings, Settings
 
-__all__ = ["OneLineErrorServer", "Runtime", "challenge_handler", "management_handler"]
+__all__ = [
+    "PEER_HEADER",
+    "Forwarder",
+    "NotCached",
+    "OneLineErrorServer",
+    "Runtime",
+    "Signer",
+    "challenge_handler",
+    "management_handler",
+]
 
 log = logging.getLogger("acmems.sign")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# Passes a request on to the main process (worker processes): the request and its body, if read.
+Forwarder = Callable[[web.BaseRequest, bytes | None], Awaitable[web.StreamResponse]]
+# The client's address as a worker saw it; believed only on the main process's internal socket.
+PEER_HEADER = "X-Acmems-Peer"
 _AUTH_MEMO_SIZE = 1024
 
 
@@ -97,18 +110,51 @@ def _peer(request: web.BaseRequest) -> str:
     return str(peername[0])
 
 
+def _forwarded_peer(request: web.BaseRequest) -> str:
+    # Only for the main process's internal socket, which only worker processes can reach.
+    peer = request.headers.get(PEER_HEADER)
+    if not peer:
+        raise RequestError("cannot tell the client's address", status=400)
+    return peer
+
+
+class NotCached(Exception):
+    """A worker process's answer when the cache cannot answer: the main process must."""
+
+
+class Signer(Protocol):
+    """Answers a checked CSR with a chain (:class:`acmems.issuer.Issuer`, or a worker's cache)."""
+
+    async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult: ...
+
+
 class Runtime(Protocol):
     """What the management handler needs; swapped as a whole when the configuration is reloaded."""
 
-    settings: Settings
-    issuer: Issuer
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def issuer(self) -> Signer: ...
 
 
-def management_handler(current: Callable[[], Runtime], metrics: Metrics, health: Callable[[], list[str]]) -> Handler:
+def management_handler(
+    current: Callable[[], Runtime],
+    metrics: Metrics,
+    health: Callable[[], list[str]],
+    *,
+    forward: Forwarder | None = None,
+    internal: bool = False,
+    label: str = "",
+) -> Handler:
     """The handler for ``[mgmt] listener``: ``POST /sign``, ``GET /health``, ``GET /metrics``.
 
     ``current`` gives the runtime of the configuration in force; ``health`` lists problems (empty: fine).
+    In a worker process, ``forward`` passes what the cache cannot answer (and ``/health``, ``/metrics``)
+    to the main process; ``internal`` is the main process's side of that: the client's address comes
+    from :data:`PEER_HEADER`. ``label`` is added to the log line of each ``/sign``.
     """
+    peer_of = _forwarded_peer if internal else _peer
     csr_memo = CsrMemo()
     auth_memo: OrderedDict[tuple[str, str | None, bytes], AuthSettings] = OrderedDict()
     auth_memo_for: list[Settings | None] = [None]  # the configuration the memo belongs to (kept alive)
@@ -130,8 +176,9 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
         block_name: str | None = None
         runtime = current()
         settings, issuer = runtime.settings, runtime.issuer
+        peer = "?"
         try:
-            peer = _peer(request)
+            peer = peer_of(request)
             check_before_body(request, settings, peer)
             if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
                 # The checks above passed before the client uploads anything: now ask for the body.
@@ -160,24 +207,40 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
                 if len(auth_memo) > _AUTH_MEMO_SIZE:
                     auth_memo.popitem(last=False)
             block_name = block.name
-            result = await issuer.sign(csr, block, settings.mgmt.request_timeout)
+            try:
+                result = await issuer.sign(csr, block, settings.mgmt.request_timeout)
+            except NotCached:
+                assert forward is not None
+                # The main process answers, counts and logs it.
+                return await forward(request, body)
         except AcmemsError as exc:
             metrics.requests.labels(str(exc.status)).inc()
             _log_sign(
-                request, exc.status, time.monotonic() - started, names, block_name, False, exc.log_detail or exc.message
+                peer,
+                exc.status,
+                time.monotonic() - started,
+                names,
+                block_name,
+                False,
+                exc.log_detail or exc.message,
+                label,
             )
             raise
         metrics.requests.labels("200").inc()
-        _log_sign(request, 200, time.monotonic() - started, names, block_name, result.cache_hit, "")
+        _log_sign(peer, 200, time.monotonic() - started, names, block_name, result.cache_hit, "", label)
         return web.Response(body=result.chain, content_type="text/plain")
 
     async def health_check(request: web.BaseRequest) -> web.StreamResponse:
+        if forward is not None:
+            return await forward(request, None)
         problems = health()
         if problems:
             return _text(503, "unhealthy: " + "; ".join(problems))
         return _text(200, "ok")
 
     async def metrics_page(request: web.BaseRequest) -> web.StreamResponse:
+        if forward is not None:
+            return await forward(request, None)
         response = web.Response(body=metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
@@ -202,21 +265,18 @@ def management_handler(current: Callable[[], Runtime], metrics: Metrics, health:
 
 
 def _log_sign(
-    request: web.BaseRequest,
+    peer: str,
     status: int,
     duration: float,
     names: tuple[str, ...],
     block: str | None,
     cache_hit: bool,
     reason: str,
+    label: str,
 ) -> None:
-    try:
-        peer = _peer(request)
-    except RequestError:
-        peer = "?"
     outcome = "issued" if status == 200 and not cache_hit else "cached" if status == 200 else "refused"
     log.info(
-        "sign peer=%s block=%s names=%s outcome=%s status=%d duration=%.3f cache_hit=%s%s",
+        "sign peer=%s block=%s names=%s outcome=%s status=%d duration=%.3f cache_hit=%s%s%s",
         peer,
         block or "-",
         ",".join(names) or "-",
@@ -224,6 +284,7 @@ def _log_sign(
         status,
         duration,
         "yes" if cache_hit else "no",
+        label,
         f" reason={reason!r}" if reason else "",
     )
 

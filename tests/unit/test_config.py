@@ -454,3 +454,11 @@ def test_dns_check_servers() -> None:
     ).verifications["d"]
     assert isinstance(dns, DnsUpdateVerification)
     assert dns.check_servers == (("192.0.2.54", 53), ("2001:db8::53", 5353))
+
+
+def test_workers_is_a_process_count() -> None:
+    assert load("[account]\ndir = /x\n").mgmt.workers == 1
+    assert load("[account]\ndir = /x\n[mgmt]\nworkers = 4\n").mgmt.workers == 4
+    assert "'0' must be a whole number larger than 0" in error("[account]\ndir = /x\n[mgmt]\nworkers = 0\n")
+    assert "'two' must be a whole number" in error("[account]\ndir = /x\n[mgmt]\nworkers = two\n")
+    assert "use 1 to 64" in error("[account]\ndir = /x\n[mgmt]\nworkers = 65\n")

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,41 @@ def test_the_index_is_read_at_start_and_follows_writes(tmp_path: Path) -> None:
     # a certificate another acmems wrote into the shared directory after start is found too
     writer.put(b"three", certificate(NOW, NOW + 90 * DAY))
     assert reader.get(b"three", now=NOW) is not None and len(reader) == 3
+
+
+def test_a_file_replaced_by_another_process_is_described_afresh(tmp_path: Path) -> None:
+    # A worker process's view: the main process renews the certificate on disk.
+    main = FileCache(FileStorage("f", tmp_path, 14))
+    worker = FileCache(FileStorage("f", tmp_path, 14))
+    worker.requested = set()
+    old = certificate(NOW - 80 * DAY, NOW + 10 * DAY)
+    main.put(b"csr", old)
+    digest = hashlib.sha384(b"csr").hexdigest()
+    folder = tmp_path / digest[:2] / digest[2:]
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(folder / "csr.pem", (two_days_ago, two_days_ago))
+    assert worker.get(b"csr", now=NOW - 70 * DAY) == old  # read from disk, remembered in memory
+    assert worker.requested == {digest}  # reported to the main process
+    new = certificate(NOW, NOW + 90 * DAY)
+    main.put(b"csr", new)
+    cert = folder / "cert.pem"
+    os.utime(cert, ns=(cert.stat().st_mtime_ns + 1_000_000, cert.stat().st_mtime_ns + 1_000_000))
+    # the hot copy is noticed as stale, and the new file's dates replace the old ones in memory
+    assert worker.get(b"csr", now=NOW - 69 * DAY) == new
+    assert [e.not_after for e in worker.entries()] == [NOW + 90 * DAY]
+    # forgotten on request (a worker does so when it passes a request on): the next one reads the disk
+    worker.forget(b"csr")
+    assert len(worker) == 0
+    assert worker.get(b"csr", now=NOW) == new
+
+
+def test_requests_answered_elsewhere_count_for_proactive_renewal(tmp_path: Path) -> None:
+    cache = FileCache(FileStorage("f", tmp_path, 14))
+    cache.put(b"csr", certificate(NOW, NOW + 90 * DAY))
+    cache.load_index()
+    digest = hashlib.sha384(b"csr").hexdigest()
+    entry = next(e for e in cache.entries() if e.digest == digest)
+    cache.note_requested(digest, entry.last_requested + 3600)
+    assert next(e for e in cache.entries() if e.digest == digest).last_requested == entry.last_requested + 3600
+    cache.note_requested(digest, 0.0)  # older news changes nothing
+    assert next(e for e in cache.entries() if e.digest == digest).last_requested == entry.last_requested + 3600

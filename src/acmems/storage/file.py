@@ -100,6 +100,8 @@ class FileCache:
         # The chains of recent hits, so that a client re-posting daily costs no file reads.
         self._hot: OrderedDict[str, tuple[bytes, int, str]] = OrderedDict()
         self._hot_size = 512
+        # When set (worker processes), the digests whose last request time was updated are added here.
+        self.requested: set[str] | None = None
 
     def _folder(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest[2:]
@@ -159,6 +161,18 @@ class FileCache:
         """When the first cached certificate expires, if there is one."""
         return min((e.not_after for e in self._index.values()), default=None)
 
+    def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
+        """Drop what is remembered of this CSR's certificate: the next request reads the disk."""
+        digest = csr_digest(csr_pem, profile)
+        self._index.pop(digest, None)
+        self._hot.pop(digest, None)
+
+    def note_requested(self, digest: str, when: float) -> None:
+        """Record a request answered by another process (a worker) for proactive renewal's bookkeeping."""
+        entry = self._index.get(digest)
+        if entry is not None and when > entry.last_requested:
+            self._index[digest] = dataclasses.replace(entry, last_requested=when)
+
     def update(self, entry: CachedCertificate) -> None:
         """Replace an index entry (new renewal time from ARI, next check)."""
         if entry.digest in self._index:
@@ -187,7 +201,10 @@ class FileCache:
                 if not changed:
                     self._hot.move_to_end(digest)
                     return hot[0]
+                # Renewed or revoked elsewhere: describe the file on disk afresh.
                 self._hot.pop(digest, None)
+                self._index.pop(digest, None)
+                entry = None
         folder = self._folder(digest)
         try:
             chain = (folder / "cert.pem").read_bytes()
@@ -223,6 +240,8 @@ class FileCache:
         if now - entry.last_requested < _TOUCH_EVERY:
             return
         self._index[entry.digest] = dataclasses.replace(entry, last_requested=now)
+        if self.requested is not None:
+            self.requested.add(entry.digest)
         try:
             os.utime(entry.folder / "csr.pem", (now, now))
         except OSError as exc:
