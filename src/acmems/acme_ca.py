@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import functools
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
@@ -132,7 +133,10 @@ class AcmeCa:
         """A fresh HTTP session to the CA that trusts ``ca-bundle`` (or the system's CAs)."""
         verify: bool | str = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
         # requests takes a CA-bundle path where the library's signature says bool.
-        return _Network(
+        if verify is True:
+            # What requests would read from the environment at every request (below, it no longer does).
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        net = _Network(
             key=key,
             account=account,
             alg=alg,
@@ -140,6 +144,11 @@ class AcmeCa:
             user_agent=USER_AGENT,
             timeout=_NETWORK_TIMEOUT,
         )
+        # requests looks up proxy variables, .netrc and CA-bundle variables on every request (~0.1 ms
+        # each, ~10 per order): resolve the proxies for the CA once here instead.
+        net.session.proxies.update(requests.utils.get_environ_proxies(self.settings.acme_server))
+        net.session.trust_env = False
+        return net
 
     def fetch_directory(self, net: _Network) -> messages.Directory:
         """GET the directory (RFC 8555 §7.1.1)."""
