@@ -135,8 +135,11 @@ def test_the_index_is_read_at_start_and_follows_writes(tmp_path: Path) -> None:
     assert reader.get(b"three", now=NOW) is not None and len(reader) == 3
 
 
-def test_a_file_replaced_by_another_process_is_described_afresh(tmp_path: Path) -> None:
+def test_a_file_replaced_by_another_process_is_described_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A worker process's view: the main process renews the certificate on disk.
+    monkeypatch.setattr("acmems.storage.file._HOT_RECHECK", 0.0)  # check the file at every request
     main = FileCache(FileStorage("f", tmp_path, 14))
     worker = FileCache(FileStorage("f", tmp_path, 14))
     worker.requested = set()
@@ -171,3 +174,22 @@ def test_requests_answered_elsewhere_count_for_proactive_renewal(tmp_path: Path)
     assert next(e for e in cache.entries() if e.digest == digest).last_requested == entry.last_requested + 3600
     cache.note_requested(digest, 0.0)  # older news changes nothing
     assert next(e for e in cache.entries() if e.digest == digest).last_requested == entry.last_requested + 3600
+
+
+def test_a_chain_in_memory_is_checked_against_its_file_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = FileCache(FileStorage("f", tmp_path, 14))
+    chain = certificate(NOW, NOW + 90 * DAY)
+    cache.put(b"csr", chain)
+    assert cache.get(b"csr", now=NOW) == chain  # now kept in memory
+    clock = [time.monotonic()]
+    monkeypatch.setattr("acmems.storage.file.time.monotonic", lambda: clock[0])
+    assert cache.get(b"csr", now=NOW) == chain
+    digest = hashlib.sha384(b"csr").hexdigest()
+    for name in ("cert.pem", "csr.pem"):
+        (tmp_path / digest[:2] / digest[2:] / name).unlink()  # `acmems revoke` in another process
+    clock[0] += 0.5
+    assert cache.get(b"csr", now=NOW) == chain  # within the second: from memory, no file access
+    clock[0] += 0.6
+    assert cache.get(b"csr", now=NOW) is None  # checked: gone

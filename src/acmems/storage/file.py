@@ -13,6 +13,7 @@ never parses a certificate and a miss for an unknown CSR costs one ``stat``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -34,8 +35,11 @@ __all__ = ["CachedCertificate", "FileCache", "csr_digest"]
 log = logging.getLogger(__name__)
 # How often a cache hit refreshes csr.pem's mtime ("last asked for"): a metadata write, not per hit.
 _TOUCH_EVERY = 3600.0
+# How often a chain kept in memory is checked against its file (revoked or renewed by another process).
+_HOT_RECHECK = 1.0
 
 
+@functools.lru_cache(maxsize=4096)  # a cache hit asks for it at every request
 def csr_digest(csr_pem: bytes, profile: str | None = None) -> str:
     """The cache key: hex SHA-384 of the CSR bytes (the original's), covering the profile if any."""
     if profile is None:
@@ -98,7 +102,7 @@ class FileCache:
         self.renew_within = timedelta(days=settings.renew_within_days)
         self._index: dict[str, CachedCertificate] = {}
         # The chains of recent hits, so that a client re-posting daily costs no file reads.
-        self._hot: OrderedDict[str, tuple[bytes, int, str]] = OrderedDict()
+        self._hot: OrderedDict[str, tuple[bytes, int, str, float]] = OrderedDict()  # chain, mtime, path, checked
         self._hot_size = 512
         # When set (worker processes), the digests whose last request time was updated are added here.
         self.requested: set[str] | None = None
@@ -193,12 +197,18 @@ class FileCache:
             self._note_request(entry)
             hot = self._hot.get(digest)
             if hot is not None:
-                # One stat: a file revoked (removed) or replaced by another process is not served from memory.
+                checked = time.monotonic()
+                if checked - hot[3] < _HOT_RECHECK:
+                    self._hot.move_to_end(digest)
+                    return hot[0]
+                # One stat a second: a file revoked (removed) or replaced by another process is not
+                # served from memory for longer.
                 try:
                     changed = os.stat(hot[2]).st_mtime_ns != hot[1]
                 except OSError:
                     changed = True
                 if not changed:
+                    self._hot[digest] = (hot[0], hot[1], hot[2], checked)
                     self._hot.move_to_end(digest)
                     return hot[0]
                 # Renewed or revoked elsewhere: describe the file on disk afresh.
@@ -253,7 +263,7 @@ class FileCache:
             mtime = os.stat(path).st_mtime_ns
         except OSError:
             return
-        self._hot[digest] = (chain, mtime, path)
+        self._hot[digest] = (chain, mtime, path, time.monotonic())
         self._hot.move_to_end(digest)
         if len(self._hot) > self._hot_size:
             self._hot.popitem(last=False)
