@@ -186,8 +186,11 @@ def management_handler(
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 request.writer.output_size = 0
             try:
-                async with asyncio.timeout(settings.mgmt.body_timeout):  # cheaper than wait_for: no extra task
-                    body = await request.read()
+                if request.content.is_eof():
+                    body = await request.read()  # all there already (a small CSR comes with the headers)
+                else:
+                    async with asyncio.timeout(settings.mgmt.body_timeout):  # cheaper than wait_for: no extra task
+                        body = await request.read()
             except TimeoutError:
                 raise RequestError(
                     f"the body did not arrive within {settings.mgmt.body_timeout:g} s ([mgmt] body-timeout)", status=408
