@@ -138,7 +138,7 @@ class Server:
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
         handler = management_handler(lambda: self.runtime, self.metrics, self.health)
-        shared = self._bind_shared(mgmt.listeners, mgmt.workers) if mgmt.workers > 1 else None
+        shared = bind_shared(mgmt.listeners, mgmt.workers) if mgmt.workers > 1 else None
         # The challenge listeners first: a request accepted on a management listener may need them.
         for name, solver in self._http01.items():
             verification = runtime.settings.verifications[name]
@@ -147,21 +147,9 @@ class Server:
         if shared is None:
             await self._serve_lowlevel(handler, mgmt.listeners, "mgmt")
             return
-        self.workers = WorkerPool(mgmt.workers, lambda: self.runtime, self.metrics, self.health)
-        await self.workers.start([[s for per in shared for s in per[n]] for n in range(1, mgmt.workers)])
-        await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", [s for per in shared for s in per[0]])
-
-    def _bind_shared(self, listeners: tuple[Listener, ...], count: int) -> list[list[list[socket.socket]]]:
-        shared = []
-        for listener in listeners:
-            try:
-                shared.append(bind_shared(listener, count))
-            except OSError as exc:
-                for per in shared:
-                    for sock in (s for group in per for s in group):
-                        sock.close()
-                raise AcmemsError(f"cannot listen on {listener} for mgmt: {exc.strerror}") from None
-        return shared
+        self.workers = WorkerPool(lambda: self.runtime, self.metrics, self.health)
+        await self.workers.start(shared[1:])
+        await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", shared[0])
 
     def _check_profiles(self, runtime: Runtime) -> None:
         # A profile the CA does not list is a configuration error (known once the directory is read).

@@ -63,27 +63,36 @@ _SERVER_KEEPALIVE = 60.0
 _COPIED_HEADERS = ("Content-Type", "Retry-After", "Allow")
 
 
-def bind_shared(listener: Listener, count: int) -> list[list[socket.socket]]:
-    """Bind ``count`` sockets per address of ``listener``, sharing it (SO_REUSEPORT), not listening yet.
+def bind_shared(listeners: Sequence[Listener], count: int) -> list[list[socket.socket]]:
+    """Bind ``count`` sockets per address of every listener, sharing it (SO_REUSEPORT), not listening yet.
 
     One list per process. A socket joins the kernel's distribution when its process calls listen(),
     that is when it is ready to accept.
+
+    Raises:
+        AcmemsError: naming the listener that cannot be bound (nothing stays bound then).
     """
-    infos = socket.getaddrinfo(listener.host or None, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    addresses = {(info[0], info[4]): info for info in infos}  # each address once
     groups: list[list[socket.socket]] = [[] for _ in range(count)]
     try:
-        for family, kind, proto, _, address in addresses.values():
-            for group in groups:
-                sock = socket.socket(family, kind, proto)
-                group.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.setblocking(False)
-                sock.bind(address)
-    except OSError:
+        for listener in listeners:
+            try:
+                infos = socket.getaddrinfo(
+                    listener.host or None, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )
+                addresses = {(info[0], info[4]): info for info in infos}  # each address once
+                for family, kind, proto, _, address in addresses.values():
+                    for group in groups:
+                        sock = socket.socket(family, kind, proto)
+                        group.append(sock)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                        if family == socket.AF_INET6:
+                            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                        sock.setblocking(False)
+                        sock.bind(address)
+            except OSError as exc:
+                raise AcmemsError(f"cannot listen on {listener} for mgmt: {exc.strerror}") from None
+    except AcmemsError:
         for group in groups:
             for sock in group:
                 sock.close()
@@ -112,12 +121,10 @@ class WorkerPool:
 
     def __init__(
         self,
-        count: int,
         current: Callable[[], MainRuntime],
         metrics: Metrics,
         health: Callable[[], list[str]],
     ) -> None:
-        self.count = count
         self._current = current
         self._metrics = metrics
         self._handler = management_handler(current, metrics, health, internal=True)
@@ -217,9 +224,7 @@ class WorkerPool:
         ]
         for fd in fds:
             command += ["--fd", str(fd)]
-        process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, pass_fds=fds, env=env, start_new_session=False
-        )
+        process = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE, pass_fds=fds, env=env)
         assert process.stdin is not None
         # The configuration in force, not the files (they may have changed on disk since).
         process.stdin.write(pickle.dumps(self._current().settings))
@@ -230,13 +235,13 @@ class WorkerPool:
     async def replace(self) -> None:
         """After a reload: stop every worker gently and start it again with the new configuration;
         returns when the new ones accept connections (or after a bounded wait)."""
-        old = []
         for slot in self._slots:
             slot.ready.clear()
-            if slot.process is not None and slot.process.returncode is None:
-                slot.replacing = True
-                slot.process.send_signal(signal.SIGTERM)
-                old.append(asyncio.ensure_future(slot.process.wait()))
+        old = []
+        for slot, process in self._running():
+            slot.replacing = True
+            process.send_signal(signal.SIGTERM)
+            old.append(asyncio.ensure_future(process.wait()))
         if old:
             await asyncio.wait(old, timeout=_READY_WITHIN)
         await self._wait_ready()
@@ -260,22 +265,22 @@ class WorkerPool:
             and (slot.process is None or slot.process.returncode is not None or not slot.ready.is_set())
         ]
 
-    def pids(self) -> list[int]:
-        """The running workers' process ids."""
-        return [s.process.pid for s in self._slots if s.process is not None and s.process.returncode is None]
+    def _running(self) -> list[tuple[_Slot, asyncio.subprocess.Process]]:
+        return [(s, s.process) for s in self._slots if s.process is not None and s.process.returncode is None]
 
     async def stop(self) -> None:
         """Stop every worker (they finish running requests), then close the internal socket."""
         self._stopping = True
-        running = [s.process for s in self._slots if s.process is not None and s.process.returncode is None]
-        for process in running:
+        running = self._running()
+        for _slot, process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
         if running:
-            _done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running], timeout=_STOP_GRACE)
-            for process in running:
+            waits = [asyncio.ensure_future(p.wait()) for _s, p in running]
+            _done, pending = await asyncio.wait(waits, timeout=_STOP_GRACE)
+            for slot, process in running:
                 if process.returncode is None:
-                    log.warning("worker %d did not stop in time; killing it", process.pid)
+                    log.warning("worker %d (pid %d) did not stop in time; killing it", slot.number, process.pid)
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
             if pending:
