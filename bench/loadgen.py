@@ -7,6 +7,8 @@ import statistics
 import subprocess
 from pathlib import Path
 
+from tests.realservices import tool
+
 __all__ = ["cpu_seconds", "curl_time", "percentile", "rss_mb", "summary", "wrk"]
 
 
@@ -21,7 +23,7 @@ def wrk(
     url: str, connections: int, seconds: int, script: Path | None = None, headers: dict[str, str] | None = None
 ) -> dict[str, float]:
     """Run wrk (2 threads, its own process); requests/s, p50/p99 latency in ms, non-2xx and socket errors."""
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    command = [tool("wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     if script is not None:
         command += ["-s", str(script)]
     for key, value in (headers or {}).items():

@@ -7,9 +7,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/.cache/bin"
 mkdir -p "$bin"
 
-pkgs="bind9 bind9-utils bind9-dnsutils nginx apache2 haproxy openssl curl wget dash"
-# `setup-system.sh --bench`: also the load generator and the alternatives make bench compares with
-[ "${1:-}" = "--bench" ] && pkgs="$pkgs wrk certbot lego"
+# Every package of tests/realservices.py TOOLS (tests/unit/test_setup.py checks it), wrk included:
+# the load tests of `make test` run it too.
+pkgs="bind9 bind9-utils bind9-dnsutils nginx apache2 haproxy openssl curl wget dash wrk systemd"
+# `setup-system.sh --bench`: also the alternatives make bench compares with
+[ "${1:-}" = "--bench" ] && pkgs="$pkgs certbot lego"
 need_pkgs=()
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")

@@ -15,9 +15,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.realservices import Acmems, Bind, Pebble, free_port
+from tests.realservices import Acmems, Bind, Pebble, free_port, missing_tools
 
 _RUNNING: list[tuple[str, Path]] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, naming the packages, when a program the tests run is not installed."""
+    missing = missing_tools()
+    if missing:
+        listed = ", ".join(f"{name} (package {package})" for name, package in missing.items())
+        raise pytest.UsageError(
+            f"not installed: {listed}. `make test` installs them (scripts/setup-system.sh); "
+            f"or: apt-get install {' '.join(sorted(set(missing.values())))}"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -38,18 +38,70 @@ __all__ = [
     "ZONES",
     "Acmems",
     "Bind",
+    "MissingTool",
     "Nginx",
     "Pebble",
     "ServiceError",
     "free_port",
     "make_tls",
+    "missing_tools",
     "spawn",
+    "tool",
     "wait_for",
 ]
 
 
 class ServiceError(RuntimeError):
     """A service did not start; the message holds the end of its log."""
+
+
+# Every program the tests, the demo and the benchmarks run, and the Debian package that brings it;
+# scripts/setup-system.sh installs each of these packages (tests/unit/test_setup.py checks that).
+TOOLS = {
+    "named": "bind9",
+    "nginx": "nginx",
+    "apache2": "apache2",
+    "haproxy": "haproxy",
+    "openssl": "openssl",
+    "curl": "curl",
+    "wget": "wget",
+    "dash": "dash",
+    "wrk": "wrk",
+    "systemd-analyze": "systemd",
+}
+
+
+class MissingTool(ServiceError):
+    """A program a test needs is not installed; the message names its package."""
+
+
+def missing_tools() -> dict[str, str]:
+    """The programs of :data:`TOOLS` that cannot be found, with their packages."""
+    return {name: package for name, package in TOOLS.items() if _find(name) is None}
+
+
+def _find(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None:
+        for folder in ("/usr/sbin", "/sbin"):  # not on every user's PATH
+            if os.access(f"{folder}/{name}", os.X_OK):
+                return f"{folder}/{name}"
+    return found
+
+
+def tool(name: str) -> str:
+    """The path of program ``name`` (one of :data:`TOOLS`).
+
+    Raises:
+        MissingTool: naming the Debian package to install (``make test`` installs them all).
+    """
+    found = _find(name)
+    if found is None:
+        raise MissingTool(
+            f"{name} is not installed: it comes with the Debian package {TOOLS[name]!r}, which "
+            "`make test` installs (scripts/setup-system.sh); run that, or apt-get install it"
+        )
+    return found
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -163,7 +215,7 @@ class Bind:
         self.key_file = directory / "tsig.key"
 
     def start(self) -> Bind:
-        named = shutil.which("named") or "/usr/sbin/named"
+        named = tool("named")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "zones").mkdir(exist_ok=True)
         self.port = self.port or free_port()  # a restart keeps its port
@@ -327,7 +379,7 @@ class Nginx(_Proxy):
     stop_signal = signal.SIGQUIT  # graceful
 
     def start(self) -> Nginx:
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        nginx = tool("nginx")
         d = self.dir
         d.mkdir(parents=True, exist_ok=True)
         servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=0;" for p in self.backends)
@@ -448,7 +500,7 @@ DocumentRoot "{d}"
             + "\n".join(recipe)
             + "\n"
         )
-        self.proc = spawn(["/usr/sbin/apache2", "-f", str(d / "httpd.conf"), "-DFOREGROUND"], (d / "stdout.log"))
+        self.proc = spawn([tool("apache2"), "-f", str(d / "httpd.conf"), "-DFOREGROUND"], (d / "stdout.log"))
         wait_for(lambda: _connects(self.port), 10, "apache", self.proc, d / "stdout.log")
         return self
 
@@ -482,6 +534,6 @@ backend acmems
     retry-on 404 conn-failure empty-response
 {servers}
 """)
-        self.proc = spawn(["/usr/sbin/haproxy", "-db", "-f", str(d / "haproxy.cfg")], self.log)
+        self.proc = spawn([tool("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], self.log)
         wait_for(lambda: _connects(self.port), 10, "haproxy", self.proc, self.log)
         return self

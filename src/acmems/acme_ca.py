@@ -1,9 +1,11 @@
-"""The ACME CA client (RFC 8555): account, orders, challenges, polling, finalization.
+"""The server's ACME CA client (RFC 8555): one account, many orders at once.
 
-Built on certbot's ``acme`` package, which is synchronous: each blocking call runs in a bounded
-thread pool, one ``ClientV2`` (with its own nonces and HTTP session) per running order. Polling is
-ours, on the event loop, with short intervals that honour ``Retry-After``: the library's
-``poll_and_finalize`` sleeps a fixed second per round, which costs seconds per certificate.
+certbot's ``acme`` package is synchronous: each blocking call runs in a bounded thread pool
+(:meth:`AcmeCa._blocking`), one ``ClientV2`` (with its own nonces and HTTP session) per running
+order. What to do next in an order is decided by the pure state machine in
+:mod:`acmems.order_steps`; this module only carries the steps out, on the event loop, polling with
+short intervals that honour ``Retry-After`` (the library's ``poll_and_finalize`` sleeps a fixed
+second per round).
 """
 
 from __future__ import annotations
@@ -12,95 +14,28 @@ import asyncio
 import datetime
 import functools
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-import requests
 from acme import client as acme_client
-from acme import crypto_util, messages
-from acme import errors as acme_errors
-from cryptography import x509
-from josepy.json_util import field as jose_field
+from acme import messages
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
+from acmems import acme_account, acme_adapter
+from acmems import order_steps as steps
 from acmems.account import AccountFiles, generate_key, jwk_and_alg
-from acmems.acme_problems import CA_DOWN_RETRY_AFTER, authorization_failure, ca_error, format_chain, retry_after_seconds
+from acmems.acme_adapter import CaNetwork
+from acmems.acme_problems import ca_error, format_chain, problem_of, retry_after_seconds
 from acmems.challenges import ChallengeSolver
-from acmems.errors import AcmemsError, CaError, ConfigError
+from acmems.errors import AcmemsError, CaError, ConfigError, Kind
 from acmems.settings import AccountSettings
 
-__all__ = ["AcmeCa", "ca_error", "create_account", "format_chain", "new_registration"]
+__all__ = ["AcmeCa"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-USER_AGENT = "acmems"
-_NETWORK_TIMEOUT = 30
-_BAD_NONCE_RETRIES = 10
-_POLL_FIRST = 0.02
-_POLL_MAX = 1.0
-
-
-class _NewOrder(messages.NewOrder):
-    """newOrder with ``replaces`` (RFC 9773 §5): the ARI identifier of the certificate this order
-    renews. certbot's ``acme`` NewOrder (5.x) lacks the field, so we extend it here."""
-
-    replaces: str | None = jose_field("replaces", omitempty=True)
-
-
-class _Network(acme_client.ClientNetwork):
-    """``ClientNetwork`` that keeps the last response (for ``Retry-After`` on errors, which the
-    library's ``messages.Error`` drops) and retries ``badNonce`` more than the library's once
-    (RFC 8555 §6.5 allows any number of retries with a fresh nonce)."""
-
-    last_response: requests.Response | None = None
-
-    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
-        response = super()._send_request(method, url, *args, **kwargs)
-        self.last_response = response
-        return response
-
-    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
-        for _ in range(_BAD_NONCE_RETRIES):
-            try:
-                return self._post_once(*args, **kwargs)
-            except messages.Error as error:
-                if error.code != "badNonce":
-                    raise
-                log.debug("badNonce from the CA; retrying with a fresh nonce")
-        return self._post_once(*args, **kwargs)
-
-
-def new_registration(
-    key: JWK,
-    directory: messages.Directory,
-    emails: tuple[str, ...],
-    agree: bool,
-    eab_kid: str | None,
-    eab_hmac_key: str | None,
-) -> messages.NewRegistration:
-    """The newAccount request (RFC 8555 §7.3), with External Account Binding (§7.3.4) if given."""
-    eab = None
-    if eab_kid is not None and eab_hmac_key is not None:
-        eab = messages.ExternalAccountBinding.from_data(
-            account_public_key=key.public_key(), kid=eab_kid, hmac_key=eab_hmac_key, directory=directory
-        )
-    return messages.NewRegistration.from_data(
-        email=",".join(emails) if emails else None,
-        terms_of_service_agreed=agree or None,
-        external_account_binding=eab,
-    )
-
-
-def create_account(client: acme_client.ClientV2, request: messages.NewRegistration) -> messages.RegistrationResource:
-    """newAccount (RFC 8555 §7.3); a key that is already registered gets its existing account (§7.3.1)."""
-    try:
-        return client.new_account(request)
-    except acme_errors.ConflictError as conflict:
-        return client.query_registration(messages.RegistrationResource(uri=str(conflict), body=messages.Registration()))
 
 
 class AcmeCa:
@@ -127,68 +62,28 @@ class AcmeCa:
         self._regr: messages.RegistrationResource | None = None
         self._ready_lock = asyncio.Lock()
 
-    # ---------------------------------------------------------------- set-up (also used by the CLI)
+    # ------------------------------------------------------------------------------- set-up
 
-    def network(self, key: JWK, alg: JWASignature, account: messages.RegistrationResource | None = None) -> _Network:
-        """A fresh HTTP session to the CA that trusts ``ca-bundle`` (or the system's CAs)."""
-        verify: bool | str = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
-        # requests takes a CA-bundle path where the library's signature says bool.
-        if verify is True:
-            # What requests would read from the environment at every request (below, it no longer does).
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        net = _Network(
-            key=key,
-            account=account,
-            alg=alg,
-            verify_ssl=cast(bool, verify),
-            user_agent=USER_AGENT,
-            timeout=_NETWORK_TIMEOUT,
-        )
-        # requests looks up proxy variables, .netrc and CA-bundle variables on every request (~0.1 ms
-        # each, ~10 per order): resolve the proxies for the CA once here instead.
-        net.session.proxies.update(requests.utils.get_environ_proxies(self.settings.acme_server))
-        net.session.trust_env = False
-        return net
+    async def _blocking(self, fn: Callable[..., T], *args: Any, net: CaNetwork | None = None) -> T:
+        """Run a synchronous ``acme`` call in the worker threads; its failures become the client's
+        answer (:func:`ca_error`). Cancellation, ``KeyboardInterrupt`` and ``SystemExit`` pass through."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except Exception as exc:
+            raise ca_error(exc, self.settings.acme_server, net.last_response if net else None) from exc
 
-    def fetch_directory(self, net: _Network) -> messages.Directory:
-        """GET the directory (RFC 8555 §7.1.1)."""
-        return acme_client.ClientV2.get_directory(self.settings.acme_server, net)
-
-    def load_or_create_key(self, *, create: bool) -> None:
-        """Load ``account.pem``; with ``create``, generate and save it (0600) if it is missing."""
+    def _load_or_create_key(self, *, create: bool) -> None:
         self.files.remove_stale_temp_files()
         if not self.files.has_key() and create:
-            # EC P-256: every ACME request is signed with this key, and an ECDSA signature costs
-            # ~0.05 ms where RSA-4096 costs ~4 ms of CPU (eight or more per certificate).
+            # EC P-256: every ACME request is signed with this key, and an ECDSA signature costs a
+            # small fraction of an RSA-4096 one (eight or more per certificate).
             self.files.save_key(generate_key("ec", 256))
             log.info("generated a new account key at %s", self.files.key_path)
         self._key, self._alg = jwk_and_alg(self.files.load_key())
 
-    def register_sync(self) -> messages.RegistrationResource:
-        """Create (or find) the account for our key; the server's automatic registration at start."""
-        assert self._key is not None
-        net = self.network(self._key, self._alg)
-        directory = self.fetch_directory(net)
-        tos = directory.meta.terms_of_service
-        if tos is not None and not self.settings.accepts_terms(tos):
-            raise ConfigError(
-                f"the CA's terms of service ({tos}) are not accepted; set [account] "
-                f"accept-terms-of-service = {tos} (or yes), or run acme-register"
-            )
-        if directory.meta.external_account_required and self.settings.eab_kid is None:
-            raise ConfigError("the CA requires External Account Binding: set [account] eab-kid and eab-hmac-key")
-        client = acme_client.ClientV2(directory, net)
-        request = new_registration(
-            self._key,
-            directory,
-            self.settings.emails,
-            tos is not None,
-            self.settings.eab_kid,
-            self.settings.eab_hmac_key,
-        )
-        regr = create_account(client, request)
-        self.files.save_registration(regr)
-        return regr
+    def _may_register(self) -> bool:
+        return any(v != "no" for v in self.settings.accept_terms_of_service)
 
     async def start(self) -> None:
         """Check the account at start: a key must exist, or we may create it (ToS accepted).
@@ -196,18 +91,15 @@ class AcmeCa:
         Registration itself happens on first use (or now, if the CA answers), so a CA that is down
         at start does not keep acmems from serving its cache.
         """
-        create = bool(self.settings.accept_terms_of_service) and any(
-            v != "no" for v in self.settings.accept_terms_of_service
-        )
+        create = self._may_register()
         if not self.files.has_key() and not create:
             raise ConfigError(
                 f"no account key at {self.files.key_path}: run 'acme-register --gen-key --register "
                 "--accept-terms-of-service CONFIG' first, or set [account] accept-terms-of-service = yes"
             )
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, functools.partial(self.load_or_create_key, create=create))
+        await self._blocking(functools.partial(self._load_or_create_key, create=create))
         try:
-            await self._ensure_ready()
+            await self.start_ready()
         except CaError as exc:
             log.warning(
                 "the ACME CA is not reachable at start (%s); will retry on the first request",
@@ -216,17 +108,13 @@ class AcmeCa:
 
     async def start_ready(self) -> None:
         """Make sure the directory and account are loaded (raises the CA's errors)."""
-        await self._ensure_ready()
-
-    async def _ensure_ready(self) -> None:
         async with self._ready_lock:
-            if self._directory is not None and self._regr is not None:
-                return
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(self._executor, self._prepare_sync)
-            except BaseException as exc:
-                raise ca_error(exc, self.settings.acme_server) from exc
+            if self._directory is None or self._regr is None:
+                await self._blocking(self._prepare_sync)
+
+    def _register_sync(self) -> messages.RegistrationResource:
+        assert self._key is not None
+        return acme_account.register(self.settings, self.files, self._key, self._alg)
 
     def _prepare_sync(self) -> None:
         assert self._key is not None
@@ -234,17 +122,26 @@ class AcmeCa:
         if regr is None:
             if not self.settings.accept_terms_of_service:
                 raise ConfigError(f"no registration at {self.files.registration_path}; run acme-register")
-            regr = self.register_sync()
+            regr = self._register_sync()
             log.info(
                 "registered a new ACME account at %s: %s (no registration.json was found and "
                 "accept-terms-of-service allows it)",
                 self.settings.acme_server,
                 regr.uri,
             )
-        net = self.network(self._key, self._alg, regr)
-        self._directory = self.fetch_directory(net)
+        net = acme_account.ca_network(self.settings, self._key, self._alg, regr)
+        self._directory = acme_account.fetch_directory(self.settings, net)
         self._regr = regr
         self._idle.append(acme_client.ClientV2(self._directory, net))
+
+    async def _reregister(self) -> None:
+        async with self._ready_lock:
+            self._idle.clear()
+            self._directory = None
+            self._regr = None
+            regr = await self._blocking(self._register_sync)
+            log.info("registered the ACME account again: %s", regr.uri)
+            await self._blocking(self._prepare_sync)
 
     @property
     def profiles(self) -> dict[str, str] | None:
@@ -277,32 +174,18 @@ class AcmeCa:
                     f"profile {profile!r} is not offered by the CA at {self.settings.acme_server} (it offers: {listed})"
                 )
 
-    def _check_profile(self, profile: str | None) -> None:
-        if profile is not None:
-            try:
-                self.check_profiles({profile})
-            except ConfigError as exc:
-                raise CaError(exc.message, status=502) from None
-
     async def renewal_info(self, chain: bytes) -> tuple[datetime.datetime | None, float]:
         """RFC 9773: a point chosen at random in the CA's suggested renewal window (None without
         ARI) and when to ask again (Unix time, from the CA's Retry-After)."""
-        await self._ensure_ready()
+        await self.start_ready()
         client = self._take_client()
         try:
-            when, next_check = await self._call(client, client.renewal_time, chain)
+            when, next_check = await self._blocking(client.renewal_time, chain, net=_net(client))
         finally:
             self._idle.append(client)
         if when is not None and when.tzinfo is None:
             when = when.replace(tzinfo=datetime.UTC)
         return when, next_check.timestamp()
-
-    def revoke_sync(self, certificate: x509.Certificate, reason: int) -> None:
-        """Revoke with the account key (RFC 8555 §7.6)."""
-        self._prepare_sync()
-        assert self._directory is not None
-        client = self._take_client()
-        client.revoke(certificate, reason)
 
     def close(self) -> None:
         """Stop the worker threads (running calls finish)."""
@@ -310,21 +193,12 @@ class AcmeCa:
 
     # ------------------------------------------------------------------------------------ orders
 
-    async def _call(self, client: acme_client.ClientV2, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            net = cast(_Network, client.net)
-            raise ca_error(exc, self.settings.acme_server, net.last_response) from exc
-
     def _take_client(self) -> acme_client.ClientV2:
         if self._idle:
             return self._idle.pop()
         assert self._key is not None and self._directory is not None
-        return acme_client.ClientV2(self._directory, self.network(self._key, self._alg, self._regr))
+        net = acme_account.ca_network(self.settings, self._key, self._alg, self._regr)
+        return acme_client.ClientV2(self._directory, net)
 
     async def issue(
         self, csr_pem: bytes, solver: ChallengeSolver, profile: str | None = None, replaces: str | None = None
@@ -332,7 +206,7 @@ class AcmeCa:
         """Run one order for ``csr_pem`` to the end and return leaf + chain (PEM).
 
         Raises:
-            CaError: 421 validation failed, 429 rate-limited, 502 the CA refused, 503 unreachable.
+            CaError: validation failed, rate-limited, the CA refused, or unreachable.
         """
         try:
             return await self._issue_once(csr_pem, solver, profile, replaces)
@@ -345,147 +219,164 @@ class AcmeCa:
         await self._reregister()
         return await self._issue_once(csr_pem, solver, profile, replaces)
 
-    def _may_register(self) -> bool:
-        return any(v != "no" for v in self.settings.accept_terms_of_service)
-
-    async def _reregister(self) -> None:
-        async with self._ready_lock:
-            self._idle.clear()
-            self._directory = None
-            self._regr = None
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(self._executor, self._reregister_sync)
-            except BaseException as exc:
-                raise ca_error(exc, self.settings.acme_server) from exc
-
-    def _reregister_sync(self) -> None:
-        regr = self.register_sync()
-        log.info("registered the ACME account again: %s", regr.uri)
-        self._prepare_sync()
-
     async def _issue_once(
         self, csr_pem: bytes, solver: ChallengeSolver, profile: str | None, replaces: str | None
     ) -> bytes:
-        await self._ensure_ready()
-        self._check_profile(profile)
+        await self.start_ready()
+        if profile is not None:
+            try:
+                self.check_profiles({profile})
+            except ConfigError as exc:
+                raise CaError(exc.message, kind=Kind.CA_REFUSED) from None
         async with self._slots:
             client = self._take_client()
             reuse = True
             try:
-                return await asyncio.wait_for(
-                    self._order(client, csr_pem, solver, profile, replaces), self.order_timeout
-                )
+                async with asyncio.timeout(self.order_timeout):
+                    return await self._order(client, csr_pem, solver, profile, replaces)
             except TimeoutError:
                 reuse = False
                 raise CaError(
-                    "the CA did not finish the order in time; retry later", status=503, retry_after=CA_DOWN_RETRY_AFTER
+                    "the CA did not finish the order in time; retry later", kind=Kind.CA_UNREACHABLE
                 ) from None
             except CaError as exc:
-                if exc.status == 503:
+                if exc.kind is Kind.CA_UNREACHABLE:
                     # The CA may have restarted: drop pooled sessions (their nonces and connections).
                     self._idle.clear()
                     reuse = False
                 raise
             finally:
-                cast(_Network, client.net).last_response = None
+                _net(client).last_response = None
                 # Only sessions of the current registration go back to the pool.
                 if reuse and client.net.account is self._regr:
                     self._idle.append(client)
-
-    def _new_order(
-        self, client: acme_client.ClientV2, csr_pem: bytes, profile: str | None, replaces: str | None
-    ) -> messages.OrderResource:
-        """newOrder (RFC 8555 §7.4) with ``profile`` and ``replaces``, then its authorizations."""
-        csr = x509.load_pem_x509_csr(csr_pem)
-        dns_names, ip_addresses = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
-        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
-        identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(a)) for a in ip_addresses]
-        order = _NewOrder(identifiers=identifiers, profile=profile, replaces=replaces)
-        response = client._post(client.directory["newOrder"], order)
-        body = messages.Order.from_json(response.json())
-        authorizations = [
-            client._authzr_from_response(client._post_as_get(url), uri=url) for url in body.authorizations
-        ]
-        return messages.OrderResource(
-            body=body, uri=response.headers.get("Location"), authorizations=authorizations, csr_pem=csr_pem
-        )
 
     async def _order(
         self,
         client: acme_client.ClientV2,
         csr_pem: bytes,
         solver: ChallengeSolver,
-        profile: str | None = None,
-        replaces: str | None = None,
+        profile: str | None,
+        replaces: str | None,
     ) -> bytes:
-        assert self._key is not None
-        orderr = await self._call(client, self._new_order, client, csr_pem, profile, replaces)
-        published: list[tuple[str, str, str]] = []
+        """Carry out :func:`order_steps.next_step` until the chain is downloaded or the order fails."""
+        net = _net(client)
+        orderr = await self._blocking(acme_adapter.new_order, client, csr_pem, profile, replaces, net=net)
+        state = _order_state(orderr.body, [_authorization_state(a) for a in orderr.authorizations])
+        authorizations = list(orderr.authorizations)
+        published: list[tuple[str, str, str]] = []  # identifier, token, validation
         try:
-            pending = []
-            for authzr in orderr.authorizations:
-                if authzr.body.status == messages.STATUS_VALID:
-                    continue  # already valid (authorization reuse): nothing to prove
-                challb = _find_challenge(authzr, solver)
-                response, validation = challb.response_and_validation(self._key)
-                identifier = authzr.body.identifier.value
-                await solver.present(identifier, challb.chall.encode("token"), validation)
-                published.append((identifier, challb.chall.encode("token"), validation))
-                pending.append((authzr, challb, response))
-            for _authzr, challb, response in pending:
-                await self._call(client, client.answer_challenge, challb, response)
-            await asyncio.gather(*(self._poll_authorization(client, a) for a, _c, _r in pending))
-        finally:
-            for identifier, token, validation in published:
-                try:
-                    await solver.cleanup(identifier, token, validation)
-                except AcmemsError as exc:
-                    log.warning(
-                        "cleanup of the %s challenge for %s failed: %s", solver.challenge_type, identifier, exc.message
+            while True:
+                step = steps.next_step(state)
+                if not isinstance(step, steps.AnswerChallenges | steps.PollAuthorizations) and published:
+                    await self._clean_up(solver, published)  # validation is over: remove before finalizing
+                if isinstance(step, steps.AnswerChallenges):
+                    await self._answer(client, [authorizations[i] for i in step.authorizations], solver, published)
+                    state = steps.after_answer(state)
+                elif isinstance(step, steps.PollAuthorizations):
+                    await asyncio.sleep(step.delay)
+                    polled = await asyncio.gather(*(self._poll(client, authorizations[i]) for i in step.authorizations))
+                    for i, (authzr, _response) in zip(step.authorizations, polled, strict=True):
+                        authorizations[i] = authzr
+                    updated = {
+                        i: _authorization_state(a) for i, (a, _r) in zip(step.authorizations, polled, strict=True)
+                    }
+                    state = steps.after_authorizations(state, updated, _latest_retry_after([r for _a, r in polled]))
+                elif isinstance(step, steps.Finalize):
+                    try:
+                        orderr = await self._blocking(client.begin_finalization, orderr, net=net)
+                    except CaError as exc:
+                        if exc.problem_type != "orderNotReady":
+                            raise
+                        state = steps.after_not_ready(state)
+                    else:
+                        body = orderr.body
+                        state = steps.after_finalize(
+                            state, _status(body.status), body.certificate, problem_of(body.error)
+                        )
+                elif isinstance(step, steps.PollOrder):
+                    await asyncio.sleep(step.delay)
+                    body, response = await self._blocking(acme_adapter.fetch_order, client, orderr.uri, net=net)
+                    orderr = orderr.update(body=body)
+                    state = steps.after_order(
+                        state,
+                        _status(body.status),
+                        body.certificate,
+                        problem_of(body.error),
+                        retry_after_seconds(response),
                     )
-        return await self._finalize(client, orderr)
+                elif isinstance(step, steps.Download):
+                    response = await self._blocking(acme_adapter.post_as_get, client, step.url, net=net)
+                    return format_chain(response.text)
+                else:
+                    raise step.error
+        finally:
+            await self._clean_up(solver, published)
 
-    async def _poll_authorization(self, client: acme_client.ClientV2, authzr: messages.AuthorizationResource) -> None:
-        delay = _POLL_FIRST
-        while True:
-            authzr, response = await self._call(client, client.poll, authzr)
-            status = authzr.body.status
-            if status == messages.STATUS_VALID:
-                return
-            if status != messages.STATUS_PENDING:
-                raise authorization_failure(authzr)
-            await asyncio.sleep(retry_after_seconds(response) or delay)
-            delay = min(delay * 2, _POLL_MAX)
+    async def _answer(
+        self,
+        client: acme_client.ClientV2,
+        authorizations: list[messages.AuthorizationResource],
+        solver: ChallengeSolver,
+        published: list[tuple[str, str, str]],
+    ) -> None:
+        """Publish every validation first, then tell the CA (it may check one while we publish the next)."""
+        assert self._key is not None
+        answers = []
+        for authzr in authorizations:
+            challb = _find_challenge(authzr, solver)
+            response, validation = challb.response_and_validation(self._key)
+            identifier, token = authzr.body.identifier.value, challb.chall.encode("token")
+            await solver.present(identifier, token, validation)
+            published.append((identifier, token, validation))
+            answers.append((challb, response))
+        for challb, response in answers:
+            await self._blocking(client.answer_challenge, challb, response, net=_net(client))
 
-    async def _finalize(self, client: acme_client.ClientV2, orderr: messages.OrderResource) -> bytes:
-        try:
-            orderr = await self._call(client, client.begin_finalization, orderr)
-        except CaError as exc:
-            if exc.problem_type != "orderNotReady":
-                raise
-        else:
-            # The finalize answer (RFC 8555 §7.4) may already be the valid order: then skip a poll.
-            if orderr.body.status == messages.STATUS_VALID and orderr.body.certificate is not None:
-                certificate = await self._call(client, client._post_as_get, orderr.body.certificate)
-                return format_chain(certificate.text)
-        delay = _POLL_FIRST
-        while True:
-            response = await self._call(client, client._post_as_get, orderr.uri)
-            body = messages.Order.from_json(response.json())
-            if body.status == messages.STATUS_VALID and body.certificate is not None:
-                certificate = await self._call(client, client._post_as_get, body.certificate)
-                return format_chain(certificate.text)
-            if body.status == messages.STATUS_INVALID:
-                error = body.error
-                detail = f"{error.code or error.typ}: {error.detail}" if error else "no reason given"
-                raise CaError(
-                    f"the CA refused to issue: {detail}", status=502, problem_type=error.code if error else None
+    async def _poll(
+        self, client: acme_client.ClientV2, authzr: messages.AuthorizationResource
+    ) -> tuple[messages.AuthorizationResource, float | None]:
+        updated, response = await self._blocking(client.poll, authzr, net=_net(client))
+        return updated, retry_after_seconds(response)
+
+    async def _clean_up(self, solver: ChallengeSolver, published: list[tuple[str, str, str]]) -> None:
+        while published:
+            identifier, token, validation = published.pop()
+            try:
+                await solver.cleanup(identifier, token, validation)
+            except AcmemsError as exc:
+                log.warning(
+                    "cleanup of the %s challenge for %s failed: %s", solver.challenge_type, identifier, exc.message
                 )
-            if body.status == messages.STATUS_READY:
-                orderr = await self._call(client, client.begin_finalization, orderr)
-            await asyncio.sleep(retry_after_seconds(response) or delay)
-            delay = min(delay * 2, _POLL_MAX)
+
+
+def _net(client: acme_client.ClientV2) -> CaNetwork:
+    return cast(CaNetwork, client.net)
+
+
+def _status(status: messages.Status) -> str:
+    return str(status.name)
+
+
+def _latest_retry_after(values: list[float | None]) -> float | None:
+    given = [v for v in values if v is not None]
+    return max(given) if given else None
+
+
+def _order_state(body: messages.Order, authorizations: list[steps.AuthorizationState]) -> steps.OrderState:
+    return steps.OrderState(
+        status=_status(body.status),
+        authorizations=tuple(authorizations),
+        certificate=body.certificate,
+        problem=problem_of(body.error),
+    )
+
+
+def _authorization_state(authzr: messages.AuthorizationResource) -> steps.AuthorizationState:
+    body = authzr.body
+    name = f"*.{body.identifier.value}" if body.wildcard else body.identifier.value
+    problem = next((problem_of(c.error) for c in body.challenges if c.error is not None), None)
+    return steps.AuthorizationState(name, _status(body.status), problem)
 
 
 def _find_challenge(authzr: messages.AuthorizationResource, solver: ChallengeSolver) -> messages.ChallengeBody:
@@ -499,5 +390,5 @@ def _find_challenge(authzr: messages.AuthorizationResource, solver: ChallengeSol
     raise CaError(
         f"the CA offers no {solver.challenge_type} challenge for {name} (offered: {offered}); "
         f"use a verification of another type for it",
-        status=421,
+        kind=Kind.VALIDATION_FAILED,
     )

@@ -12,11 +12,11 @@ from acme import errors as acme_errors
 from acme import messages
 from josepy.errors import DeserializationError
 
-from acmems.errors import AcmemsError, CaError
+from acmems.errors import AcmemsError, CaError, Kind
+from acmems.order_steps import Problem
 
-__all__ = ["CA_DOWN_RETRY_AFTER", "authorization_failure", "ca_error", "format_chain", "retry_after_seconds"]
+__all__ = ["ca_error", "format_chain", "problem_of", "retry_after_seconds"]
 
-CA_DOWN_RETRY_AFTER = 30
 # Problem types (RFC 8555 §6.7) that mean "the CA could not validate": answered with 421.
 _VALIDATION_PROBLEMS = {
     "caa",
@@ -31,6 +31,7 @@ _VALIDATION_PROBLEMS = {
 
 
 def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """The ``Retry-After`` of a CA's answer in seconds (either form of RFC 9110 §10.2.3), or None."""
     if response is None:
         return None
     value = response.headers.get("Retry-After")
@@ -55,27 +56,30 @@ def format_chain(fullchain_pem: str) -> bytes:
         if start >= 0:
             blocks.append(part[start:].strip() + "\n-----END CERTIFICATE-----\n")
     if not blocks:
-        raise CaError("the CA sent no certificate", status=502, log_detail=fullchain_pem[:200])
+        raise CaError("the CA sent no certificate", kind=Kind.CA_REFUSED, log_detail=fullchain_pem[:200])
     return "\n".join(blocks).encode()
 
 
-def ca_error(exc: BaseException, server: str, response: requests.Response | None = None) -> AcmemsError:
+def problem_of(error: messages.Error | None) -> Problem | None:
+    """The CA's problem document as the client is told it (short type and detail)."""
+    if error is None:
+        return None
+    return Problem(error.code or error.typ, error.detail or error.title or "")
+
+
+def ca_error(exc: Exception, server: str, response: requests.Response | None = None) -> AcmemsError:
     """Turn a failure talking to the CA into the error the client is answered with."""
     if isinstance(exc, AcmemsError):
         return exc
     if isinstance(exc, requests.exceptions.SSLError):
         return CaError(
             "cannot reach the ACME CA: its TLS certificate is not trusted (check ca-bundle); retry later",
-            status=503,
-            retry_after=CA_DOWN_RETRY_AFTER,
+            kind=Kind.CA_UNREACHABLE,
             log_detail=f"{server}: {exc}",
         )
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return CaError(
-            "the ACME CA cannot be reached; retry later",
-            status=503,
-            retry_after=CA_DOWN_RETRY_AFTER,
-            log_detail=f"{server}: {exc}",
+            "the ACME CA cannot be reached; retry later", kind=Kind.CA_UNREACHABLE, log_detail=f"{server}: {exc}"
         )
     if isinstance(exc, messages.Error):
         code = exc.code or exc.typ
@@ -84,37 +88,21 @@ def ca_error(exc: BaseException, server: str, response: requests.Response | None
             retry = retry_after_seconds(response)
             return CaError(
                 f"the CA rate-limited this request (rateLimited: {detail})",
-                status=429,
-                retry_after=int(retry) if retry is not None else 3600,
+                kind=Kind.RATE_LIMITED,
+                retry_after=int(retry) if retry is not None else None,
                 problem_type=code,
             )
         if code in _VALIDATION_PROBLEMS:
-            return CaError(f"the CA refused: {code}: {detail}", status=421, problem_type=code)
+            return CaError(f"the CA refused: {code}: {detail}", kind=Kind.VALIDATION_FAILED, problem_type=code)
         if code == "serverInternal":
             return CaError(
-                f"the CA failed internally ({detail}); retry later",
-                status=503,
-                retry_after=CA_DOWN_RETRY_AFTER,
-                problem_type=code,
+                f"the CA failed internally ({detail}); retry later", kind=Kind.CA_UNREACHABLE, problem_type=code
             )
-        return CaError(f"the CA refused: {code}: {detail}", status=502, problem_type=code)
+        return CaError(f"the CA refused: {code}: {detail}", kind=Kind.CA_REFUSED, problem_type=code)
     if isinstance(exc, acme_errors.Error | DeserializationError | ValueError | KeyError):
         return CaError(
             "the ACME CA sent an answer acmems cannot use; see the server log",
-            status=502,
+            kind=Kind.CA_REFUSED,
             log_detail=f"{server}: {type(exc).__name__}: {exc}",
         )
-    return AcmemsError("internal error; see the server log", status=500, log_detail=repr(exc))
-
-
-def authorization_failure(authzr: messages.AuthorizationResource) -> CaError:
-    name = authzr.body.identifier.value
-    for challb in authzr.body.challenges:
-        if challb.error is not None:
-            code = challb.error.code or challb.error.typ
-            return CaError(
-                f"the CA could not validate {name}: {code}: {challb.error.detail}",
-                status=421,
-                problem_type=code,
-            )
-    return CaError(f"the CA could not validate {name}: authorization is {authzr.body.status.name}", status=421)
+    return AcmemsError("internal error; see the server log", kind=Kind.INTERNAL, log_detail=repr(exc))

@@ -13,17 +13,30 @@ from pathlib import Path
 from acmems.settings import Listener
 
 __all__ = [
+    "LOG_LEVELS",
+    "MAX_WORKERS",
     "TSIG_ALGORITHMS",
     "base64_secret",
+    "dns_server",
+    "domain_glob",
+    "eab_hmac_key",
+    "email_address",
     "hash_name",
     "ip_network",
+    "log_level",
+    "non_negative_number",
+    "nonempty",
     "normalize_hash_name",
     "parse_bool",
     "parse_listener",
     "parse_size",
     "positive_int",
     "positive_number",
+    "profile_name",
     "read_tsig_key_file",
+    "tsig_algorithm",
+    "worker_count",
+    "zone_name",
 ]
 
 TSIG_ALGORITHMS = (
@@ -172,3 +185,91 @@ def read_tsig_key_file(path: Path) -> tuple[str, str, str]:
     if algorithm is None or secret is None:
         raise ValueError(f"{path}: key {match.group(1)!r} lacks its algorithm or secret")
     return match.group(1), algorithm.group(1).lower(), base64_secret(secret.group(1))
+
+MAX_WORKERS = 64
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"{value!r} is not a level; use one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+def nonempty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def email_address(value: str) -> str:
+    value = value.removeprefix("mailto:")
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def eab_hmac_key(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-+/]+=*", value):
+        raise ValueError("is not base64url, as the CA gives the EAB HMAC key")
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        decoded = base64.urlsafe_b64decode(padded.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise ValueError("is not base64url, as the CA gives the EAB HMAC key") from None
+    if not decoded:
+        raise ValueError("is empty")
+    return value
+
+
+def dns_server(value: str) -> tuple[str, int]:
+    value = value.strip()
+    if re.fullmatch(r"[0-9A-Fa-f:]+", value) and value.count(":") > 1:
+        ipaddress.IPv6Address(value)
+        return value, 53
+    if ":" in value:
+        listener = parse_listener(value)
+        return listener.host, listener.port
+    if not value:
+        raise ValueError("must name the DNS server that takes updates (host or host:port)")
+    return value, 53
+
+
+def tsig_algorithm(value: str) -> str:
+    value = value.lower()
+    if value not in TSIG_ALGORITHMS:
+        raise ValueError(f"{value!r} is not a TSIG algorithm; use one of {', '.join(TSIG_ALGORITHMS)}")
+    return value
+
+
+def zone_name(value: str) -> str:
+    value = value.strip().rstrip(".").lower()
+    if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", value):
+        raise ValueError(f"{value!r} is not a DNS zone name")
+    return value
+
+
+def profile_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise ValueError(f"{value!r} is not a profile name (as the CA's directory lists them)")
+    return value
+
+
+def worker_count(value: str) -> int:
+    count = positive_int(value)
+    if count > MAX_WORKERS:
+        raise ValueError(f"{value!r} is too many; use 1 to {MAX_WORKERS} (about one per CPU core)")
+    return count
+
+
+def non_negative_number(value: str) -> float:
+    if value.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_number(value)
+
+
+def domain_glob(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not a domain glob; write e.g. mail.example.org or *.example.org")
+    return value

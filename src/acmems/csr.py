@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from acmems.errors import CsrError
+from acmems.lru import Lru
 
 __all__ = ["MAX_NAMES", "CsrInfo", "CsrMemo", "parse_csr"]
 
@@ -147,17 +147,12 @@ class CsrMemo:
     """
 
     def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._entries: OrderedDict[bytes, CsrInfo] = OrderedDict()
+        self._entries: Lru[bytes, CsrInfo] = Lru(size)
 
     def parse(self, body: bytes) -> CsrInfo:
         """Like :func:`parse_csr`, answered from memory for bytes seen before."""
         info = self._entries.get(body)
-        if info is not None:
-            self._entries.move_to_end(body)
-            return info
-        info = parse_csr(body)
-        self._entries[body] = info
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        if info is None:
+            info = parse_csr(body)
+            self._entries.put(body, info)
         return info

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.csr import CsrInfo
-from acmems.errors import AcmemsError, CaError, DnsUpdateError, IssuanceTimeout
+from acmems.errors import AcmemsError, CaError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
 from acmems.settings import AuthSettings
-from acmems.storage import CertificateCache
+from acmems.storage import CertificateStore
 
 __all__ = ["Issuer", "SignResult"]
 
@@ -39,7 +39,7 @@ class Issuer:
         self,
         ca: AcmeCa,
         solvers: Mapping[str, ChallengeSolver],
-        caches: Mapping[str, CertificateCache],
+        caches: Mapping[str, CertificateStore],
         metrics: Metrics | None = None,
     ) -> None:
         self.ca = ca
@@ -63,10 +63,10 @@ class Issuer:
             raise AcmemsError(
                 f"{wildcards} needs DNS-01 validation, but auth block {block.name!r} uses "
                 f"{solver.challenge_type} verification {solver.name!r}",
-                status=400,
+                kind=Kind.WILDCARD_NEEDS_DNS01,
             )
         profile = block.profile
-        cached = cache.get(csr.pem, profile)
+        cached = await cache.get(csr.pem, profile)
         if cached is not None:
             self.metrics.cache_hits.inc()
             return SignResult(cached, cache_hit=True)
@@ -77,7 +77,7 @@ class Issuer:
             chain = await asyncio.wait_for(asyncio.shield(task), timeout)
         except AcmemsError as exc:
             # The old certificate keeps being served while it is valid, if its renewal fails.
-            old = cache.get(csr.pem, profile, allow_due=True)
+            old = await cache.get(csr.pem, profile, allow_due=True)
             if old is None or isinstance(exc, IssuanceTimeout):
                 raise
             log.warning(
@@ -89,8 +89,7 @@ class Issuer:
         except TimeoutError:
             self._orphans.add(key)
             raise IssuanceTimeout(
-                "the certificate is still being issued; post the same CSR again in a minute to get it",
-                retry_after=30,
+                "the certificate is still being issued; post the same CSR again in a minute to get it"
             ) from None
         return SignResult(chain, cache_hit=False)
 
@@ -98,7 +97,7 @@ class Issuer:
         self,
         csr: CsrInfo,
         solver: ChallengeSolver,
-        cache: CertificateCache,
+        cache: CertificateStore,
         profile: str | None,
         replaces: str | None = None,
         requested: bool = True,
@@ -116,7 +115,7 @@ class Issuer:
         self,
         csr: CsrInfo,
         solver: ChallengeSolver,
-        cache: CertificateCache,
+        cache: CertificateStore,
         profile: str | None,
         replaces: str | None,
         requested: bool,
@@ -143,7 +142,7 @@ class Issuer:
         self.metrics.issuance_seconds.labels(vtype).observe(duration)
         log.info("issued a certificate for %s in %.3f s (verification %s)", ", ".join(csr.names), duration, solver.name)
         try:
-            await asyncio.to_thread(cache.put, csr.pem, chain, profile, solver.name, requested)
+            await cache.put(csr.pem, chain, profile, solver.name, requested)
         except (OSError, ValueError) as exc:
             self.metrics.storage_errors.inc()
             log.error(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cryptography import x509
-
-__all__ = ["renewal_due", "renewal_time"]
+__all__ = ["renewal_time"]
 
 
 def renewal_time(not_before: datetime, not_after: datetime, renew_within: timedelta) -> datetime:
@@ -18,8 +16,3 @@ def renewal_time(not_before: datetime, not_after: datetime, renew_within: timede
     """
     lifetime = not_after - not_before
     return not_after - min(renew_within, lifetime / 3)
-
-
-def renewal_due(cert: x509.Certificate, now: datetime, renew_within: timedelta) -> bool:
-    """Whether ``cert`` should be renewed at ``now`` (aware datetime)."""
-    return now >= renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc, renew_within)

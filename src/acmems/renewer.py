@@ -18,19 +18,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from acme.client import _renewal_info_path_component
-from cryptography import x509
-
+from acmems.acme_adapter import ari_identifier
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.csr import parse_csr
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
 from acmems.settings import Settings
-from acmems.storage import CertificateCache
-from acmems.storage.file import CachedCertificate, FileCache
+from acmems.storage import CachedCertificate, CertificateStore
 
-__all__ = ["Renewer", "ari_identifier", "renewal_candidates"]
+__all__ = ["Renewer", "renewal_candidates"]
 
 log = logging.getLogger(__name__)
 _CONCURRENCY = 4
@@ -42,13 +39,8 @@ class _Runtime(Protocol):
     settings: Settings
     ca: AcmeCa
     solvers: dict[str, ChallengeSolver]
-    caches: dict[str, CertificateCache]
+    caches: dict[str, CertificateStore]
     issuer: Issuer
-
-
-def ari_identifier(chain: bytes) -> str:
-    """RFC 9773 §4.1 certificate identifier (AKI.serial) of the chain's leaf."""
-    return _renewal_info_path_component(x509.load_pem_x509_certificate(chain))
 
 
 def renewal_candidates(
@@ -87,7 +79,7 @@ class Renewer:
     async def check_once(self) -> None:
         """One pass: ARI windows, then the renewals that are due."""
         runtime = self.current()
-        caches = [c for c in runtime.caches.values() if isinstance(c, FileCache)]
+        caches = [c for c in runtime.caches.values() if c.count()]
         if not caches:
             return
         try:
@@ -114,11 +106,11 @@ class Renewer:
         await asyncio.gather(*jobs)
 
     async def _refresh_ari(
-        self, ca: AcmeCa, cache: FileCache, entry: CachedCertificate, slots: asyncio.Semaphore
+        self, ca: AcmeCa, cache: CertificateStore, entry: CachedCertificate, slots: asyncio.Semaphore
     ) -> None:
         async with slots:
             try:
-                chain = await asyncio.to_thread((entry.folder / "cert.pem").read_bytes)
+                _csr, chain = await cache.read(entry)
                 when, next_check = await ca.renewal_info(chain)
             except (AcmemsError, OSError) as exc:
                 log.info("ARI for %s not available now: %s", ", ".join(entry.names), exc)
@@ -130,7 +122,7 @@ class Renewer:
         cache.update(dataclasses.replace(entry, renew_at=renew_at, next_ari_check=next_check))
 
     async def _renew(
-        self, runtime: _Runtime, cache: FileCache, entry: CachedCertificate, slots: asyncio.Semaphore
+        self, runtime: _Runtime, cache: CertificateStore, entry: CachedCertificate, slots: asyncio.Semaphore
     ) -> None:
         async with slots:
             await asyncio.sleep(random.uniform(0, 0.5))  # noqa: S311 - spread the orders a little
@@ -142,8 +134,8 @@ class Renewer:
                 self.backoff[entry.digest] = time.time() + _BACKOFF_MAX
                 return
             try:
-                csr = parse_csr(await asyncio.to_thread((entry.folder / "csr.pem").read_bytes))
-                chain = await asyncio.to_thread((entry.folder / "cert.pem").read_bytes)
+                csr_pem, chain = await cache.read(entry)
+                csr = parse_csr(csr_pem)
                 replaces = ari_identifier(chain) if runtime.ca.offers_ari else None
                 task = runtime.issuer.start_issuance(csr, solver, cache, entry.profile, replaces, requested=False)
                 await task

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import resource
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +29,10 @@ from acmems.metrics import Metrics
 from acmems.renewer import Renewer
 from acmems.sdnotify import notify
 from acmems.settings import Http01Verification, Listener, Settings
-from acmems.storage import CertificateCache, make_cache
-from acmems.storage.file import FileCache
-from acmems.web import OneLineErrorServer, challenge_handler, management_handler
-from acmems.workers import WorkerPool, bind_shared
+from acmems.sign import SignHandler, health_page, management_handler, metrics_page
+from acmems.storage import CertificateStore, make_store
+from acmems.web import Handler, OneLineErrorServer, challenge_handler
+from acmems.worker_pool import WorkerPool, bind_shared
 
 __all__ = ["Runtime", "Server", "run"]
 
@@ -50,7 +49,7 @@ class Runtime:
     settings: Settings
     ca: AcmeCa
     solvers: dict[str, ChallengeSolver]
-    caches: dict[str, CertificateCache]
+    caches: dict[str, CertificateStore]
     issuer: Issuer
 
 
@@ -88,34 +87,33 @@ class Server:
                 solvers[name] = self._http01.setdefault(name, Http01Solver(name))
             else:
                 solvers[name] = make_solver(verification, journal)
-        caches = {name: make_cache(s) for name, s in settings.storages.items()}
+        caches = {name: make_store(s) for name, s in settings.storages.items()}
         return Runtime(settings, ca, solvers, caches, Issuer(ca, solvers, caches, self.metrics))
 
-    async def _load_index(self, cache: FileCache) -> None:
+    async def _load_index(self, cache: CertificateStore) -> None:
         started = time.monotonic()
         try:
-            count = cache.merge_index(await asyncio.to_thread(cache.read_index))
+            count = await cache.load_index()
         except OSError as exc:
-            log.error("storage %s: cannot read %s: %s", cache.name, cache.directory, exc)
+            log.error("storage %s: cannot read %s: %s", cache.name, cache.where, exc)
             return
         log.info(
             "storage %s: %d certificate(s) cached in %s (indexed in %.2f s)",
             cache.name,
             count,
-            cache.directory,
+            cache.where,
             time.monotonic() - started,
         )
 
     async def _prepare(self, runtime: Runtime, *, at_start: bool = False) -> None:
         for cache in runtime.caches.values():
-            if isinstance(cache, FileCache):
-                if at_start:
-                    # Serving starts at once: until the index is read, a request reads the cache from disk.
-                    task = asyncio.create_task(self._load_index(cache))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
-                else:
-                    await self._load_index(cache)
+            if at_start:
+                # Serving starts at once: until the index is read, a request reads the store itself.
+                task = asyncio.create_task(self._load_index(cache))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                await self._load_index(cache)
         for solver in runtime.solvers.values():
             if isinstance(solver, DnsUpdateSolver):
                 if solver.key is None:
@@ -137,7 +135,8 @@ class Server:
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
-        handler = management_handler(lambda: self.runtime, self.metrics, self.health)
+        sign = SignHandler(lambda: self.runtime, self.metrics)
+        handler = management_handler(sign, health_page(self.health), metrics_page(self.metrics))
         shared = bind_shared(mgmt.listeners, mgmt.workers) if mgmt.workers > 1 else None
         # The challenge listeners first: a request accepted on a management listener may need them.
         for name, solver in self._http01.items():
@@ -206,27 +205,21 @@ class Server:
         if self.workers is not None:
             problems += self.workers.problems()
         for cache in self.runtime.caches.values():
-            if isinstance(cache, FileCache):
-                directory = cache.directory
-                probe = directory if directory.exists() else directory.parent
-                if not os.access(probe, os.W_OK | os.X_OK):
-                    problems.append(f"storage {cache.name}: {directory} is not writable")
+            problems += cache.problems()
         return problems
 
     def _cached_count(self) -> float:
-        return float(sum(len(c) for c in self.runtime.caches.values() if isinstance(c, FileCache)))
+        return float(sum(c.count() for c in self.runtime.caches.values()))
 
     def _soonest_expiry(self) -> float:
-        soonest = [
-            e for c in self.runtime.caches.values() if isinstance(c, FileCache) if (e := c.soonest_expiry()) is not None
-        ]
+        soonest = [e for c in self.runtime.caches.values() if (e := c.soonest_expiry()) is not None]
         if not soonest:
             return float("nan")
         return (min(soonest) - datetime.now(UTC)).total_seconds()
 
     async def _serve_lowlevel(
         self,
-        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        handler: Handler,
         listeners: tuple[Listener, ...],
         what: str,
         sockets: list[socket.socket] | None = None,

@@ -219,13 +219,15 @@ def test_sigterm_lets_running_requests_finish(acmems_factory: AcmemsFactory, bin
         with concurrent.futures.ThreadPoolExecutor(5) as pool:
             futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
             wait_for(lambda: "acmems_cache_misses_total 5.0" in _metrics(server), 20, "five running requests")
-            assert "issued a certificate" not in server.log_text()
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
+            # Pebble's VA sleeps a whole number of seconds, 0 included: most orders still run now.
+            issued_before = server.log_text().count("issued a certificate")
+            assert issued_before < 5
             statuses = [f.result()[0] for f in futures]
         assert server.proc.wait(40) == 0
         assert statuses == [200] * 5
-        record("sigterm_during_issuance", running_requests=5, answered=5, exit_code=0)
+        record("sigterm_during_issuance", running_requests=5 - issued_before, answered=5, exit_code=0)
     finally:
         ca.stop()
 

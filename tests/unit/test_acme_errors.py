@@ -10,7 +10,7 @@ from acme import errors as acme_errors
 from acme import messages
 
 from acmems.account import generate_key, jwk_and_alg
-from acmems.acme_ca import AcmeCa
+from acmems.acme_account import ca_network
 from acmems.acme_problems import ca_error, format_chain
 from acmems.errors import AcmemsError, CaError
 from acmems.settings import AccountSettings
@@ -78,14 +78,14 @@ def test_the_ca_session_resolves_proxy_and_ca_variables_once(tmp_path: Path, mon
     key, alg = jwk_and_alg(generate_key("ec", 256))
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.net:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "bundle.pem"))
-    ca = AcmeCa(AccountSettings(acme_server="https://ca.example.org/directory", dir=tmp_path))
-    net = ca.network(key, alg)
+    settings = AccountSettings(acme_server="https://ca.example.org/directory", dir=tmp_path)
+    net = ca_network(settings, key, alg)
     assert net.session.trust_env is False  # no environment lookups per request
     assert net.session.proxies["https"] == "http://proxy.example.net:3128"
     assert str(net.verify_ssl) == str(tmp_path / "bundle.pem")
     monkeypatch.setenv("NO_PROXY", "ca.example.org")
-    assert "https" not in ca.network(key, alg).session.proxies
-    configured = AcmeCa(
-        AccountSettings(acme_server="https://ca.example.org/directory", dir=tmp_path, ca_bundle=tmp_path / "own.pem")
+    assert "https" not in ca_network(settings, key, alg).session.proxies
+    configured = AccountSettings(
+        acme_server="https://ca.example.org/directory", dir=tmp_path, ca_bundle=tmp_path / "own.pem"
     )
-    assert str(configured.network(key, alg).verify_ssl) == str(tmp_path / "own.pem")  # [account] ca-bundle wins
+    assert str(ca_network(configured, key, alg).verify_ssl) == str(tmp_path / "own.pem")  # [account] ca-bundle wins

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from acmems import __version__
-from acmems.cli import main, register_main
+from acmems.cli import main
+from acmems.register_cli import main as register_main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acmems.config import (
+from acmems.config import load_settings, settings_from_sources
+from acmems.config_values import parse_listener, parse_size
+from acmems.errors import ConfigError
+from acmems.settings import (
     LETSENCRYPT_STAGING,
     DnsUpdateVerification,
     FileStorage,
@@ -17,12 +20,7 @@ from acmems.config import (
     Listener,
     NoneStorage,
     Settings,
-    load_settings,
-    parse_listener,
-    parse_size,
-    settings_from_sources,
 )
-from acmems.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

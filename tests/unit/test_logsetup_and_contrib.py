@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 
 from acmems.logsetup import setup_logging
 from acmems.settings import LoggingSettings
+from tests.realservices import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,9 +56,7 @@ def test_text_and_custom_format(tmp_path: Path, restore_logging: None) -> None:
 
 @pytest.mark.parametrize("unit", ["acmems.service", "acmems-client@.service", "acmems-client@.timer"])
 def test_systemd_units_verify(unit: str, tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed here")
+    analyze = tool("systemd-analyze")
     text = (ROOT / "contrib" / "systemd" / unit).read_text()
     # point ExecStart at programs that exist on this machine
     text = text.replace("/opt/acmems/bin/acmems", str(Path(sys.executable).parent / "acmems"))

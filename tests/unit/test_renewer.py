@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from acmems.renewer import renewal_candidates
-from acmems.storage.file import CachedCertificate, csr_digest
+from acmems.storage import CachedCertificate, csr_digest
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -24,7 +23,6 @@ def entry(
         renew_at - lifetime / 2 + lifetime,
         renew_at,
         last_requested.timestamp(),
-        folder=Path("/nonexistent"),
     )
 
 

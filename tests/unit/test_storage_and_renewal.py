@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -15,13 +17,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from acmems.config import FileStorage
 from acmems.fileio import write_atomic
 from acmems.renewal import renewal_time
+from acmems.settings import FileStorage
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 
 NOW = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+Store = FileCache | NoCache
+
+
+def get(store: Store, csr: bytes, **kwargs: Any) -> bytes | None:
+    return asyncio.run(store.get(csr, **kwargs))
+
+
+def put(store: Store, csr: bytes, chain: bytes) -> None:
+    asyncio.run(store.put(csr, chain))
+
+
+def load(store: Store) -> int:
+    return asyncio.run(store.load_index())
 DAY = datetime.timedelta(days=1)
 
 
@@ -57,45 +72,45 @@ def test_file_cache_uses_the_originals_layout_and_serves_until_due(tmp_path: Pat
     cache = FileCache(FileStorage("f", tmp_path, 14))
     csr = b"-----BEGIN CERTIFICATE REQUEST-----\nabc\n-----END CERTIFICATE REQUEST-----\n"
     chain = certificate(NOW - DAY, NOW + 89 * DAY)
-    assert cache.get(csr, now=NOW) is None
-    cache.put(csr, chain)
+    assert get(cache, csr, now=NOW) is None
+    put(cache, csr, chain)
     digest = hashlib.sha384(csr).hexdigest()
     folder = tmp_path / digest[:2] / digest[2:]
     assert (folder / "csr.pem").read_bytes() == csr
     assert (folder / "cert.pem").read_bytes() == chain
-    assert cache.get(csr, now=NOW) == chain
-    assert cache.get(csr, now=NOW + 74 * DAY) == chain
-    assert cache.get(csr, now=NOW + 76 * DAY) is None  # within 14 days of the end
-    assert cache.get(csr + b"\n", now=NOW) is None  # other bytes, other CSR
+    assert get(cache, csr, now=NOW) == chain
+    assert get(cache, csr, now=NOW + 74 * DAY) == chain
+    assert get(cache, csr, now=NOW + 76 * DAY) is None  # within 14 days of the end
+    assert get(cache, csr + b"\n", now=NOW) is None  # other bytes, other CSR
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_short_lived_certificates_are_cached_for_two_thirds_of_their_life(tmp_path: Path) -> None:
     cache = FileCache(FileStorage("f", tmp_path, 14))
     chain = certificate(NOW, NOW + 6 * DAY)
-    cache.put(b"csr", chain)
-    assert cache.get(b"csr", now=NOW + 3.9 * DAY) == chain
-    assert cache.get(b"csr", now=NOW + 4.1 * DAY) is None
+    put(cache, b"csr", chain)
+    assert get(cache, b"csr", now=NOW + 3.9 * DAY) == chain
+    assert get(cache, b"csr", now=NOW + 4.1 * DAY) is None
 
 
 def test_a_certificate_without_its_csr_or_a_broken_file_is_not_served(tmp_path: Path) -> None:
     cache = FileCache(FileStorage("f", tmp_path, 14))
-    cache.put(b"csr", certificate(NOW, NOW + 90 * DAY))
+    put(cache, b"csr", certificate(NOW, NOW + 90 * DAY))
     digest = hashlib.sha384(b"csr").hexdigest()
     (tmp_path / digest[:2] / digest[2:] / "cert.pem").write_bytes(b"garbage")
-    assert cache.get(b"csr", now=NOW) is None
+    assert get(cache, b"csr", now=NOW) is None
     (tmp_path / digest[:2] / digest[2:] / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage")
     fresh = FileCache(FileStorage("f", tmp_path, 14))
-    assert fresh.load_index() == 0
-    assert fresh.get(b"csr", now=NOW) is None
+    assert load(fresh) == 0
+    assert get(fresh, b"csr", now=NOW) is None
     (tmp_path / digest[:2] / digest[2:] / "csr.pem").unlink()
-    assert cache.get(b"csr", now=NOW) is None
+    assert get(cache, b"csr", now=NOW) is None
 
 
 def test_no_cache_keeps_nothing() -> None:
     cache = NoCache("none")
-    cache.put(b"csr", b"chain")
-    assert cache.get(b"csr") is None
+    put(cache, b"csr", b"chain")
+    assert get(cache, b"csr") is None
 
 
 def test_write_atomic_sets_the_mode_from_the_start_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -124,15 +139,15 @@ def test_write_atomic_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: py
 
 def test_the_index_is_read_at_start_and_follows_writes(tmp_path: Path) -> None:
     writer = FileCache(FileStorage("f", tmp_path, 14))
-    writer.put(b"one", certificate(NOW, NOW + 90 * DAY))
-    writer.put(b"two", certificate(NOW, NOW + 30 * DAY))
+    put(writer, b"one", certificate(NOW, NOW + 90 * DAY))
+    put(writer, b"two", certificate(NOW, NOW + 30 * DAY))
     reader = FileCache(FileStorage("f", tmp_path, 14))
-    assert reader.load_index() == 2 and len(reader) == 2
+    assert load(reader) == 2 and reader.count() == 2
     assert reader.soonest_expiry() == NOW + 30 * DAY
     assert [e.not_after for e in reader.entries()] == [NOW + 30 * DAY, NOW + 90 * DAY]
     # a certificate another acmems wrote into the shared directory after start is found too
-    writer.put(b"three", certificate(NOW, NOW + 90 * DAY))
-    assert reader.get(b"three", now=NOW) is not None and len(reader) == 3
+    put(writer, b"three", certificate(NOW, NOW + 90 * DAY))
+    assert get(reader, b"three", now=NOW) is not None and reader.count() == 3
 
 
 def test_a_file_replaced_by_another_process_is_described_afresh(
@@ -141,33 +156,33 @@ def test_a_file_replaced_by_another_process_is_described_afresh(
     # A worker process's view: the main process renews the certificate on disk.
     monkeypatch.setattr("acmems.storage.file._HOT_RECHECK", 0.0)  # check the file at every request
     main = FileCache(FileStorage("f", tmp_path, 14))
-    worker = FileCache(FileStorage("f", tmp_path, 14))
-    worker.requested = set()
+    worker = FileCache(FileStorage("f", tmp_path, 14), track_requests=True)
     old = certificate(NOW - 80 * DAY, NOW + 10 * DAY)
-    main.put(b"csr", old)
+    put(main, b"csr", old)
     digest = hashlib.sha384(b"csr").hexdigest()
     folder = tmp_path / digest[:2] / digest[2:]
     two_days_ago = time.time() - 2 * 86400
     os.utime(folder / "csr.pem", (two_days_ago, two_days_ago))
-    assert worker.get(b"csr", now=NOW - 70 * DAY) == old  # read from disk, remembered in memory
-    assert worker.requested == {digest}  # reported to the main process
+    assert get(worker, b"csr", now=NOW - 70 * DAY) == old  # read from disk, remembered in memory
+    assert worker.take_requested() == {digest}  # reported to the main process
+    assert worker.take_requested() == set()  # once
     new = certificate(NOW, NOW + 90 * DAY)
-    main.put(b"csr", new)
+    put(main, b"csr", new)
     cert = folder / "cert.pem"
     os.utime(cert, ns=(cert.stat().st_mtime_ns + 1_000_000, cert.stat().st_mtime_ns + 1_000_000))
     # the hot copy is noticed as stale, and the new file's dates replace the old ones in memory
-    assert worker.get(b"csr", now=NOW - 69 * DAY) == new
+    assert get(worker, b"csr", now=NOW - 69 * DAY) == new
     assert [e.not_after for e in worker.entries()] == [NOW + 90 * DAY]
     # forgotten on request (a worker does so when it passes a request on): the next one reads the disk
     worker.forget(b"csr")
-    assert len(worker) == 0
-    assert worker.get(b"csr", now=NOW) == new
+    assert worker.count() == 0
+    assert get(worker, b"csr", now=NOW) == new
 
 
 def test_requests_answered_elsewhere_count_for_proactive_renewal(tmp_path: Path) -> None:
     cache = FileCache(FileStorage("f", tmp_path, 14))
-    cache.put(b"csr", certificate(NOW, NOW + 90 * DAY))
-    cache.load_index()
+    put(cache, b"csr", certificate(NOW, NOW + 90 * DAY))
+    load(cache)
     digest = hashlib.sha384(b"csr").hexdigest()
     entry = next(e for e in cache.entries() if e.digest == digest)
     cache.note_requested(digest, entry.last_requested + 3600)
@@ -181,15 +196,15 @@ def test_a_chain_in_memory_is_checked_against_its_file_once_a_second(
 ) -> None:
     cache = FileCache(FileStorage("f", tmp_path, 14))
     chain = certificate(NOW, NOW + 90 * DAY)
-    cache.put(b"csr", chain)
-    assert cache.get(b"csr", now=NOW) == chain  # now kept in memory
+    put(cache, b"csr", chain)
+    assert get(cache, b"csr", now=NOW) == chain  # now kept in memory
     clock = [time.monotonic()]
     monkeypatch.setattr("acmems.storage.file.time.monotonic", lambda: clock[0])
-    assert cache.get(b"csr", now=NOW) == chain
+    assert get(cache, b"csr", now=NOW) == chain
     digest = hashlib.sha384(b"csr").hexdigest()
     for name in ("cert.pem", "csr.pem"):
         (tmp_path / digest[:2] / digest[2:] / name).unlink()  # `acmems revoke` in another process
     clock[0] += 0.5
-    assert cache.get(b"csr", now=NOW) == chain  # within the second: from memory, no file access
+    assert get(cache, b"csr", now=NOW) == chain  # within the second: from memory, no file access
     clock[0] += 0.6
-    assert cache.get(b"csr", now=NOW) is None  # checked: gone
+    assert get(cache, b"csr", now=NOW) is None  # checked: gone

@@ -24,7 +24,7 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
-from acmems.errors import DnsUpdateError
+from acmems.errors import DnsUpdateError, Kind
 from acmems.fileio import write_atomic
 from acmems.settings import DnsUpdateVerification
 
@@ -33,7 +33,6 @@ __all__ = ["DnsUpdateSolver", "PendingJournal", "build_update", "challenge_name"
 log = logging.getLogger(__name__)
 _POLL_FIRST = 0.02
 _POLL_MAX = 0.5
-_UNREACHABLE_RETRY_AFTER = 30
 _CLEANUP_RETRY_INTERVAL = 30.0
 
 
@@ -224,7 +223,7 @@ class DnsUpdateSolver:
         raise DnsUpdateError(
             f"DNS server {self._where} is not authoritative for any zone holding {name}; "
             "set 'zone' or 'dns-server' in the verification block",
-            status=502,
+            kind=Kind.DNS_REFUSED,
         )
 
     async def _query(
@@ -242,8 +241,7 @@ class DnsUpdateSolver:
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             raise DnsUpdateError(
                 f"DNS server {where} does not answer ({what}); retry later",
-                status=503,
-                retry_after=_UNREACHABLE_RETRY_AFTER,
+                kind=Kind.DNS_UNREACHABLE,
                 log_detail=repr(exc),
             ) from None
 
@@ -256,19 +254,18 @@ class DnsUpdateSolver:
             raise DnsUpdateError(
                 f"DNS server {self._where} rejected the TSIG signature of the update for zone {zone} "
                 f"(NOTAUTH, {type(exc).__name__.removeprefix('Peer')}): check tsig-key-name and tsig-key-secret",
-                status=502,
+                kind=Kind.DNS_REFUSED,
             ) from None
         except (dns.exception.Timeout, OSError, EOFError) as exc:
             raise DnsUpdateError(
                 f"DNS server {self._where} cannot be reached to update zone {zone}; retry later",
-                status=503,
-                retry_after=_UNREACHABLE_RETRY_AFTER,
+                kind=Kind.DNS_UNREACHABLE,
                 log_detail=repr(exc),
             ) from None
         except dns.exception.DNSException as exc:
             raise DnsUpdateError(
                 f"DNS server {self._where} sent an unusable answer to the update of zone {zone}",
-                status=502,
+                kind=Kind.DNS_REFUSED,
                 log_detail=repr(exc),
             ) from None
         rcode = response.rcode()
@@ -280,11 +277,9 @@ class DnsUpdateSolver:
                 "SERVFAIL": "the server failed",
                 "NOTZONE": "the name is not in the zone",
             }.get(text, "the update failed")
-            status = 503 if text == "SERVFAIL" else 502
             raise DnsUpdateError(
                 f"DNS server {self._where} answered {text} to the {action} in zone {zone}: {hint}",
-                status=status,
-                retry_after=_UNREACHABLE_RETRY_AFTER if status == 503 else None,
+                kind=Kind.DNS_UNREACHABLE if text == "SERVFAIL" else Kind.DNS_REFUSED,
             )
 
     async def _serves(self, name: str, value: str, server: tuple[str, int]) -> bool:
@@ -310,8 +305,7 @@ class DnsUpdateSolver:
                 raise DnsUpdateError(
                     f"DNS server(s) {lagging} do not serve the new TXT record of {name} (zone {zone}) "
                     f"after {self.settings.propagation_timeout:g} s",
-                    status=503,
-                    retry_after=_UNREACHABLE_RETRY_AFTER,
+                    kind=Kind.DNS_UNREACHABLE,
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)

@@ -6,20 +6,19 @@ A certificate ordered with a profile is another certificate: its ``h`` also cove
 ``meta.json`` beside them says which verification and profile made it (for renewals); the mtime of
 ``csr.pem`` is when a client last asked for it.
 
-The index (read once at start) keeps each certificate's names, expiry and renewal time, so a request
-never parses a certificate and a miss for an unknown CSR costs one ``stat``.
+The index (read in the background at start) keeps each certificate's names, expiry and renewal
+time; the chains of recent hits stay in memory, so a cache hit touches no file. Every file access
+runs in a thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import functools
-import hashlib
 import json
 import logging
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,44 +26,31 @@ from pathlib import Path
 from cryptography import x509
 
 from acmems.fileio import write_atomic
+from acmems.lru import Lru
 from acmems.renewal import renewal_time
 from acmems.settings import FileStorage
+from acmems.storage.base import CachedCertificate, csr_digest
 
-__all__ = ["CachedCertificate", "FileCache", "csr_digest"]
+__all__ = ["FileCache"]
 
 log = logging.getLogger(__name__)
 # How often a cache hit refreshes csr.pem's mtime ("last asked for"): a metadata write, not per hit.
 _TOUCH_EVERY = 3600.0
 # How often a chain kept in memory is checked against its file (revoked or renewed by another process).
 _HOT_RECHECK = 1.0
+_HOT_SIZE = 512
 
 
-@functools.lru_cache(maxsize=4096)  # a cache hit asks for it at every request
-def csr_digest(csr_pem: bytes, profile: str | None = None) -> str:
-    """The cache key: hex SHA-384 of the CSR bytes (the original's), covering the profile if any."""
-    if profile is None:
-        return hashlib.sha384(csr_pem).hexdigest()
-    return hashlib.sha384(csr_pem + b"\n#acmems-profile=" + profile.encode()).hexdigest()
+@dataclass(slots=True)
+class _Hot:
+    """A chain kept in memory, the mtime of its file when read, and when that was last checked."""
+
+    chain: bytes
+    mtime_ns: int
+    checked: float
 
 
-@dataclass(frozen=True, slots=True)
-class CachedCertificate:
-    """What the index knows of one cached certificate."""
-
-    digest: str
-    names: tuple[str, ...]
-    serial: int
-    not_before: datetime
-    not_after: datetime
-    renew_at: datetime
-    last_requested: float = 0.0
-    profile: str | None = None
-    verification: str | None = None
-    next_ari_check: float = 0.0
-    folder: Path = Path()
-
-
-def _describe(digest: str, chain: bytes, renew_within: timedelta, folder: Path) -> CachedCertificate:
+def _describe(digest: str, chain: bytes, renew_within: timedelta) -> CachedCertificate:
     leaf = x509.load_pem_x509_certificate(chain)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -73,13 +59,7 @@ def _describe(digest: str, chain: bytes, renew_within: timedelta, folder: Path) 
         names = ()
     not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
     return CachedCertificate(
-        digest,
-        names,
-        leaf.serial_number,
-        not_before,
-        not_after,
-        renewal_time(not_before, not_after, renew_within),
-        folder=folder,
+        digest, names, leaf.serial_number, not_before, not_after, renewal_time(not_before, not_after, renew_within)
     )
 
 
@@ -93,25 +73,38 @@ def _remove_stale_temp_files(folder: Path) -> None:
         log.warning("cannot clean %s: %s", folder, exc)
 
 
-class FileCache:
-    """Certificates on disk, one folder per CSR (and profile)."""
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
-    def __init__(self, settings: FileStorage) -> None:
+
+class FileCache:
+    """Certificates on disk, one folder per CSR (and profile).
+
+    Args:
+        settings: the ``[storage]`` block.
+        track_requests: remember which certificates were asked for, for :meth:`take_requested`
+            (worker processes report them to the main process).
+    """
+
+    def __init__(self, settings: FileStorage, *, track_requests: bool = False) -> None:
         self.name = settings.name
         self.directory = settings.directory
+        self.where = str(settings.directory)
         self.renew_within = timedelta(days=settings.renew_within_days)
         self._index: dict[str, CachedCertificate] = {}
-        # The chains of recent hits, so that a client re-posting daily costs no file reads.
-        self._hot: OrderedDict[str, tuple[bytes, int, str, float]] = OrderedDict()  # chain, mtime, path, checked
-        self._hot_size = 512
-        # When set (worker processes), the digests whose last request time was updated are added here.
-        self.requested: set[str] | None = None
+        self._hot: Lru[str, _Hot] = Lru(_HOT_SIZE)  # a client re-posting daily costs no file reads
+        self._requested: set[str] | None = set() if track_requests else None
 
     def _folder(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest[2:]
 
+    # ------------------------------------------------------------------------------- the index
+
     def _entry_from_disk(self, digest: str, folder: Path, chain: bytes) -> CachedCertificate:
-        entry = _describe(digest, chain, self.renew_within, folder)
+        entry = _describe(digest, chain, self.renew_within)
         try:
             requested = (folder / "csr.pem").stat().st_mtime
         except OSError:
@@ -124,8 +117,7 @@ class FileCache:
             pass  # written by the original, or before meta.json existed
         return dataclasses.replace(entry, last_requested=requested, profile=profile, verification=verification)
 
-    def read_index(self) -> dict[str, CachedCertificate]:
-        """Read every cached certificate's metadata from disk (slow: run it in a thread)."""
+    def _read_index(self) -> dict[str, CachedCertificate]:
         index: dict[str, CachedCertificate] = {}
         if not self.directory.is_dir():
             return index
@@ -144,32 +136,37 @@ class FileCache:
                     log.warning("storage %s: skipping %s: %s", self.name, folder, exc)
         return index
 
-    def merge_index(self, loaded: dict[str, CachedCertificate]) -> int:
-        """Take a :meth:`read_index` result; entries written meanwhile win. How many are indexed."""
+    async def load_index(self) -> int:
+        """Read every cached certificate's metadata (in a thread); entries written meanwhile win."""
+        loaded = await asyncio.to_thread(self._read_index)
         loaded.update(self._index)
         self._index = loaded
         return len(loaded)
-
-    def load_index(self) -> int:
-        """Read the index now (for commands; the server reads it in the background)."""
-        return self.merge_index(self.read_index())
 
     def entries(self) -> list[CachedCertificate]:
         """The indexed certificates, soonest renewal first."""
         return sorted(self._index.values(), key=lambda e: e.renew_at)
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """How many certificates are indexed."""
         return len(self._index)
 
     def soonest_expiry(self) -> datetime | None:
         """When the first cached certificate expires, if there is one."""
         return min((e.not_after for e in self._index.values()), default=None)
 
+    def update(self, entry: CachedCertificate) -> None:
+        """Replace an index entry (new renewal time from ARI, next check)."""
+        if entry.digest in self._index:
+            self._index[entry.digest] = entry
+
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
         """Drop what is remembered of this CSR's certificate: the next request reads the disk."""
         digest = csr_digest(csr_pem, profile)
         self._index.pop(digest, None)
-        self._hot.pop(digest, None)
+        self._hot.pop(digest)
+
+    # ---------------------------------------------------------------------------- requests
 
     def note_requested(self, digest: str, when: float) -> None:
         """Record a request answered by another process (a worker) for proactive renewal's bookkeeping."""
@@ -177,98 +174,118 @@ class FileCache:
         if entry is not None and when > entry.last_requested:
             self._index[digest] = dataclasses.replace(entry, last_requested=when)
 
-    def update(self, entry: CachedCertificate) -> None:
-        """Replace an index entry (new renewal time from ARI, next check)."""
-        if entry.digest in self._index:
-            self._index[entry.digest] = entry
-
-    def get(
-        self, csr_pem: bytes, profile: str | None = None, now: datetime | None = None, *, allow_due: bool = False
-    ) -> bytes | None:
-        """The stored chain for exactly these CSR bytes (and profile) while it is not due for renewal;
-        with ``allow_due``, while it is still valid at all (the fallback when a renewal fails)."""
-        digest = csr_digest(csr_pem, profile)
-        now = now or datetime.now(UTC)
-        entry = self._index.get(digest)
-        if entry is not None and now >= (entry.not_after if allow_due else entry.renew_at):
-            self._hot.pop(digest, None)
-            return None
-        if entry is not None:
-            self._note_request(entry)
-            hot = self._hot.get(digest)
-            if hot is not None:
-                checked = time.monotonic()
-                if checked - hot[3] < _HOT_RECHECK:
-                    self._hot.move_to_end(digest)
-                    return hot[0]
-                # One stat a second: a file revoked (removed) or replaced by another process is not
-                # served from memory for longer.
-                try:
-                    changed = os.stat(hot[2]).st_mtime_ns != hot[1]
-                except OSError:
-                    changed = True
-                if not changed:
-                    self._hot[digest] = (hot[0], hot[1], hot[2], checked)
-                    self._hot.move_to_end(digest)
-                    return hot[0]
-                # Renewed or revoked elsewhere: describe the file on disk afresh.
-                self._hot.pop(digest, None)
-                self._index.pop(digest, None)
-                entry = None
-        folder = self._folder(digest)
-        try:
-            chain = (folder / "cert.pem").read_bytes()
-            stored_csr = (folder / "csr.pem").read_bytes()
-        except FileNotFoundError:
-            self._index.pop(digest, None)
-            return None
-        except OSError as exc:
-            log.warning("storage %s: cannot read %s: %s", self.name, folder, exc.strerror)
-            return None
-        if stored_csr != csr_pem:  # a SHA-384 collision is not expected; be exact anyway
-            return None
-        if not chain.startswith(b"-----BEGIN CERTIFICATE-----"):
-            log.warning("storage %s: %s/cert.pem is not a certificate; issuing anew", self.name, folder)
-            self._index.pop(digest, None)
-            return None
-        if entry is None:
-            # Written by another acmems sharing this directory, or before the index was read.
-            try:
-                entry = self._entry_from_disk(digest, folder, chain)
-            except ValueError:
-                log.warning("storage %s: %s/cert.pem is not a certificate; issuing anew", self.name, folder)
-                return None
-            self._index[digest] = entry
-            self._note_request(entry)
-            if now >= (entry.not_after if allow_due else entry.renew_at):
-                return None
-        self._remember(digest, folder, chain)
-        return chain
+    def take_requested(self) -> set[str]:
+        """The digests whose "last asked for" time changed since the last call (with ``track_requests``)."""
+        if not self._requested:
+            return set()
+        taken, self._requested = self._requested, set()
+        return taken
 
     def _note_request(self, entry: CachedCertificate) -> None:
         now = time.time()
         if now - entry.last_requested < _TOUCH_EVERY:
             return
         self._index[entry.digest] = dataclasses.replace(entry, last_requested=now)
-        if self.requested is not None:
-            self.requested.add(entry.digest)
+        if self._requested is not None:
+            self._requested.add(entry.digest)
+        # The mtime of csr.pem is "last asked for" on disk: set it in a thread, without waiting.
+        asyncio.get_running_loop().run_in_executor(None, self._touch, self._folder(entry.digest) / "csr.pem", now)
+
+    def _touch(self, path: Path, when: float) -> None:
         try:
-            os.utime(entry.folder / "csr.pem", (now, now))
+            os.utime(path, (when, when))
         except OSError as exc:
-            log.debug("storage %s: cannot touch %s: %s", self.name, entry.folder, exc)
+            log.debug("storage %s: cannot touch %s: %s", self.name, path, exc)
 
-    def _remember(self, digest: str, folder: Path, chain: bytes) -> None:
-        path = str(folder / "cert.pem")
+    # ------------------------------------------------------------------------------ get / put
+
+    async def get(
+        self, csr_pem: bytes, profile: str | None = None, *, allow_due: bool = False, now: datetime | None = None
+    ) -> bytes | None:
+        """The stored chain for exactly these CSR bytes (and profile) while it is not due for renewal;
+        with ``allow_due``, while it is still valid at all (the fallback when a renewal fails)."""
+        digest = csr_digest(csr_pem, profile)
+        now = now or datetime.now(UTC)
+        entry = self._index.get(digest)
+        if entry is not None:
+            if now >= (entry.not_after if allow_due else entry.renew_at):
+                self._hot.pop(digest)
+                return None
+            self._note_request(entry)
+            chain = await self._hot_chain(digest)
+            if chain is not None:
+                return chain
+        return await self._read_chain(digest, csr_pem, now, allow_due)
+
+    async def _hot_chain(self, digest: str) -> bytes | None:
+        hot = self._hot.get(digest)
+        if hot is None:
+            return None
+        checked = time.monotonic()
+        if checked - hot.checked < _HOT_RECHECK:
+            return hot.chain
+        # One stat a second: a file revoked (removed) or replaced by another process is not served
+        # from memory for longer.
+        if await asyncio.to_thread(_mtime_ns, self._folder(digest) / "cert.pem") == hot.mtime_ns:
+            hot.checked = checked
+            return hot.chain
+        self._hot.pop(digest)
+        self._index.pop(digest, None)  # renewed or revoked elsewhere: describe the file afresh
+        return None
+
+    def _read_files(self, folder: Path) -> tuple[bytes, bytes, int | None] | None:
         try:
-            mtime = os.stat(path).st_mtime_ns
-        except OSError:
-            return
-        self._hot[digest] = (chain, mtime, path, time.monotonic())
-        self._hot.move_to_end(digest)
-        if len(self._hot) > self._hot_size:
-            self._hot.popitem(last=False)
+            chain = (folder / "cert.pem").read_bytes()
+            stored_csr = (folder / "csr.pem").read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("storage %s: cannot read %s: %s", self.name, folder, exc.strerror)
+            return None
+        return chain, stored_csr, _mtime_ns(folder / "cert.pem")
 
-    def put(
+    async def _read_chain(self, digest: str, csr_pem: bytes, now: datetime, allow_due: bool) -> bytes | None:
+        folder = self._folder(digest)
+        found = await asyncio.to_thread(self._read_files, folder)
+        if found is None:
+            self._index.pop(digest, None)
+            return None
+        chain, stored_csr, mtime_ns = found
+        if stored_csr != csr_pem:  # a SHA-384 collision is not expected; be exact anyway
+            return None
+        entry = self._index.get(digest)
+        if not chain.startswith(b"-----BEGIN CERTIFICATE-----"):
+            entry = None
+        elif entry is None:
+            # Written by another acmems sharing this directory, or before the index was read.
+            try:
+                entry = await asyncio.to_thread(self._entry_from_disk, digest, folder, chain)
+            except ValueError:
+                entry = None
+            if entry is not None:
+                self._index[digest] = entry
+                self._note_request(entry)
+        if entry is None:
+            log.warning("storage %s: %s/cert.pem is not a certificate; issuing anew", self.name, folder)
+            self._index.pop(digest, None)
+            return None
+        if now >= (entry.not_after if allow_due else entry.renew_at):
+            return None
+        if mtime_ns is not None:
+            self._hot.put(digest, _Hot(chain, mtime_ns, time.monotonic()))
+        return chain
+
+    def _write(self, digest: str, csr_pem: bytes, chain_pem: bytes, meta: bytes, last: float | None) -> None:
+        folder = self._folder(digest)
+        # The certificate first, so a crash in between leaves no csr.pem without its cert.pem
+        # (``get`` needs both).
+        write_atomic(folder / "cert.pem", chain_pem)
+        write_atomic(folder / "meta.json", meta)
+        write_atomic(folder / "csr.pem", csr_pem)
+        if last is not None:
+            os.utime(folder / "csr.pem", (last, last))  # a background renewal is not a client's request
+
+    async def put(
         self,
         csr_pem: bytes,
         chain_pem: bytes,
@@ -276,32 +293,45 @@ class FileCache:
         verification: str | None = None,
         requested: bool = True,
     ) -> None:
-        """Store the chain; the certificate first, so a crash in between leaves no csr without cert.
-
-        A cert.pem whose csr.pem is missing is never served (``get`` needs both).
-        """
+        """Store the chain (in a thread; atomically, file by file)."""
         digest = csr_digest(csr_pem, profile)
-        folder = self._folder(digest)
-        entry = _describe(digest, chain_pem, self.renew_within, folder)
+        entry = _describe(digest, chain_pem, self.renew_within)
         previous = self._index.get(digest)
-        write_atomic(folder / "cert.pem", chain_pem)
-        write_atomic(folder / "meta.json", json.dumps({"profile": profile, "verification": verification}).encode())
-        write_atomic(folder / "csr.pem", csr_pem)
-        last = time.time() if requested or previous is None else previous.last_requested
-        if not requested and previous is not None:
-            os.utime(folder / "csr.pem", (last, last))  # a background renewal is not a client's request
+        kept = None if requested or previous is None else previous.last_requested
+        meta = json.dumps({"profile": profile, "verification": verification}).encode()
+        await asyncio.to_thread(self._write, digest, csr_pem, chain_pem, meta, kept)
         self._index[digest] = dataclasses.replace(
-            entry, last_requested=last, profile=profile, verification=verification
+            entry, last_requested=time.time() if kept is None else kept, profile=profile, verification=verification
         )
-        self._hot.pop(digest, None)
+        self._hot.pop(digest)
 
-    def remove_serial(self, serial: int) -> int:
-        """Forget the certificates with this serial (revoked); how many were removed."""
-        removed = 0
-        for entry in [e for e in self._index.values() if e.serial == serial]:
-            for name in ("cert.pem", "csr.pem", "meta.json"):
-                (entry.folder / name).unlink(missing_ok=True)
+    async def read(self, entry: CachedCertificate) -> tuple[bytes, bytes]:
+        """The stored ``csr.pem`` and ``cert.pem`` of ``entry``."""
+        folder = self._folder(entry.digest)
+
+        def read_both() -> tuple[bytes, bytes]:
+            return (folder / "csr.pem").read_bytes(), (folder / "cert.pem").read_bytes()
+
+        return await asyncio.to_thread(read_both)
+
+    async def remove_serial(self, serial: int) -> int:
+        """Forget the certificates with this serial (revoked), on disk too; how many were removed."""
+        doomed = [e for e in self._index.values() if e.serial == serial]
+
+        def remove() -> None:
+            for entry in doomed:
+                for name in ("cert.pem", "csr.pem", "meta.json"):
+                    (self._folder(entry.digest) / name).unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove)
+        for entry in doomed:
             self._index.pop(entry.digest, None)
-            self._hot.pop(entry.digest, None)
-            removed += 1
-        return removed
+            self._hot.pop(entry.digest)
+        return len(doomed)
+
+    def problems(self) -> list[str]:
+        """A cache directory this process cannot write into."""
+        probe = self.directory if self.directory.exists() else self.directory.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return [f"storage {self.name}: {self.directory} is not writable"]
+        return []

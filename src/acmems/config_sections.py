@@ -1,0 +1,324 @@
+"""The readers of single configuration sections: each takes a section's entries and returns its
+frozen settings, or raises :class:`ConfigError` naming file, line, section and key. Used by
+:mod:`acmems.config`, which resolves the references between sections."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from acmems.config_values import (
+    base64_secret,
+    dns_server,
+    domain_glob,
+    eab_hmac_key,
+    email_address,
+    hash_name,
+    ip_network,
+    log_level,
+    non_negative_number,
+    nonempty,
+    parse_bool,
+    parse_listener,
+    parse_size,
+    positive_int,
+    positive_number,
+    profile_name,
+    read_tsig_key_file,
+    tsig_algorithm,
+    worker_count,
+    zone_name,
+)
+from acmems.errors import ConfigError
+from acmems.inifile import Entry, Section
+from acmems.settings import (
+    LETSENCRYPT_STAGING,
+    AccountSettings,
+    AuthSettings,
+    DnsUpdateVerification,
+    FileStorage,
+    Http01Verification,
+    Listener,
+    LoggingSettings,
+    MgmtSettings,
+    NoneStorage,
+    StorageSettings,
+    VerificationSettings,
+)
+
+__all__ = [
+    "DEFAULT_HTTP01_LISTENERS",
+    "Keys",
+    "RawAuth",
+    "block_profile",
+    "read_account",
+    "read_auth",
+    "read_logging",
+    "read_mgmt",
+    "read_storage",
+    "read_verification",
+]
+
+T = TypeVar("T")
+
+class Keys:
+    """Access to one section's entries that records which keys were used, for warnings."""
+
+    def __init__(self, section: Section) -> None:
+        self.section = section
+        self.known: set[str] = set()
+
+    def _error(self, entry: Entry, message: str) -> ConfigError:
+        return ConfigError(message, file=entry.file, line=entry.line, section=self.section.title, key=entry.key)
+
+    def all(self, key: str) -> list[Entry]:
+        self.known.add(key)
+        return [e for e in self.section.entries if e.key == key]
+
+    def one(self, key: str) -> Entry | None:
+        entries = self.all(key)
+        if len(entries) > 1:
+            first = entries[0]
+            raise self._error(
+                entries[1],
+                f"may be given only once (first at {first.file}:{first.line})",
+            )
+        return entries[0] if entries else None
+
+    def value(self, key: str, convert: Callable[[str], T], default: T) -> T:
+        entry = self.one(key)
+        if entry is None:
+            return default
+        return self.convert(entry, convert)
+
+    def values(self, key: str, convert: Callable[[str], T]) -> list[T]:
+        return [self.convert(e, convert) for e in self.all(key)]
+
+    def convert(self, entry: Entry, convert: Callable[[str], T]) -> T:
+        try:
+            return convert(entry.value)
+        except ValueError as exc:
+            raise self._error(entry, str(exc)) from None
+
+    def together(self, first: str, second: str, given: tuple[object, object]) -> None:
+        """Raise unless both keys or neither are given (``given``: their values)."""
+        if (given[0] is None) != (given[1] is None):
+            entry = self.one(first) or self.one(second)
+            assert entry is not None
+            raise self._error(entry, f"{first} and {second} must be given together")
+
+    def warn_unknown(self, warnings: list[str]) -> None:
+        for entry in self.section.entries:
+            if entry.key not in self.known:
+                warnings.append(
+                    f"{entry.file}:{entry.line}: [{self.section.title}] unknown key {entry.key!r} "
+                    f"is ignored (known: {', '.join(sorted(self.known))})"
+                )
+                self.known.add(entry.key)
+
+
+
+
+def read_account(keys: Keys) -> AccountSettings:
+    server = keys.value("acme-server", nonempty, LETSENCRYPT_STAGING)
+    if not re.match(r"https?://", server):
+        entry = keys.one("acme-server")
+        assert entry is not None
+        raise keys._error(entry, f"{server!r} is not an http(s) URL of an ACME directory")
+    directory = keys.value("dir", lambda v: Path(nonempty(v)), None)
+    tos = []
+    for entry in keys.all("accept-terms-of-service"):
+        value = entry.value
+        if value.lower() not in ("yes", "no", "true", "false") and not re.match(r"https?://", value):
+            raise keys._error(entry, f"{value!r} is neither yes, no nor the URL of the terms")
+        tos.append("yes" if value.lower() in ("yes", "true") else value)
+    ca_bundle = keys.value("ca-bundle", lambda v: Path(nonempty(v)), None)
+    if ca_bundle is None and os.environ.get("ACME_CAFILE"):
+        ca_bundle = Path(os.environ["ACME_CAFILE"])
+    emails = keys.values("email", email_address)
+    eab_kid = keys.value("eab-kid", nonempty, None)
+    eab_key = keys.value("eab-hmac-key", eab_hmac_key, None)
+    keys.together("eab-kid", "eab-hmac-key", (eab_kid, eab_key))
+    return AccountSettings(
+        acme_server=server,
+        dir=directory,
+        accept_terms_of_service=tuple(tos),
+        ca_bundle=ca_bundle,
+        emails=tuple(emails),
+        eab_kid=eab_kid,
+        eab_hmac_key=eab_key,
+        profile=keys.value("profile", profile_name, None),
+    )
+
+
+
+
+
+
+_DEFAULT_MGMT_LISTENERS = (Listener("127.0.0.1", 1313), Listener("::1", 1313))
+DEFAULT_HTTP01_LISTENERS = (Listener("0.0.0.0", 1380), Listener("::", 1380))  # noqa: S104
+
+
+def read_mgmt(keys: Keys) -> MgmtSettings:
+    listeners = keys.values("listener", parse_listener)
+    default_verification = keys.one("default-verification")
+    default_storage = keys.one("default-storage")
+    return MgmtSettings(
+        listeners=tuple(listeners) or _DEFAULT_MGMT_LISTENERS,
+        max_size=keys.value("max-size", parse_size, 4096),
+        request_timeout=keys.value("request-timeout", positive_number, 60.0),
+        renewal_interval=keys.value("renewal-interval", non_negative_number, 300.0),
+        renew_requested_within_days=keys.value("renew-requested-within", positive_number, None),
+        body_timeout=keys.value("body-timeout", positive_number, 30.0),
+        idle_timeout=keys.value("idle-timeout", positive_number, 15.0),
+        workers=keys.value("workers", worker_count, 1),
+        # None: not given; "": given empty (the default is disabled)
+        default_verification=None if default_verification is None else default_verification.value,
+        default_storage=None if default_storage is None else default_storage.value,
+    )
+
+
+def _first_key_type(section: Section, valid: Sequence[str]) -> str:
+    if not section.entries or section.entries[0].key != "type":
+        raise ConfigError(
+            f"the first key must be 'type' (one of {', '.join(valid)})",
+            file=section.file,
+            line=section.entries[0].line if section.entries else section.line,
+            section=section.title,
+        )
+    entry = section.entries[0]
+    if entry.value not in valid:
+        raise ConfigError(
+            f"unknown type {entry.value!r}; valid: {', '.join(valid)}",
+            file=entry.file,
+            line=entry.line,
+            section=section.title,
+            key="type",
+        )
+    return entry.value
+
+
+def read_verification(section: Section, keys: Keys) -> VerificationSettings:
+    assert section.name is not None
+    vtype = _first_key_type(section, ("http01", "dns01-dnsUpdate"))
+    keys.one("type")
+    if vtype == "http01":
+        listeners = keys.values("listener", parse_listener)
+        return Http01Verification(section.name, tuple(listeners) or DEFAULT_HTTP01_LISTENERS)
+    server_entry = keys.one("dns-server")
+    host, port = "127.0.0.1", 53
+    if server_entry is not None:
+        host, port = keys.convert(server_entry, dns_server)
+    key_file = keys.value("tsig-key-file", Path, None)
+    name = keys.value("tsig-key-name", nonempty, None)
+    secret = keys.value("tsig-key-secret", base64_secret, None)
+    algorithm = keys.value("tsig-algorithm", tsig_algorithm, "hmac-sha256")
+    if key_file is not None:
+        entry = keys.one("tsig-key-file")
+        assert entry is not None
+        if name is not None or secret is not None:
+            raise keys._error(entry, "give either tsig-key-file or tsig-key-name + tsig-key-secret")
+        name, file_algorithm, secret = keys.convert(entry, lambda v: read_tsig_key_file(Path(v)))
+        algorithm = keys.convert(entry, lambda v: tsig_algorithm(file_algorithm))
+    else:
+        keys.together("tsig-key-name", "tsig-key-secret", (name, secret))
+    zone = keys.value("zone", zone_name, None)
+    return DnsUpdateVerification(
+        name=section.name,
+        dns_server=host,
+        dns_port=port,
+        ttl=keys.value("ttl", positive_int, 60),
+        timeout=keys.value("timeout", positive_number, 5.0),
+        tsig_key_name=name,
+        tsig_key_secret=secret,
+        tsig_algorithm=algorithm,
+        zone=zone,
+        propagation_timeout=keys.value("propagation-timeout", positive_number, 60.0),
+        check_servers=tuple(keys.values("check-server", dns_server)),
+    )
+
+
+
+
+
+
+
+
+def read_storage(section: Section, keys: Keys) -> StorageSettings:
+    assert section.name is not None
+    stype = _first_key_type(section, ("none", "file"))
+    keys.one("type")
+    if stype == "none":
+        return NoneStorage(section.name)
+    directory_entry = keys.one("directory")
+    if directory_entry is None:
+        raise ConfigError(
+            "type = file needs 'directory', the folder the certificates are cached in",
+            file=section.file,
+            line=section.line,
+            section=section.title,
+        )
+    directory = keys.convert(directory_entry, lambda v: Path(nonempty(v)))
+    return FileStorage(section.name, directory, keys.value("renew-within", positive_number, 14.0))
+
+
+@dataclass(frozen=True, slots=True)
+class RawAuth:
+    """An ``[auth]`` block as read, before its references to other blocks are resolved: the
+    verification, storage and profile entries can only be checked once every block is known."""
+
+    section: Section
+    settings: AuthSettings  # verification, storage and profile still at their defaults
+    verification: Entry | None
+    storage: Entry | None
+    profile: Entry | None
+
+
+def read_auth(section: Section, keys: Keys) -> RawAuth:
+    assert section.name is not None
+    hmac_type = keys.value("hmac_type", hash_name, None)
+    hmac_key = keys.value("hmac_key", nonempty, None)
+    keys.together("hmac_type", "hmac_key", (hmac_type, hmac_key))
+    settings = AuthSettings(
+        name=section.name,
+        ips=tuple(keys.values("ip", ip_network)),
+        hmac_type=hmac_type,
+        hmac_key=hmac_key.encode() if hmac_key is not None else None,
+        all=keys.value("all", parse_bool, False),
+        domains=tuple(keys.values("domain", domain_glob)),
+    )
+    return RawAuth(section, settings, keys.one("verification"), keys.one("storage"), keys.one("profile"))
+
+
+def block_profile(section: Section, entry: Entry | None, default: str | None) -> str | None:
+    """An auth block's profile: its own (empty: the CA's default), else the account's."""
+    if entry is None:
+        return default
+    if entry.value == "":
+        return None
+    try:
+        return profile_name(entry.value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=entry.file, line=entry.line, section=section.title, key="profile") from None
+
+
+
+
+
+
+
+
+
+
+
+
+def read_logging(keys: Keys) -> LoggingSettings:
+    return LoggingSettings(
+        level=keys.value("level", log_level, "info"),
+        destination=keys.value("destination", nonempty, "stderr"),
+        format=keys.value("format", nonempty, "text"),
+    )

@@ -1,0 +1,87 @@
+"""``acmems check``: the resolved configuration as text, secrets masked."""
+
+from __future__ import annotations
+
+from acmems.settings import DnsUpdateVerification, FileStorage, Http01Verification, Settings
+
+__all__ = ["describe_settings"]
+
+
+def _mask(secret: str | bytes | None) -> str:
+    return "-" if secret is None else "********"
+
+
+def describe_settings(settings: Settings) -> str:
+    """The resolved configuration as text, secrets masked (``acmems check``)."""
+    out = [f"configuration: {', '.join(settings.files)}"]
+    account = settings.account
+    out += [
+        "[account]",
+        f"  acme-server = {account.acme_server}",
+        f"  dir = {account.dir or '- (missing: required to run)'}",
+        f"  accept-terms-of-service = {', '.join(account.accept_terms_of_service) or 'no'}",
+        f"  ca-bundle = {account.ca_bundle or 'system'}",
+        f"  email = {', '.join(account.emails) or '-'}",
+        f"  eab-kid = {account.eab_kid or '-'}, eab-hmac-key = {_mask(account.eab_hmac_key)}",
+        f"  profile = {account.profile or '- (the CA default)'}",
+        "[mgmt]",
+        f"  listeners = {', '.join(str(x) for x in settings.mgmt.listeners)}",
+        f"  max-size = {settings.mgmt.max_size} bytes",
+        f"  request-timeout = {settings.mgmt.request_timeout:g} s, body-timeout = {settings.mgmt.body_timeout:g} s, "
+        f"idle-timeout = {settings.mgmt.idle_timeout:g} s",
+        f"  workers = {settings.mgmt.workers}" + (" (one process)" if settings.mgmt.workers == 1 else " processes"),
+        f"  renewal-interval = {settings.mgmt.renewal_interval:g} s"
+        + (" (proactive renewal off)" if not settings.mgmt.renewal_interval else "")
+        + ", renew-requested-within = "
+        + (
+            f"{settings.mgmt.renew_requested_within_days:g} days"
+            if settings.mgmt.renew_requested_within_days
+            else "twice the lifetime"
+        ),
+        f"  default verification = {settings.default_verification or '- (disabled)'}",
+        f"  default storage = {settings.default_storage or '- (disabled)'}",
+    ]
+    for name, verification in settings.verifications.items():
+        used = "" if name in settings.used_verifications else " (unused: no listener opened)"
+        implicit = " (implicit)" if isinstance(verification, Http01Verification) and verification.implicit else ""
+        out.append(f'[verification "{name}"] type = {verification.type}{implicit}{used}')
+        if isinstance(verification, Http01Verification):
+            out.append(f"  listeners = {', '.join(str(x) for x in verification.listeners)}")
+        elif isinstance(verification, DnsUpdateVerification):
+            out += [
+                f"  dns-server = {verification.dns_server}:{verification.dns_port}",
+                f"  ttl = {verification.ttl}, timeout = {verification.timeout:g} s, "
+                f"propagation-timeout = {verification.propagation_timeout:g} s",
+                f"  zone = {verification.zone or '(discovered)'}, check-server = "
+                + (", ".join(f"{h}:{p}" for h, p in verification.check_servers) or "-"),
+                (
+                    f"  tsig = {verification.tsig_key_name} {verification.tsig_algorithm}, secret "
+                    f"{_mask(verification.tsig_key_secret)}"
+                    if verification.tsig_key_name
+                    else "  tsig = none (updates are unsigned: anyone who reaches the server could send them)"
+                ),
+            ]
+    for name, storage in settings.storages.items():
+        out.append(f'[storage "{name}"] type = {storage.type}')
+        if isinstance(storage, FileStorage):
+            out.append(f"  directory = {storage.directory}, renew-within = {storage.renew_within_days:g} days")
+    for block in settings.auth_blocks:
+        methods = []
+        if block.ips:
+            methods.append("ip " + ", ".join(str(n) for n in block.ips))
+        if block.hmac_key is not None:
+            methods.append(f"hmac {block.hmac_type} key {_mask(block.hmac_key)}")
+        if block.all:
+            methods.append("all")
+        out += [
+            f'[auth "{block.name}"]',
+            f"  methods = {'; '.join(methods) or 'none (accepts every client)'}",
+            f"  domains = {', '.join(block.domains) or '- (never matches)'}",
+            f"  verification = {block.verification}, storage = {block.storage}, "
+            f"profile = {block.profile or '- (the CA default)'}",
+        ]
+    log = settings.logging
+    out.append(f"[logging] level = {log.level}, destination = {log.destination}, format = {log.format}")
+    for warning in settings.warnings:
+        out.append(f"warning: {warning}")
+    return "\n".join(out)
