@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests import ini  # noqa: E402
 from tests.realservices import Acmems, Bind, Pebble, free_port  # noqa: E402
 
 HMAC_KEY = "demo-shared-secret-change-me"
@@ -47,44 +48,30 @@ def main() -> int:
         mgmt_port = free_port()
         config = work / "acmems.ini"
         config.write_text(
-            textwrap.dedent(f"""\
-            [account]
-            acme-server = {pebble.directory_url}
-            dir = {work}/account
-            ca-bundle = {pebble.ca_bundle}
-            email = ops@example.test
-
-            [mgmt]
-            listener = 127.0.0.1:{mgmt_port}
-            default-verification = http
-
-            [verification "http"]
-            type = http01
-            listener = 127.0.0.1:{http_port}
-
-            [verification "dns"]
-            type = dns01-dnsUpdate
-            dns-server = 127.0.0.1:{bind.port}
-            tsig-key-file = {bind.key_file}
-
-            [storage "file"]
-            type = file
-            directory = {work}/storage
-
-            [auth "web"]
-            ip = 127.0.0.1
-            hmac_type = sha256
-            hmac_key = {HMAC_KEY}
-            domain = *.example.test
-
-            [auth "wildcards"]
-            ip = 127.0.0.1
-            hmac_type = sha256
-            hmac_key = {HMAC_KEY}
-            domain = *.sub.example2.test
-            domain = sub.example2.test
-            verification = dns
-            """)
+            ini.ini(
+                # A person's configuration: the terms are accepted by acme-register below, not here.
+                ini.section(
+                    "account",
+                    {
+                        "acme-server": pebble.directory_url,
+                        "dir": work / "account",
+                        "ca-bundle": pebble.ca_bundle,
+                        "email": "ops@example.test",
+                    },
+                ),
+                ini.mgmt(mgmt_port, default_verification="http"),
+                ini.http01("http", http_port),
+                ini.dns01("dns", bind),
+                ini.file_storage("file", work / "storage"),
+                ini.auth("web", ["*.example.test"], ip="127.0.0.1", hmac_key=HMAC_KEY),
+                ini.auth(
+                    "wildcards",
+                    ["*.sub.example2.test", "sub.example2.test"],
+                    ip="127.0.0.1",
+                    hmac_key=HMAC_KEY,
+                    verification="dns",
+                ),
+            )
         )
         print(f"  wrote {config}")
         venv_bin = Path(sys.executable).parent

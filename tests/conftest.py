@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import subprocess
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tests import ini
+from tests.ini import HMAC_KEY
 from tests.realservices import Acmems, Bind, Pebble, free_port, missing_tools
 
 _RUNNING: list[tuple[str, Path]] = []
@@ -65,39 +66,16 @@ def account_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("account")
 
 
-HMAC_KEY = "A1YP67armNf3cBrecyJHdb035"
-
-
 def base_config(pebble: Pebble, account_dir: Path, mgmt_port: int, storage: Path) -> str:
     """A configuration for the session Pebble: HTTP-01 on its port, a file cache, two auth blocks."""
-    return textwrap.dedent(f"""\
-        [account]
-        acme-server = {pebble.directory_url}
-        dir = {account_dir}
-        accept-terms-of-service = yes
-        ca-bundle = {pebble.ca_bundle}
-
-        [mgmt]
-        listener = 127.0.0.1:{mgmt_port}
-        max-size = 4k
-
-        [verification "http"]
-        type = http01
-        listener = 127.0.0.1:{pebble.http_port}
-
-        [storage "file"]
-        type = file
-        directory = {storage}
-
-        [auth "local"]
-        ip = 127.0.0.1
-        domain = *.example.test
-
-        [auth "hmac"]
-        hmac_type = sha256
-        hmac_key = {HMAC_KEY}
-        domain = *.sub.example2.test
-        """)
+    return ini.ini(
+        ini.account(pebble, account_dir),
+        ini.mgmt(mgmt_port, max_size="4k"),
+        ini.http01("http", pebble.http_port),
+        ini.file_storage("file", storage),
+        ini.auth("local", ["*.example.test"], ip="127.0.0.1"),
+        ini.auth("hmac", ["*.sub.example2.test"], hmac_key=HMAC_KEY),
+    )
 
 
 AcmemsFactory = Callable[..., Acmems]

@@ -26,7 +26,23 @@ from acmems.storage import CertificateStore, make_store
 
 __all__ = ["REVOCATION_REASONS", "main"]
 
-_COMMANDS = ("serve", "check", "list", "revoke")
+# command: (help, description)
+_COMMANDS = {
+    "serve": ("run the server", "Run the server."),
+    "check": (
+        "validate the configuration and print it",
+        "Load and validate the configuration; print the resolved result (secrets masked). Exit 0 if valid, 1 if not.",
+    ),
+    "list": (
+        "list the cached certificates",
+        "List the certificates in every storage: names, expiry, and when each is renewed.",
+    ),
+    "revoke": (
+        "revoke a certificate with the account key",
+        "Revoke a certificate at the CA with the account key (RFC 8555 section 7.6) and remove it "
+        "from the caches, so that its CSR gets a new certificate.",
+    ),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,28 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"acmems {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the server", description="Run the server.")
-    serve.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
-    check = commands.add_parser(
-        "check",
-        help="validate the configuration and print it",
-        description="Load and validate the configuration; print the resolved result (secrets masked). "
-        "Exit 0 if valid, 1 if not.",
-    )
-    check.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
-    listing = commands.add_parser(
-        "list",
-        help="list the cached certificates",
-        description="List the certificates in every file storage: names, expiry, and when each is renewed.",
-    )
-    listing.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
-    revoke = commands.add_parser(
-        "revoke",
-        help="revoke a certificate with the account key",
-        description="Revoke a certificate at the CA with the account key (RFC 8555 section 7.6) and remove it "
-        "from the caches, so that its CSR gets a new certificate.",
-    )
-    revoke.add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
+    parsers = {}
+    for name, (summary, description) in _COMMANDS.items():
+        parsers[name] = commands.add_parser(name, help=summary, description=description)
+        parsers[name].add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
+    revoke = parsers["revoke"]
     revoke.add_argument("--cert", required=True, help="the certificate (PEM; the first block is revoked)")
     revoke.add_argument(
         "--reason",

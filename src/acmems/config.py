@@ -80,19 +80,9 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
     for section in sections:
         keys = Keys(section)
         if section.type in _SINGLE and section.name is not None:
-            raise ConfigError(
-                f"[{section.type}] takes no name",
-                file=section.file,
-                line=section.line,
-                section=section.title,
-            )
+            raise section.error(f"[{section.type}] takes no name")
         if section.type in _NAMED and section.name is None:
-            raise ConfigError(
-                f'[{section.type}] needs a name: [{section.type} "name"]',
-                file=section.file,
-                line=section.line,
-                section=section.title,
-            )
+            raise section.error(f'[{section.type}] needs a name: [{section.type} "name"]')
         if section.type == "account":
             account = read_account(keys)
         elif section.type == "mgmt":
@@ -201,21 +191,11 @@ def _reference(
 ) -> str:
     if entry is None:
         if default is None:
-            raise ConfigError(
-                f"names no {kind} and [mgmt] default-{kind} is disabled; add '{kind} = <name>'",
-                file=section.file,
-                line=section.line,
-                section=section.title,
-                key=kind,
+            raise section.error(
+                f"names no {kind} and [mgmt] default-{kind} is disabled; add '{kind} = <name>'", key=kind
             )
         return default
     if entry.value not in blocks:
         names = ", ".join(sorted(blocks)) or "none defined"
-        raise ConfigError(
-            f'names no [{kind} "{entry.value}"] block (defined: {names})',
-            file=entry.file,
-            line=entry.line,
-            section=section.title,
-            key=kind,
-        )
+        raise section.error(f'names no [{kind} "{entry.value}"] block (defined: {names})', key=kind, entry=entry)
     return entry.value

@@ -65,6 +65,7 @@ __all__ = [
 
 T = TypeVar("T")
 
+
 class Keys:
     """Access to one section's entries that records which keys were used, for warnings."""
 
@@ -73,7 +74,7 @@ class Keys:
         self.known: set[str] = set()
 
     def _error(self, entry: Entry, message: str) -> ConfigError:
-        return ConfigError(message, file=entry.file, line=entry.line, section=self.section.title, key=entry.key)
+        return self.section.error(message, key=entry.key, entry=entry)
 
     def all(self, key: str) -> list[Entry]:
         self.known.add(key)
@@ -121,8 +122,6 @@ class Keys:
                 self.known.add(entry.key)
 
 
-
-
 def read_account(keys: Keys) -> AccountSettings:
     server = keys.value("acme-server", nonempty, LETSENCRYPT_STAGING)
     if not re.match(r"https?://", server):
@@ -155,10 +154,6 @@ def read_account(keys: Keys) -> AccountSettings:
     )
 
 
-
-
-
-
 _DEFAULT_MGMT_LISTENERS = (Listener("127.0.0.1", 1313), Listener("::1", 1313))
 DEFAULT_HTTP01_LISTENERS = (Listener("0.0.0.0", 1380), Listener("::", 1380))  # noqa: S104
 
@@ -184,21 +179,11 @@ def read_mgmt(keys: Keys) -> MgmtSettings:
 
 def _first_key_type(section: Section, valid: Sequence[str]) -> str:
     if not section.entries or section.entries[0].key != "type":
-        raise ConfigError(
-            f"the first key must be 'type' (one of {', '.join(valid)})",
-            file=section.file,
-            line=section.entries[0].line if section.entries else section.line,
-            section=section.title,
-        )
+        first = section.entries[0] if section.entries else None
+        raise section.error(f"the first key must be 'type' (one of {', '.join(valid)})", entry=first)
     entry = section.entries[0]
     if entry.value not in valid:
-        raise ConfigError(
-            f"unknown type {entry.value!r}; valid: {', '.join(valid)}",
-            file=entry.file,
-            line=entry.line,
-            section=section.title,
-            key="type",
-        )
+        raise section.error(f"unknown type {entry.value!r}; valid: {', '.join(valid)}", key="type", entry=entry)
     return entry.value
 
 
@@ -242,12 +227,6 @@ def read_verification(section: Section, keys: Keys) -> VerificationSettings:
     )
 
 
-
-
-
-
-
-
 def read_storage(section: Section, keys: Keys) -> StorageSettings:
     assert section.name is not None
     stype = _first_key_type(section, ("none", "file"))
@@ -256,12 +235,7 @@ def read_storage(section: Section, keys: Keys) -> StorageSettings:
         return NoneStorage(section.name)
     directory_entry = keys.one("directory")
     if directory_entry is None:
-        raise ConfigError(
-            "type = file needs 'directory', the folder the certificates are cached in",
-            file=section.file,
-            line=section.line,
-            section=section.title,
-        )
+        raise section.error("type = file needs 'directory', the folder the certificates are cached in")
     directory = keys.convert(directory_entry, lambda v: Path(nonempty(v)))
     return FileStorage(section.name, directory, keys.value("renew-within", positive_number, 14.0))
 
@@ -303,17 +277,7 @@ def block_profile(section: Section, entry: Entry | None, default: str | None) ->
     try:
         return profile_name(entry.value)
     except ValueError as exc:
-        raise ConfigError(str(exc), file=entry.file, line=entry.line, section=section.title, key="profile") from None
-
-
-
-
-
-
-
-
-
-
+        raise section.error(str(exc), key="profile", entry=entry) from None
 
 
 def read_logging(keys: Keys) -> LoggingSettings:

@@ -44,6 +44,11 @@ class Section:
         """The section as written in the file, e.g. ``auth "mail"``."""
         return self.type if self.name is None else f'{self.type} "{self.name}"'
 
+    def error(self, message: str, *, key: str | None = None, entry: Entry | None = None) -> ConfigError:
+        """A :class:`ConfigError` at this section's header, or at ``entry`` (its file and line) if given."""
+        where = entry or self
+        return ConfigError(message, file=where.file, line=where.line, section=self.title, key=key)
+
 
 def parse_ini(sources: list[tuple[str, str]], warnings: list[str]) -> list[Section]:
     """Parse ``(filename, text)`` pairs, in order, into merged sections.

@@ -55,7 +55,7 @@ def _check_header_size(request: web.BaseRequest) -> None:
     size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)  # "name: value\r\n"
     if size > MAX_HEADER_BYTES:
         raise RequestError(
-            f"the request's header fields have {size} bytes; this server accepts at most {MAX_HEADER_BYTES}",
+            f"the request's header fields have {size} bytes; this server accepts at most {MAX_HEADER_BYTES} bytes",
             kind=Kind.HEADERS_TOO_LARGE,
         )
 

@@ -7,7 +7,6 @@ import datetime
 import json
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests import ini
 from tests.conftest import AcmemsFactory, curl_post, hmac_header, make_csr
 from tests.realservices import Acmems, Bind, Pebble, ServiceError, free_port, wait_for
 
@@ -35,36 +35,16 @@ def profile_ca(tmp_path_factory: pytest.TempPathFactory, bind: Bind) -> Iterator
     ca.stop()
 
 
-def config(ca: Pebble, tmp_path: Path, port: int, extra: str = "", interval: str = "0") -> str:
-    return textwrap.dedent(f"""\
-        [account]
-        acme-server = {ca.directory_url}
-        dir = {tmp_path / "account"}
-        accept-terms-of-service = yes
-        ca-bundle = {ca.ca_bundle}
-        profile = default
-        [mgmt]
-        listener = 127.0.0.1:{port}
-        renewal-interval = {interval}
-        [verification "http"]
-        type = http01
-        listener = 127.0.0.1:{ca.http_port}
-        [storage "file"]
-        type = file
-        directory = {tmp_path / "storage"}
-        [auth "short"]
-        hmac_type = sha256
-        hmac_key = k
-        domain = *.example.test
-        profile = shortlived
-        [auth "tiny"]
-        ip = 127.0.0.1
-        domain = tiny*.example.test
-        profile = tiny
-        [auth "long"]
-        ip = 127.0.0.1
-        domain = *.example.test
-        """) + textwrap.dedent(extra)
+def config(ca: Pebble, tmp_path: Path, port: int, interval: str = "0") -> str:
+    return ini.ini(
+        ini.account(ca, tmp_path / "account", profile="default"),
+        ini.mgmt(port, renewal_interval=interval),
+        ini.http01("http", ca.http_port),
+        ini.file_storage("file", tmp_path / "storage"),
+        ini.auth("short", ["*.example.test"], hmac_key="k", profile="shortlived"),
+        ini.auth("tiny", ["tiny*.example.test"], ip="127.0.0.1", profile="tiny"),
+        ini.auth("long", ["*.example.test"], ip="127.0.0.1"),
+    )
 
 
 def lifetime(chain: bytes) -> datetime.timedelta:

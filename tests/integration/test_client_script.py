@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HMAC_KEY
+from tests.ini import HMAC_KEY
 from tests.integration.chain import leaf_names
 from tests.realservices import ROOT, Acmems, Pebble
 

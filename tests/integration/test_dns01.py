@@ -13,6 +13,7 @@ import dns.tsig
 import pytest
 
 from acmems.challenges.dns01_update import build_update
+from tests import ini
 from tests.conftest import AcmemsFactory, curl_post, make_csr
 from tests.integration.chain import assert_valid_chain
 from tests.realservices import Acmems, Bind, Pebble, free_port
@@ -21,35 +22,12 @@ pytestmark = pytest.mark.integration
 
 
 def dns_config(pebble: Pebble, account_dir: Path, port: int, storage: Path, verification: str) -> str:
-    return (
-        textwrap.dedent(f"""\
-        [account]
-        acme-server = {pebble.directory_url}
-        dir = {account_dir}
-        accept-terms-of-service = yes
-        ca-bundle = {pebble.ca_bundle}
-
-        [mgmt]
-        listener = 127.0.0.1:{port}
-        default-verification = dns
-
-        [verification "dns"]
-        type = dns01-dnsUpdate
-        ttl = 5
-        timeout = 2
-        propagation-timeout = 10
-        """)
-        + textwrap.dedent(verification)
-        + textwrap.dedent(f"""
-        [storage "file"]
-        type = file
-        directory = {storage}
-
-        [auth "dns"]
-        ip = 127.0.0.1
-        domain = *.test
-        domain = example.test
-        """)
+    return ini.ini(
+        ini.account(pebble, account_dir),
+        ini.mgmt(port, default_verification="dns"),
+        ini.dns01("dns", ttl=5, timeout=2, propagation_timeout=10).rstrip("\n") + "\n" + textwrap.dedent(verification),
+        ini.file_storage("file", storage),
+        ini.auth("dns", ["*.test", "example.test"], ip="127.0.0.1"),
     )
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HMAC_KEY, AcmemsFactory, base_config, curl_post, make_csr
+from tests.conftest import AcmemsFactory, base_config, curl_post, make_csr
+from tests.ini import HMAC_KEY
 from tests.realservices import Acmems, Pebble, free_port, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HMAC_KEY, AcmemsFactory, base_config, curl_post, hmac_header, make_csr
+from tests.conftest import AcmemsFactory, base_config, curl_post, hmac_header, make_csr
+from tests.ini import HMAC_KEY
 from tests.integration.chain import assert_valid_chain
 from tests.realservices import Acmems, Bind, Pebble, free_port
 
