@@ -14,7 +14,7 @@ from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, CaError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
 from acmems.settings import AuthSettings
-from acmems.storage import CertificateStore
+from acmems.storage import CertificateStore, Origin
 
 __all__ = ["Issuer", "SignResult"]
 
@@ -142,7 +142,7 @@ class Issuer:
         self.metrics.issuance_seconds.labels(vtype).observe(duration)
         log.info("issued a certificate for %s in %.3f s (verification %s)", ", ".join(csr.names), duration, solver.name)
         try:
-            await cache.put(csr.pem, chain, profile, solver.name, requested)
+            await cache.put(csr.pem, chain, Origin(profile, solver.name, requested))
         except (OSError, ValueError) as exc:
             self.metrics.storage_errors.inc()
             log.error(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from acmems.settings import FileStorage, StorageSettings
-from acmems.storage.base import CachedCertificate, CertificateStore, csr_digest
+from acmems.storage.base import CachedCertificate, CertificateStore, Origin, csr_digest
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 
-__all__ = ["CachedCertificate", "CertificateStore", "csr_digest", "make_store"]
+__all__ = ["CachedCertificate", "CertificateStore", "Origin", "csr_digest", "make_store"]
 
 
 def make_store(settings: StorageSettings, *, track_requests: bool = False) -> CertificateStore:

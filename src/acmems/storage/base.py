@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["CachedCertificate", "CertificateStore", "csr_digest"]
+__all__ = ["CachedCertificate", "CertificateStore", "Origin", "csr_digest"]
 
 
 @functools.lru_cache(maxsize=4096)  # a cache hit asks for it at every request
@@ -36,6 +36,19 @@ class CachedCertificate:
     next_ari_check: float = 0.0  # Unix time to ask the CA's renewal-info again
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """How a stored certificate came about: its profile, the verification that proved it (a renewal
+    uses it again), and whether a client asked for it (``requested``) or a background renewal did."""
+
+    profile: str | None = None
+    verification: str | None = None
+    requested: bool = True
+
+
+_CLIENT = Origin()
+
+
 class CertificateStore(Protocol):
     """Keeps each CSR's certificate chain until it is due for renewal (``[storage]`` ``type``)."""
 
@@ -49,16 +62,8 @@ class CertificateStore(Protocol):
         ``allow_due``: while it is valid at all). Never blocks the event loop on file IO."""
         ...
 
-    async def put(
-        self,
-        csr_pem: bytes,
-        chain_pem: bytes,
-        profile: str | None = None,
-        verification: str | None = None,
-        requested: bool = True,
-    ) -> None:
-        """Store a chain for these CSR bytes, atomically (``requested``: a client asked for it, not a
-        background renewal). Raises ``OSError`` or ``ValueError`` on failure."""
+    async def put(self, csr_pem: bytes, chain_pem: bytes, origin: Origin = _CLIENT) -> None:
+        """Store a chain for these CSR bytes, atomically. Raises ``OSError`` or ``ValueError``."""
         ...
 
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:

@@ -29,7 +29,7 @@ from acmems.fileio import write_atomic
 from acmems.lru import Lru
 from acmems.renewal import renewal_time
 from acmems.settings import FileStorage
-from acmems.storage.base import CachedCertificate, csr_digest
+from acmems.storage.base import CachedCertificate, Origin, csr_digest
 
 __all__ = ["FileCache"]
 
@@ -39,6 +39,7 @@ _TOUCH_EVERY = 3600.0
 # How often a chain kept in memory is checked against its file (revoked or renewed by another process).
 _HOT_RECHECK = 1.0
 _HOT_SIZE = 512
+_CLIENT = Origin()
 
 
 @dataclass(slots=True)
@@ -285,19 +286,13 @@ class FileCache:
         if last is not None:
             os.utime(folder / "csr.pem", (last, last))  # a background renewal is not a client's request
 
-    async def put(
-        self,
-        csr_pem: bytes,
-        chain_pem: bytes,
-        profile: str | None = None,
-        verification: str | None = None,
-        requested: bool = True,
-    ) -> None:
+    async def put(self, csr_pem: bytes, chain_pem: bytes, origin: Origin = _CLIENT) -> None:
         """Store the chain (in a thread; atomically, file by file)."""
+        profile, verification = origin.profile, origin.verification
         digest = csr_digest(csr_pem, profile)
         entry = _describe(digest, chain_pem, self.renew_within)
         previous = self._index.get(digest)
-        kept = None if requested or previous is None else previous.last_requested
+        kept = None if origin.requested or previous is None else previous.last_requested
         meta = json.dumps({"profile": profile, "verification": verification}).encode()
         await asyncio.to_thread(self._write, digest, csr_pem, chain_pem, meta, kept)
         self._index[digest] = dataclasses.replace(

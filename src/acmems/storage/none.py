@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from acmems.storage.base import CachedCertificate
+from acmems.storage.base import CachedCertificate, Origin
+
+_CLIENT = Origin()
 
 __all__ = ["NoCache"]
 
@@ -23,14 +25,7 @@ class NoCache:
         """Always a miss."""
         return None
 
-    async def put(
-        self,
-        csr_pem: bytes,
-        chain_pem: bytes,
-        profile: str | None = None,
-        verification: str | None = None,
-        requested: bool = True,
-    ) -> None:
+    async def put(self, csr_pem: bytes, chain_pem: bytes, origin: Origin = _CLIENT) -> None:
         """Keeps nothing."""
 
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
