@@ -2,10 +2,9 @@
 
 certbot's ``acme`` package is synchronous: each blocking call runs in a bounded thread pool
 (:meth:`AcmeCa._blocking`), one ``ClientV2`` (with its own nonces and HTTP session) per running
-order. What to do next in an order is decided by the pure state machine in
-:mod:`acmems.order_steps`; this module only carries the steps out, on the event loop, polling with
-short intervals that honour ``Retry-After`` (the library's ``poll_and_finalize`` sleeps a fixed
-second per round).
+order. An order itself is :class:`acmems.acme_order.OrderRun`, which carries out the steps the pure
+state machine in :mod:`acmems.order_steps` decides, polling with short intervals that honour
+``Retry-After`` (the library's ``poll_and_finalize`` sleeps a fixed second per round).
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ from acme import messages
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
-from acmems import acme_account, acme_adapter
-from acmems import order_steps as steps
+from acmems import acme_account
 from acmems.account import AccountFiles, generate_key, jwk_and_alg
 from acmems.acme_adapter import CaNetwork
-from acmems.acme_problems import ca_error, format_chain, problem_of, retry_after_seconds
+from acmems.acme_order import OrderRun
+from acmems.acme_problems import ca_error
 from acmems.challenges import ChallengeSolver
-from acmems.errors import AcmemsError, CaError, ConfigError, Kind
+from acmems.errors import CaError, ConfigError, Kind
 from acmems.settings import AccountSettings
 
 __all__ = ["AcmeCa"]
@@ -259,136 +258,9 @@ class AcmeCa:
         profile: str | None,
         replaces: str | None,
     ) -> bytes:
-        """Carry out :func:`order_steps.next_step` until the chain is downloaded or the order fails."""
-        net = _net(client)
-        orderr = await self._blocking(acme_adapter.new_order, client, csr_pem, profile, replaces, net=net)
-        state = _order_state(orderr.body, [_authorization_state(a) for a in orderr.authorizations])
-        authorizations = list(orderr.authorizations)
-        published: list[tuple[str, str, str]] = []  # identifier, token, validation
-        try:
-            while True:
-                step = steps.next_step(state)
-                if not isinstance(step, steps.AnswerChallenges | steps.PollAuthorizations) and published:
-                    await self._clean_up(solver, published)  # validation is over: remove before finalizing
-                if isinstance(step, steps.AnswerChallenges):
-                    await self._answer(client, [authorizations[i] for i in step.authorizations], solver, published)
-                    state = steps.after_answer(state)
-                elif isinstance(step, steps.PollAuthorizations):
-                    await asyncio.sleep(step.delay)
-                    polled = await asyncio.gather(*(self._poll(client, authorizations[i]) for i in step.authorizations))
-                    for i, (authzr, _response) in zip(step.authorizations, polled, strict=True):
-                        authorizations[i] = authzr
-                    updated = {
-                        i: _authorization_state(a) for i, (a, _r) in zip(step.authorizations, polled, strict=True)
-                    }
-                    state = steps.after_authorizations(state, updated, _latest_retry_after([r for _a, r in polled]))
-                elif isinstance(step, steps.Finalize):
-                    try:
-                        orderr = await self._blocking(client.begin_finalization, orderr, net=net)
-                    except CaError as exc:
-                        if exc.problem_type != "orderNotReady":
-                            raise
-                        state = steps.after_not_ready(state)
-                    else:
-                        body = orderr.body
-                        state = steps.after_finalize(
-                            state, _status(body.status), body.certificate, problem_of(body.error)
-                        )
-                elif isinstance(step, steps.PollOrder):
-                    await asyncio.sleep(step.delay)
-                    body, response = await self._blocking(acme_adapter.fetch_order, client, orderr.uri, net=net)
-                    orderr = orderr.update(body=body)
-                    state = steps.after_order(
-                        state,
-                        _status(body.status),
-                        body.certificate,
-                        problem_of(body.error),
-                        retry_after_seconds(response),
-                    )
-                elif isinstance(step, steps.Download):
-                    response = await self._blocking(acme_adapter.post_as_get, client, step.url, net=net)
-                    return format_chain(response.text)
-                else:
-                    raise step.error
-        finally:
-            await self._clean_up(solver, published)
-
-    async def _answer(
-        self,
-        client: acme_client.ClientV2,
-        authorizations: list[messages.AuthorizationResource],
-        solver: ChallengeSolver,
-        published: list[tuple[str, str, str]],
-    ) -> None:
-        """Publish every validation first, then tell the CA (it may check one while we publish the next)."""
         assert self._key is not None
-        answers = []
-        for authzr in authorizations:
-            challb = _find_challenge(authzr, solver)
-            response, validation = challb.response_and_validation(self._key)
-            identifier, token = authzr.body.identifier.value, challb.chall.encode("token")
-            await solver.present(identifier, token, validation)
-            published.append((identifier, token, validation))
-            answers.append((challb, response))
-        for challb, response in answers:
-            await self._blocking(client.answer_challenge, challb, response, net=_net(client))
-
-    async def _poll(
-        self, client: acme_client.ClientV2, authzr: messages.AuthorizationResource
-    ) -> tuple[messages.AuthorizationResource, float | None]:
-        updated, response = await self._blocking(client.poll, authzr, net=_net(client))
-        return updated, retry_after_seconds(response)
-
-    async def _clean_up(self, solver: ChallengeSolver, published: list[tuple[str, str, str]]) -> None:
-        while published:
-            identifier, token, validation = published.pop()
-            try:
-                await solver.cleanup(identifier, token, validation)
-            except AcmemsError as exc:
-                log.warning(
-                    "cleanup of the %s challenge for %s failed: %s", solver.challenge_type, identifier, exc.message
-                )
+        return await OrderRun(self._blocking, client, self._key, solver).run(csr_pem, profile, replaces)
 
 
 def _net(client: acme_client.ClientV2) -> CaNetwork:
     return cast(CaNetwork, client.net)
-
-
-def _status(status: messages.Status) -> str:
-    return str(status.name)
-
-
-def _latest_retry_after(values: list[float | None]) -> float | None:
-    given = [v for v in values if v is not None]
-    return max(given) if given else None
-
-
-def _order_state(body: messages.Order, authorizations: list[steps.AuthorizationState]) -> steps.OrderState:
-    return steps.OrderState(
-        status=_status(body.status),
-        authorizations=tuple(authorizations),
-        certificate=body.certificate,
-        problem=problem_of(body.error),
-    )
-
-
-def _authorization_state(authzr: messages.AuthorizationResource) -> steps.AuthorizationState:
-    body = authzr.body
-    name = f"*.{body.identifier.value}" if body.wildcard else body.identifier.value
-    problem = next((problem_of(c.error) for c in body.challenges if c.error is not None), None)
-    return steps.AuthorizationState(name, _status(body.status), problem)
-
-
-def _find_challenge(authzr: messages.AuthorizationResource, solver: ChallengeSolver) -> messages.ChallengeBody:
-    for challb in authzr.body.challenges:
-        if challb.chall.typ == solver.challenge_type:
-            return challb
-    offered = ", ".join(c.chall.typ for c in authzr.body.challenges) or "none"
-    name = authzr.body.identifier.value
-    if authzr.body.wildcard:
-        name = f"*.{name}"
-    raise CaError(
-        f"the CA offers no {solver.challenge_type} challenge for {name} (offered: {offered}); "
-        f"use a verification of another type for it",
-        kind=Kind.VALIDATION_FAILED,
-    )

@@ -132,7 +132,7 @@ Step = AnswerChallenges | PollAuthorizations | Finalize | PollOrder | Download |
 
 def poll_delay(polls: int, retry_after: float | None) -> float:
     """How long to wait before a poll: none before the first of a phase, then the CA's
-    ``Retry-After`` if it sent one, else 20 ms doubling to 1 s."""
+    ``Retry-After`` if it sent one, else :data:`POLL_FIRST` doubling up to :data:`POLL_MAX`."""
     if polls == 0:
         return 0.0
     if retry_after is not None:

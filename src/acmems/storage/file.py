@@ -213,26 +213,24 @@ class FileCache:
                 self._hot.pop(digest)
                 return None
             self._note_request(entry)
-            chain = await self._hot_chain(digest)
-            if chain is not None:
-                return chain
+            hot = self._hot.get(digest)
+            if hot is not None:
+                checked = time.monotonic()
+                if checked - hot.checked < _HOT_RECHECK:
+                    return hot.chain  # the hot path: no file access, no thread
+                if await self._still_current(digest, hot, checked):
+                    return hot.chain
         return await self._read_chain(digest, csr_pem, now, allow_due)
 
-    async def _hot_chain(self, digest: str) -> bytes | None:
-        hot = self._hot.get(digest)
-        if hot is None:
-            return None
-        checked = time.monotonic()
-        if checked - hot.checked < _HOT_RECHECK:
-            return hot.chain
+    async def _still_current(self, digest: str, hot: _Hot, checked: float) -> bool:
         # One stat a second: a file revoked (removed) or replaced by another process is not served
         # from memory for longer.
         if await asyncio.to_thread(_mtime_ns, self._folder(digest) / "cert.pem") == hot.mtime_ns:
             hot.checked = checked
-            return hot.chain
+            return True
         self._hot.pop(digest)
         self._index.pop(digest, None)  # renewed or revoked elsewhere: describe the file afresh
-        return None
+        return False
 
     def _read_files(self, folder: Path) -> tuple[bytes, bytes, int | None] | None:
         try:
