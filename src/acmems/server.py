@@ -97,6 +97,8 @@ class Server:
         except OSError as exc:
             log.error("storage %s: cannot read %s: %s", cache.name, cache.where, exc)
             return
+        if cache.where == "-":
+            return  # a store that keeps nothing has nothing to report
         log.info(
             "storage %s: %d certificate(s) cached in %s (indexed in %.2f s)",
             cache.name,
