@@ -72,7 +72,8 @@ class AcmeCa:
         except Exception as exc:
             raise ca_error(exc, self.settings.acme_server, net.last_response if net else None) from exc
 
-    def _load_or_create_key(self, *, create: bool) -> None:
+    def load_or_create_key(self, *, create: bool) -> None:
+        """Load ``account.pem``; with ``create``, generate and save it (0600) if it is missing."""
         self.files.remove_stale_temp_files()
         if not self.files.has_key() and create:
             # EC P-256: every ACME request is signed with this key, and an ECDSA signature costs a
@@ -96,7 +97,7 @@ class AcmeCa:
                 f"no account key at {self.files.key_path}: run 'acme-register --gen-key --register "
                 "--accept-terms-of-service CONFIG' first, or set [account] accept-terms-of-service = yes"
             )
-        await self._blocking(functools.partial(self._load_or_create_key, create=create))
+        await self._blocking(functools.partial(self.load_or_create_key, create=create))
         try:
             await self.start_ready()
         except CaError as exc:

@@ -63,7 +63,7 @@ async def _cancel_while_fetching(ca: AcmeCa, task: asyncio.Task[None]) -> None:
 def test_cancelling_start_ready_during_a_directory_fetch_ends_cancelled(silent_ca: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         ca = _ca(silent_ca, tmp_path)
-        ca._load_or_create_key(create=True)
+        ca.load_or_create_key(create=True)
         try:
             await _cancel_while_fetching(ca, asyncio.create_task(ca.start_ready()))
         finally:
@@ -100,7 +100,7 @@ class _OneCertificate(NoCache):
 def test_a_renewer_cancelled_during_a_directory_fetch_stops(silent_ca: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         ca = _ca(silent_ca, tmp_path)
-        ca._load_or_create_key(create=True)
+        ca.load_or_create_key(create=True)
         runtime = _Runtime(ca, {"file": _OneCertificate("file")})
         renewer = Renewer(lambda: runtime)
         try:
@@ -114,7 +114,7 @@ def test_a_renewer_cancelled_during_a_directory_fetch_stops(silent_ca: str, tmp_
 def test_a_failure_in_a_blocking_call_is_still_the_clients_answer(tmp_path: Path) -> None:
     async def scenario() -> None:
         ca = _ca("http://127.0.0.1:9/dir", tmp_path)  # nothing listens on the discard port here
-        ca._load_or_create_key(create=True)
+        ca.load_or_create_key(create=True)
         try:
             with pytest.raises(AcmemsError) as info:
                 await ca.start_ready()
