@@ -167,6 +167,7 @@ def read_mgmt(keys: Keys) -> MgmtSettings:
         max_size=keys.value("max-size", parse_size, 4096),
         request_timeout=keys.value("request-timeout", positive_number, 60.0),
         renewal_interval=keys.value("renewal-interval", non_negative_number, 300.0),
+        renewal_info_per_minute=keys.value("renewal-info-per-minute", positive_int, 300),
         renew_requested_within_days=keys.value("renew-requested-within", positive_number, None),
         body_timeout=keys.value("body-timeout", positive_number, 30.0),
         idle_timeout=keys.value("idle-timeout", positive_number, 15.0),

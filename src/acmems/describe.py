@@ -32,6 +32,7 @@ def describe_settings(settings: Settings) -> str:
         f"  workers = {settings.mgmt.workers}" + (" (one process)" if settings.mgmt.workers == 1 else " processes"),
         f"  renewal-interval = {settings.mgmt.renewal_interval:g} s"
         + (" (proactive renewal off)" if not settings.mgmt.renewal_interval else "")
+        + f", renewal-info-per-minute = {settings.mgmt.renewal_info_per_minute}"
         + ", renew-requested-within = "
         + (
             f"{settings.mgmt.renew_requested_within_days:g} days"

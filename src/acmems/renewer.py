@@ -1,8 +1,9 @@
 """Proactive renewal: renew cached certificates that are due before their clients ask again.
 
-Every ``[mgmt] renewal-interval`` seconds: refresh each certificate's ARI window (RFC 9773) where the
-CA offers it, then renew those that are due and were asked for recently (``renew-requested-within``,
-default twice the certificate's lifetime), a few at a time, with jitter. Renewal orders carry
+Every ``[mgmt] renewal-interval`` seconds: refresh the ARI windows (RFC 9773) that are due where the
+CA offers it (at most ``renewal-info-per-minute``, spread over the pass), then renew the
+certificates that are due and were asked for recently (``renew-requested-within``, default twice
+the certificate's lifetime), a few at a time, with jitter. Renewal orders carry
 ``replaces``. Failures back off (honouring the CA's Retry-After); the old certificate is served
 while it is valid.
 """
@@ -16,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from acmems.acme_adapter import ari_identifier
 from acmems.acme_ca import AcmeCa
@@ -27,9 +28,10 @@ from acmems.issuer import Issuer
 from acmems.settings import Settings
 from acmems.storage import CachedCertificate, CertificateStore
 
-__all__ = ["Renewer", "renewal_candidates"]
+__all__ = ["Renewer", "ari_batch", "renewal_candidates"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _CONCURRENCY = 4
 _BACKOFF_FIRST = 60.0
 _BACKOFF_MAX = 6 * 3600.0
@@ -56,6 +58,17 @@ def renewal_candidates(
             continue  # nobody asked for it lately: let it expire
         due.append(entry)
     return due
+
+
+def ari_batch(
+    known: list[tuple[T, CachedCertificate]], now: datetime, per_minute: int, interval: float
+) -> list[tuple[T, CachedCertificate]]:
+    """The certificates whose renewal info (RFC 9773) to ask for in this pass: those whose next
+    check is due and that have not expired, longest waiting first, at most as many as
+    ``per_minute`` allows over one ``interval`` (at least one). Pure."""
+    due = [(store, e) for store, e in known if e.next_ari_check <= now.timestamp() and e.not_after > now]
+    due.sort(key=lambda pair: pair[1].next_ari_check)
+    return due[: max(1, int(per_minute * interval / 60))]
 
 
 class Renewer:
@@ -89,12 +102,18 @@ class Renewer:
             return
         slots = asyncio.Semaphore(_CONCURRENCY)
         if runtime.ca.offers_ari:
+            mgmt = runtime.settings.mgmt
+            batch = ari_batch(
+                [(cache, entry) for cache in caches for entry in cache.entries()],
+                datetime.now(UTC),
+                mgmt.renewal_info_per_minute,
+                mgmt.renewal_interval,
+            )
+            spacing = 60.0 / mgmt.renewal_info_per_minute
             await asyncio.gather(
                 *(
-                    self._refresh_ari(runtime.ca, cache, entry, slots)
-                    for cache in caches
-                    for entry in cache.entries()
-                    if entry.next_ari_check <= time.time() and entry.not_after > datetime.now(UTC)
+                    self._refresh_ari(runtime.ca, cache, entry, slots, delay=i * spacing)
+                    for i, (cache, entry) in enumerate(batch)
                 )
             )
         within = runtime.settings.mgmt.renew_requested_within_days
@@ -106,8 +125,9 @@ class Renewer:
         await asyncio.gather(*jobs)
 
     async def _refresh_ari(
-        self, ca: AcmeCa, cache: CertificateStore, entry: CachedCertificate, slots: asyncio.Semaphore
+        self, ca: AcmeCa, cache: CertificateStore, entry: CachedCertificate, slots: asyncio.Semaphore, delay: float
     ) -> None:
+        await asyncio.sleep(delay)  # renewal-info-per-minute: spread over the pass, not all at once
         async with slots:
             try:
                 _csr, chain = await cache.read(entry)

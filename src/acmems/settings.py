@@ -69,6 +69,7 @@ class MgmtSettings:
     max_size: int = 4096
     request_timeout: float = 60.0
     renewal_interval: float = 300.0
+    renewal_info_per_minute: int = 300
     renew_requested_within_days: float | None = None
     body_timeout: float = 30.0
     idle_timeout: float = 15.0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from acmems.renewer import renewal_candidates
+from acmems.renewer import ari_batch, renewal_candidates
 from acmems.storage import CachedCertificate, csr_digest
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -53,3 +54,19 @@ def test_cache_key_is_the_originals_without_a_profile_and_differs_with_one() -> 
     assert csr_digest(csr) == hashlib.sha384(csr).hexdigest()
     assert csr_digest(csr, "shortlived") != csr_digest(csr)
     assert csr_digest(csr, "shortlived") != csr_digest(csr, "classic")
+
+
+def test_renewal_info_is_asked_for_at_most_the_configured_rate_longest_waiting_first() -> None:
+    known = []
+    for i in range(1000):
+        e = dataclasses.replace(entry(f"d{i}", NOW + 30 * DAY, NOW), next_ari_check=NOW.timestamp() - i)
+        known.append(("file", e))
+    later = dataclasses.replace(entry("later", NOW + 30 * DAY, NOW), next_ari_check=NOW.timestamp() + 60)
+    expired = dataclasses.replace(entry("gone", NOW - 90 * DAY, NOW), next_ari_check=0.0)
+    batch = ari_batch([*known, ("file", later), ("file", expired)], NOW, 300, 300.0)
+    assert len(batch) == 1000  # 300 a minute over a 5-minute pass allows 1,500: all that are due
+    assert [e.digest for _s, e in batch][:3] == ["d999", "d998", "d997"]  # waiting longest first
+    assert all(e.digest not in ("later", "gone") for _s, e in batch)
+    small = ari_batch(known, NOW, 60, 60.0)
+    assert [e.digest for _s, e in small] == [f"d{i}" for i in range(999, 939, -1)]  # 60 a minute, one minute
+    assert len(ari_batch(known, NOW, 1, 1.0)) == 1  # at least one a pass

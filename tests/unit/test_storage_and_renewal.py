@@ -208,3 +208,23 @@ def test_a_chain_in_memory_is_checked_against_its_file_once_a_second(
     assert get(cache, b"csr", now=NOW) == chain  # within the second: from memory, no file access
     clock[0] += 0.6
     assert get(cache, b"csr", now=NOW) is None  # checked: gone
+
+
+def test_the_count_while_the_index_is_read_never_falls_and_ends_exact(tmp_path: Path) -> None:
+    writer = FileCache(FileStorage("f", tmp_path, 14))
+    for i in range(40):
+        put(writer, f"csr{i}".encode(), certificate(NOW, NOW + 90 * DAY))
+
+    async def scenario() -> list[int]:
+        reader = FileCache(FileStorage("f", tmp_path, 14))
+        seen = []
+        loading = asyncio.ensure_future(reader.load_index())
+        while not loading.done():
+            seen.append(reader.count())
+            await asyncio.sleep(0)
+        seen.append(reader.count())
+        assert await loading == 40
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[-1] == 40 and seen == sorted(seen)  # the gauge counts up as the thread reads

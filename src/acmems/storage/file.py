@@ -98,6 +98,7 @@ class FileCache:
         self._index: dict[str, CachedCertificate] = {}
         self._hot: Lru[str, _Hot] = Lru(_HOT_SIZE)  # a client re-posting daily costs no file reads
         self._requested: set[str] | None = set() if track_requests else None
+        self._being_read = 0  # certificates read so far by a running load_index (its thread counts)
 
     def _folder(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest[2:]
@@ -133,13 +134,18 @@ class FileCache:
                     if not (folder / "csr.pem").exists():
                         continue
                     index[digest] = self._entry_from_disk(digest, folder, chain)
+                    self._being_read += 1  # only this thread writes it; count() reads it
                 except (OSError, ValueError) as exc:
                     log.warning("storage %s: skipping %s: %s", self.name, folder, exc)
         return index
 
     async def load_index(self) -> int:
         """Read every cached certificate's metadata (in a thread); entries written meanwhile win."""
-        loaded = await asyncio.to_thread(self._read_index)
+        self._being_read = 0
+        try:
+            loaded = await asyncio.to_thread(self._read_index)
+        finally:
+            self._being_read = 0
         loaded.update(self._index)
         self._index = loaded
         return len(loaded)
@@ -149,8 +155,9 @@ class FileCache:
         return sorted(self._index.values(), key=lambda e: e.renew_at)
 
     def count(self) -> int:
-        """How many certificates are indexed."""
-        return len(self._index)
+        """How many certificates are indexed; while the index is read, also those read so far (a
+        certificate asked for meanwhile may count twice until the read is done)."""
+        return len(self._index) + self._being_read
 
     def soonest_expiry(self) -> datetime | None:
         """When the first cached certificate expires, if there is one."""
