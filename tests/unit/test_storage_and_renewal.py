@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from acmems.fileio import write_atomic
 from acmems.renewal import renewal_time
 from acmems.settings import FileStorage
+from acmems.storage import Origin
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 
@@ -228,3 +229,19 @@ def test_the_count_while_the_index_is_read_never_falls_and_ends_exact(tmp_path: 
 
     seen = asyncio.run(scenario())
     assert seen[-1] == 40 and seen == sorted(seen)  # the gauge counts up as the thread reads
+
+
+def test_the_index_removes_interrupted_writes_and_reads_the_profile(tmp_path: Path) -> None:
+    writer = FileCache(FileStorage("f", tmp_path, 14))
+    asyncio.run(writer.put(b"csr", certificate(NOW, NOW + 90 * DAY), Origin("shortlived", "dns")))
+    digest = hashlib.sha384(b"csr\n#acmems-profile=shortlived").hexdigest()
+    folder = tmp_path / digest[:2] / digest[2:]
+    (folder / ".cert.pem.x1y2.tmp").write_bytes(b"half a certificate")
+    orphan = tmp_path / "ab" / ("c" * 94)
+    orphan.mkdir(parents=True)
+    (orphan / "cert.pem").write_bytes(certificate(NOW, NOW + 90 * DAY))  # no csr.pem: never served
+    reader = FileCache(FileStorage("f", tmp_path, 14))
+    assert load(reader) == 1
+    (entry,) = reader.entries()
+    assert (entry.profile, entry.verification, entry.digest) == ("shortlived", "dns", digest)
+    assert sorted(p.name for p in folder.iterdir()) == ["cert.pem", "csr.pem", "meta.json"]

@@ -51,7 +51,14 @@ class _Hot:
     checked: float
 
 
-def _describe(digest: str, chain: bytes, renew_within: timedelta) -> CachedCertificate:
+def _describe(
+    digest: str,
+    chain: bytes,
+    renew_within: timedelta,
+    last_requested: float = 0.0,
+    profile: str | None = None,
+    verification: str | None = None,
+) -> CachedCertificate:
     leaf = x509.load_pem_x509_certificate(chain)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -60,18 +67,16 @@ def _describe(digest: str, chain: bytes, renew_within: timedelta) -> CachedCerti
         names = ()
     not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
     return CachedCertificate(
-        digest, names, leaf.serial_number, not_before, not_after, renewal_time(not_before, not_after, renew_within)
+        digest,
+        names,
+        leaf.serial_number,
+        not_before,
+        not_after,
+        renewal_time(not_before, not_after, renew_within),
+        last_requested,
+        profile,
+        verification,
     )
-
-
-def _remove_stale_temp_files(folder: Path) -> None:
-    # Left by a process killed in the middle of write_atomic; the real files are whole.
-    try:
-        for temp in folder.glob(".*.tmp"):
-            temp.unlink(missing_ok=True)
-            log.info("removed %s, left by an interrupted write", temp)
-    except OSError as exc:
-        log.warning("cannot clean %s: %s", folder, exc)
 
 
 def _mtime_ns(path: Path) -> int | None:
@@ -106,34 +111,45 @@ class FileCache:
     # ------------------------------------------------------------------------------- the index
 
     def _entry_from_disk(self, digest: str, folder: Path, chain: bytes) -> CachedCertificate:
-        entry = _describe(digest, chain, self.renew_within)
+        return self._describe_folder(digest, str(folder), chain, has_meta=True)
+
+    def _describe_folder(self, digest: str, folder: str, chain: bytes, *, has_meta: bool) -> CachedCertificate:
+        # Plain string paths and os calls: the index of a large cache reads many folders.
         try:
-            requested = (folder / "csr.pem").stat().st_mtime
+            requested = os.stat(folder + "/csr.pem").st_mtime
         except OSError:
             requested = 0.0
         profile = verification = None
-        try:
-            meta = json.loads((folder / "meta.json").read_text())
-            profile, verification = meta.get("profile"), meta.get("verification")
-        except (OSError, ValueError, AttributeError):
-            pass  # written by the original, or before meta.json existed
-        return dataclasses.replace(entry, last_requested=requested, profile=profile, verification=verification)
+        if has_meta:
+            try:
+                with open(folder + "/meta.json", "rb") as handle:
+                    meta = json.loads(handle.read())
+                profile, verification = meta.get("profile"), meta.get("verification")
+            except (OSError, ValueError, AttributeError):
+                pass  # written by the original, or before meta.json existed
+        return _describe(digest, chain, self.renew_within, requested, profile, verification)
 
     def _read_index(self) -> dict[str, CachedCertificate]:
         index: dict[str, CachedCertificate] = {}
         if not self.directory.is_dir():
             return index
-        for first in self.directory.iterdir():
-            if len(first.name) != 2 or not first.is_dir():
-                continue
-            for folder in first.iterdir():
-                digest = first.name + folder.name
-                _remove_stale_temp_files(folder)
+        with os.scandir(self.directory) as firsts:
+            tops = [e for e in firsts if len(e.name) == 2 and e.is_dir()]
+        for first in tops:
+            with os.scandir(first.path) as folders:
+                paths = [(first.name + e.name, e.path) for e in folders if e.is_dir()]
+            for digest, folder in paths:
                 try:
-                    chain = (folder / "cert.pem").read_bytes()
-                    if not (folder / "csr.pem").exists():
+                    files = set(os.listdir(folder))
+                    for temp in (n for n in files if n.startswith(".") and n.endswith(".tmp")):
+                        # Left by a process killed in the middle of write_atomic; the real files are whole.
+                        os.unlink(folder + "/" + temp)
+                        log.info("removed %s/%s, left by an interrupted write", folder, temp)
+                    if "cert.pem" not in files or "csr.pem" not in files:
                         continue
-                    index[digest] = self._entry_from_disk(digest, folder, chain)
+                    with open(folder + "/cert.pem", "rb") as handle:
+                        chain = handle.read()
+                    index[digest] = self._describe_folder(digest, folder, chain, has_meta="meta.json" in files)
                     self._being_read += 1  # only this thread writes it; count() reads it
                 except (OSError, ValueError) as exc:
                     log.warning("storage %s: skipping %s: %s", self.name, folder, exc)
@@ -295,14 +311,13 @@ class FileCache:
         """Store the chain (in a thread; atomically, file by file)."""
         profile, verification = origin.profile, origin.verification
         digest = csr_digest(csr_pem, profile)
-        entry = _describe(digest, chain_pem, self.renew_within)
         previous = self._index.get(digest)
         kept = None if origin.requested or previous is None else previous.last_requested
+        # Described before anything is written: a chain that is not a certificate is refused whole.
+        entry = _describe(digest, chain_pem, self.renew_within, kept or 0.0, profile, verification)
         meta = json.dumps({"profile": profile, "verification": verification}).encode()
         await asyncio.to_thread(self._write, digest, csr_pem, chain_pem, meta, kept)
-        self._index[digest] = dataclasses.replace(
-            entry, last_requested=time.time() if kept is None else kept, profile=profile, verification=verification
-        )
+        self._index[digest] = entry if kept is not None else dataclasses.replace(entry, last_requested=time.time())
         self._hot.pop(digest)
 
     async def read(self, entry: CachedCertificate) -> tuple[bytes, bytes]:
