@@ -25,6 +25,11 @@ def section(title: str, keys: Mapping[str, Value | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dashed(keys: Mapping[str, Value | None]) -> dict[str, Value | None]:
+    # Python keyword arguments for keys written with "-" (not for hmac_type / hmac_key).
+    return {k.replace("_", "-"): v for k, v in keys.items()}
+
+
 def ini(*sections: str) -> str:
     """The whole configuration: sections separated by blank lines."""
     return "\n".join(sections)
@@ -43,7 +48,7 @@ def account(pebble: Pebble, directory: Path, **extra: Value | None) -> str:
 
 def mgmt(port: int, **extra: Value | None) -> str:
     """``[mgmt]`` listening on 127.0.0.1:``port``; ``extra`` keys with ``_`` for ``-``."""
-    return section("mgmt", {"listener": f"127.0.0.1:{port}", **{k.replace("_", "-"): v for k, v in extra.items()}})
+    return section("mgmt", {"listener": f"127.0.0.1:{port}", **_dashed(extra)})
 
 
 def http01(name: str, port: int) -> str:
@@ -56,7 +61,7 @@ def dns01(name: str, bind: Bind | None = None, **extra: Value | None) -> str:
     keys: dict[str, Value | None] = {"type": "dns01-dnsUpdate"}
     if bind is not None:
         keys |= {"dns-server": f"127.0.0.1:{bind.port}", "tsig-key-file": bind.key_file}
-    return section(f'verification "{name}"', {**keys, **{k.replace("_", "-"): v for k, v in extra.items()}})
+    return section(f'verification "{name}"', {**keys, **_dashed(extra)})
 
 
 def file_storage(name: str, directory: Path) -> str:

@@ -88,10 +88,7 @@ class SignHandler:
         try:
             peer = self.peer_of(request)
             self._check_before_body(request, settings, peer)
-            if request.content.is_eof() and "Expect" not in request.headers:
-                body = await request.read()  # all there already (a small CSR comes with the headers)
-            else:
-                body = await self._read_body(request, settings)
+            body = await self._read_body(request, settings)
             csr = self.csr_memo.parse(body)
             names = csr.names
             block = self._auth_block(settings, peer, request.headers.get("Authentication"), body, names)
@@ -132,7 +129,7 @@ class SignHandler:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0
         if request.content.is_eof():
-            return await request.read()
+            return await request.read()  # all there already (a small CSR comes with the headers)
         try:
             async with asyncio.timeout(settings.mgmt.body_timeout):  # cheaper than wait_for: no extra task
                 return await request.read()

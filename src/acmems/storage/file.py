@@ -110,9 +110,6 @@ class FileCache:
 
     # ------------------------------------------------------------------------------- the index
 
-    def _entry_from_disk(self, digest: str, folder: Path, chain: bytes) -> CachedCertificate:
-        return self._describe_folder(digest, str(folder), chain, has_meta=True)
-
     def _describe_folder(self, digest: str, folder: str, chain: bytes, *, has_meta: bool) -> CachedCertificate:
         # Plain string paths and os calls: the index of a large cache reads many folders.
         try:
@@ -281,7 +278,7 @@ class FileCache:
         elif entry is None:
             # Written by another acmems sharing this directory, or before the index was read.
             try:
-                entry = await asyncio.to_thread(self._entry_from_disk, digest, folder, chain)
+                entry = await asyncio.to_thread(self._describe_folder, digest, str(folder), chain, has_meta=True)
             except ValueError:
                 entry = None
             if entry is not None:
