@@ -8,7 +8,19 @@ from pathlib import Path
 
 from tests.realservices import Bind, Pebble
 
-__all__ = ["HMAC_KEY", "account", "auth", "dns01", "file_storage", "http01", "ini", "mgmt", "section"]
+__all__ = [
+    "HMAC_KEY",
+    "account",
+    "auth",
+    "cluster",
+    "database_storage",
+    "dns01",
+    "file_storage",
+    "http01",
+    "ini",
+    "mgmt",
+    "section",
+]
 
 HMAC_KEY = "A1YP67armNf3cBrecyJHdb035"
 Value = str | int | float | Path | Sequence[str]
@@ -67,6 +79,16 @@ def dns01(name: str, bind: Bind | None = None, **extra: Value | None) -> str:
 def file_storage(name: str, directory: Path) -> str:
     """A file storage in ``directory``."""
     return section(f'storage "{name}"', {"type": "file", "directory": directory})
+
+
+def database_storage(name: str, **extra: Value | None) -> str:
+    """A storage in the cluster database."""
+    return section(f'storage "{name}"', {"type": "database", **_dashed(extra)})
+
+
+def cluster(database: str, password_file: Path | None = None, name: str | None = None) -> str:
+    """``[cluster]`` on ``database`` (a libpq URI)."""
+    return section("cluster", {"database": database, "password-file": password_file, "name": name})
 
 
 def auth(

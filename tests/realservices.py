@@ -68,6 +68,10 @@ TOOLS = {
     "dash": "dash",
     "wrk": "wrk",
     "systemd-analyze": "systemd",
+    "postgres": "postgresql-15",
+    "initdb": "postgresql-15",
+    "pg_isready": "postgresql-client-15",
+    "psql": "postgresql-client-15",
 }
 
 
@@ -83,7 +87,7 @@ def missing_tools() -> dict[str, str]:
 def _find(name: str) -> str | None:
     found = shutil.which(name)
     if found is None:
-        for folder in ("/usr/sbin", "/sbin"):  # not on every user's PATH
+        for folder in ("/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin"):  # not on every user's PATH
             if os.access(f"{folder}/{name}", os.X_OK):
                 return f"{folder}/{name}"
     return found
@@ -374,9 +378,14 @@ class _Proxy:
 
 class Nginx(_Proxy):
     """nginx on ``port`` forwarding ``/.well-known/acme-challenge/`` to several backends, trying the
-    next one on 404 (the seed's set-up for several acmems)."""
+    next one on 404 (the seed's set-up for several acmems); with ``retry_404`` false, plain round
+    robin (a cluster's instances all answer every token)."""
 
     stop_signal = signal.SIGQUIT  # graceful
+
+    def __init__(self, directory: Path, port: int, backends: Sequence[int], *, retry_404: bool = True) -> None:
+        super().__init__(directory, port, backends)
+        self.retry_404 = retry_404
 
     def start(self) -> Nginx:
         nginx = tool("nginx")
@@ -400,9 +409,10 @@ http {{
     location /.well-known/acme-challenge/ {{
       proxy_pass http://acmems_challenges;
       proxy_set_header Host $host;
-      proxy_next_upstream error timeout http_404;
+      proxy_next_upstream {"error timeout http_404" if self.retry_404 else "error timeout"};
       proxy_next_upstream_tries 0;
       proxy_connect_timeout 1s;
+      proxy_read_timeout 3s;
     }}
     location / {{ return 404; }}
   }}

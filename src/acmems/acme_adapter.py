@@ -26,6 +26,7 @@ __all__ = [
     "fetch_order",
     "new_order",
     "post_as_get",
+    "resume_order",
     "retrying_bad_nonce",
 ]
 
@@ -91,6 +92,13 @@ def fetch_order(client: acme_client.ClientV2, url: str) -> tuple[messages.Order,
     """The order at ``url`` and the raw answer (for ``Retry-After``)."""
     response = post_as_get(client, url)
     return messages.Order.from_json(response.json()), response
+
+
+def resume_order(client: acme_client.ClientV2, url: str, csr_pem: bytes) -> messages.OrderResource:
+    """The order at ``url`` (saved by another instance) with its authorizations, ready to go on."""
+    body, _response = fetch_order(client, url)
+    authorizations = [fetch_authorization(client, a) for a in body.authorizations]
+    return messages.OrderResource(body=body, uri=url, authorizations=authorizations, csr_pem=csr_pem)
 
 
 def new_order(

@@ -25,7 +25,7 @@ from josepy.jwk import JWK
 from acmems import acme_account
 from acmems.account import AccountFiles, generate_key, jwk_and_alg
 from acmems.acme_adapter import CaNetwork
-from acmems.acme_order import OrderRun
+from acmems.acme_order import OrderRecord, OrderRun
 from acmems.acme_problems import ca_error
 from acmems.challenges import ChallengeSolver
 from acmems.errors import CaError, ConfigError, Kind
@@ -201,15 +201,21 @@ class AcmeCa:
         return acme_client.ClientV2(self._directory, net)
 
     async def issue(
-        self, csr_pem: bytes, solver: ChallengeSolver, profile: str | None = None, replaces: str | None = None
+        self,
+        csr_pem: bytes,
+        solver: ChallengeSolver,
+        profile: str | None = None,
+        replaces: str | None = None,
+        record: OrderRecord | None = None,
     ) -> bytes:
-        """Run one order for ``csr_pem`` to the end and return leaf + chain (PEM).
+        """Run one order for ``csr_pem`` to the end and return leaf + chain (PEM); with ``record``
+        (a cluster lease), resume the order it saved, or save the new order's URL before answering.
 
         Raises:
             CaError: validation failed, rate-limited, the CA refused, or unreachable.
         """
         try:
-            return await self._issue_once(csr_pem, solver, profile, replaces)
+            return await self._issue_once(csr_pem, solver, profile, replaces, record)
         except CaError as exc:
             if exc.problem_type != "accountDoesNotExist" or not self._may_register():
                 raise
@@ -217,10 +223,15 @@ class AcmeCa:
         # again, as at start, and retry the order once.
         log.warning("the CA no longer knows the account %s; registering again", self._regr.uri if self._regr else "?")
         await self._reregister()
-        return await self._issue_once(csr_pem, solver, profile, replaces)
+        return await self._issue_once(csr_pem, solver, profile, replaces, record)
 
     async def _issue_once(
-        self, csr_pem: bytes, solver: ChallengeSolver, profile: str | None, replaces: str | None
+        self,
+        csr_pem: bytes,
+        solver: ChallengeSolver,
+        profile: str | None,
+        replaces: str | None,
+        record: OrderRecord | None,
     ) -> bytes:
         await self.start_ready()
         if profile is not None:
@@ -233,7 +244,7 @@ class AcmeCa:
             reuse = True
             try:
                 async with asyncio.timeout(self.order_timeout):
-                    return await self._order(client, csr_pem, solver, profile, replaces)
+                    return await self._order(client, csr_pem, solver, profile, replaces, record)
             except TimeoutError:
                 reuse = False
                 raise CaError(
@@ -258,9 +269,10 @@ class AcmeCa:
         solver: ChallengeSolver,
         profile: str | None,
         replaces: str | None,
+        record: OrderRecord | None,
     ) -> bytes:
         assert self._key is not None
-        return await OrderRun(self._blocking, client, self._key, solver).run(csr_pem, profile, replaces)
+        return await OrderRun(self._blocking, client, self._key, solver).run(csr_pem, profile, replaces, record)
 
 
 def _net(client: acme_client.ClientV2) -> CaNetwork:

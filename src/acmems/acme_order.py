@@ -24,7 +24,7 @@ from acmems.acme_problems import format_chain, problem_of, retry_after_seconds
 from acmems.challenges import ChallengeSolver
 from acmems.errors import AcmemsError, CaError, Kind
 
-__all__ = ["BlockingCall", "OrderRun"]
+__all__ = ["BlockingCall", "OrderRecord", "OrderRun"]
 
 log = logging.getLogger("acmems.acme_ca")
 T = TypeVar("T")
@@ -35,6 +35,17 @@ class BlockingCall(Protocol):
     """Runs a synchronous ``acme`` call off the event loop; its failures become :class:`CaError`."""
 
     async def __call__(self, fn: Callable[..., T], *args: Any, net: CaNetwork | None = None) -> T: ...
+
+
+class OrderRecord(Protocol):
+    """Where an order's URL is kept while it runs (a cluster lease), so that another instance can
+    resume it if this one dies: ``saved_order`` is an earlier holder's."""
+
+    saved_order: str | None
+
+    async def save_order(self, url: str) -> None:
+        """Keep ``url``; raises if this instance may no longer carry the order on."""
+        ...
 
 
 class OrderRun:
@@ -57,9 +68,20 @@ class OrderRun:
         self.authorizations: list[messages.AuthorizationResource] = []
         self.published: list[tuple[str, str, str]] = []  # identifier, token, validation
 
-    async def run(self, csr_pem: bytes, profile: str | None, replaces: str | None) -> bytes:
-        """newOrder, then the steps until the chain is downloaded (returned) or the order fails (raised)."""
-        self.orderr = await self.blocking(acme_adapter.new_order, self.client, csr_pem, profile, replaces, net=self.net)
+    async def run(
+        self, csr_pem: bytes, profile: str | None, replaces: str | None, record: OrderRecord | None = None
+    ) -> bytes:
+        """newOrder (or the order ``record`` saved), then the steps until the chain is downloaded
+        (returned) or the order fails (raised). A new order's URL is saved in ``record`` before any
+        challenge is answered."""
+        if record is not None and record.saved_order is not None:
+            self.orderr = await self._resume(record.saved_order, csr_pem)
+        if self.orderr is None:
+            self.orderr = await self.blocking(
+                acme_adapter.new_order, self.client, csr_pem, profile, replaces, net=self.net
+            )
+            if record is not None and self.orderr.uri is not None:
+                await record.save_order(self.orderr.uri)
         self.authorizations = list(self.orderr.authorizations)
         state = order_state(self.orderr.body, self.authorizations)
         try:
@@ -75,6 +97,19 @@ class OrderRun:
                 state = await self._carry_out(step, state)
         finally:
             await self.clean_up()
+
+    async def _resume(self, url: str, csr_pem: bytes) -> messages.OrderResource | None:
+        """The saved order, if the CA still has it and it can still succeed; None: order anew."""
+        try:
+            orderr = await self.blocking(acme_adapter.resume_order, self.client, url, csr_pem, net=self.net)
+        except CaError as exc:
+            log.info("the saved order %s cannot be resumed (%s); ordering anew", url, exc.message)
+            return None
+        if orderr.body.status == messages.STATUS_INVALID:
+            log.info("the saved order %s has failed; ordering anew", url)
+            return None
+        log.info("resuming the saved order %s (%s)", url, _status(orderr.body.status))
+        return orderr
 
     async def _carry_out(self, step: _Work, state: steps.OrderState) -> steps.OrderState:
         if isinstance(step, steps.AnswerChallenges):
@@ -96,7 +131,8 @@ class OrderRun:
             identifier, token = authzr.body.identifier.value, challb.chall.encode("token")
             await self.solver.present(identifier, token, validation)
             self.published.append((identifier, token, validation))
-            answers.append((challb, response))
+            if challb.status == messages.STATUS_PENDING:  # a resumed order's may be processing already
+                answers.append((challb, response))
         for challb, response in answers:
             await self.blocking(self.client.answer_challenge, challb, response, net=self.net)
 

@@ -1,4 +1,4 @@
-"""The ``acmems`` command: ``serve`` (the default), ``check``, ``list`` and ``revoke``.
+"""The ``acmems`` command: ``serve`` (the default), ``check``, ``list``, ``revoke``, ``import``, ``db init``.
 
 ``acme-register`` is :mod:`acmems.register_cli`.
 """
@@ -9,20 +9,19 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cryptography import x509
 
-from acmems import __version__, acme_account
+from acmems import __version__, acme_account, store_cli
 from acmems.account import AccountFiles, jwk_and_alg
 from acmems.acme_problems import ca_error
 from acmems.config import load_settings
 from acmems.describe import describe_settings
 from acmems.errors import AcmemsError, ConfigError
 from acmems.settings import Settings
-from acmems.storage import CertificateStore, make_store
 
 __all__ = ["REVOCATION_REASONS", "main"]
 
@@ -41,6 +40,16 @@ _COMMANDS = {
         "revoke a certificate with the account key",
         "Revoke a certificate at the CA with the account key (RFC 8555 section 7.6) and remove it "
         "from the caches, so that its CSR gets a new certificate.",
+    ),
+    "import": (
+        "copy the certificates of one storage into another",
+        "Copy every certificate of --from (a file cache, the original's layout too) into --to "
+        "(e.g. a type = database storage of a cluster).",
+    ),
+    "db": (
+        "set up the cluster database",
+        "'acmems db init CONFIG': create or upgrade the tables of the [cluster] database (run it as "
+        "their owner when acmems' own role may not create tables).",
     ),
 }
 
@@ -61,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsers = {}
     for name, (summary, description) in _COMMANDS.items():
         parsers[name] = commands.add_parser(name, help=summary, description=description)
+        if name == "db":
+            parsers[name].add_argument("action", choices=["init"])
         parsers[name].add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
+    parsers["import"].add_argument("--from", dest="source", required=True, metavar="STORAGE")
+    parsers["import"].add_argument("--to", dest="target", required=True, metavar="STORAGE")
     revoke = parsers["revoke"]
     revoke.add_argument("--cert", required=True, help="the certificate (PEM; the first block is revoked)")
     revoke.add_argument(
@@ -76,14 +89,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"acmems: configuration error: {exc.message}", file=sys.stderr)
         return 1
-    if args.command == "list":
-        return _list(settings)
     if args.command == "revoke":
         return _revoke(settings, args.cert, args.reason)
     if args.command == "check":
         print(describe_settings(settings))
+        database = _run(store_cli.check_database(settings))
+        if database is not None:
+            print(database)
         print("configuration is valid")
         return 0
+    if args.command in ("list", "import", "db"):
+        work: Coroutine[Any, Any, int]
+        if args.command == "list":
+            work = store_cli.list_certificates(settings)
+        elif args.command == "import":
+            work = store_cli.import_certificates(settings, args.source, args.target)
+        else:
+            work = store_cli.db_init(settings)
+        try:
+            return _run(work)
+        except AcmemsError as exc:
+            print(f"acmems {args.command}: {exc.message}", file=sys.stderr)
+            return 1
     from acmems.logsetup import setup_logging
     from acmems.server import run
 
@@ -95,27 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _stores(settings: Settings) -> list[CertificateStore]:
-    stores = [make_store(storage) for storage in settings.storages.values()]
-    for store in stores:
-        asyncio.run(store.load_index())
-    return [s for s in stores if s.where != "-"]
+T = TypeVar("T")
 
 
-def _list(settings: Settings) -> int:
-    now = datetime.now(UTC)
-    for store in _stores(settings):
-        count = store.count()
-        print(f'[storage "{store.name}"] {store.where}: {count} certificate(s)')
-        if count:
-            print(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<8} names")
-        for entry in store.entries():
-            state = "expired" if entry.not_after <= now else "due" if entry.renew_at <= now else "ok"
-            print(
-                f"  {entry.not_after:%Y-%m-%d %H:%M:%S}  {entry.renew_at:%Y-%m-%d %H:%M:%S}  {state:<8} "
-                f"{', '.join(entry.names)}"
-            )
-    return 0
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(work)
 
 
 REVOCATION_REASONS = {
@@ -150,7 +161,11 @@ def _revoke(settings: Settings, cert_path: str, reason: str) -> int:
     except AcmemsError as exc:
         print(f"failed\n{exc.message}")
         return 1
-    removed = sum(asyncio.run(store.remove_serial(certificate.serial_number)) for store in _stores(settings))
+    try:
+        removed = _run(store_cli.remove_serial(settings, certificate.serial_number))
+    except AcmemsError as exc:
+        print(f"the CA revoked it, but it could not be taken out of the caches: {exc.message}")
+        return 1
     print(f"Removed it from {removed} cache entr{'y' if removed == 1 else 'ies'}")
     return 0
 

@@ -20,6 +20,7 @@ from acmems.config_sections import (
     block_profile,
     read_account,
     read_auth,
+    read_cluster,
     read_logging,
     read_mgmt,
     read_storage,
@@ -31,6 +32,8 @@ from acmems.settings import (
     IMPLICIT_STORAGE,
     IMPLICIT_VERIFICATION,
     AccountSettings,
+    ClusterSettings,
+    DatabaseStorage,
     Http01Verification,
     LoggingSettings,
     NoneStorage,
@@ -47,7 +50,7 @@ S = TypeVar("S")
 
 
 _NAMED = {"verification", "storage", "auth"}
-_SINGLE = {"account", "mgmt", "logging"}
+_SINGLE = {"account", "mgmt", "logging", "cluster"}
 
 
 def load_settings(paths: Sequence[str | Path]) -> Settings:
@@ -77,6 +80,8 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
     storages: dict[str, StorageSettings] = {}
     raw_auth: list[RawAuth] = []
     mgmt_keys: Keys | None = None
+    cluster: ClusterSettings | None = None
+    database_sections: list[Section] = []
     for section in sections:
         keys = Keys(section)
         if section.type in _SINGLE and section.name is not None:
@@ -96,16 +101,32 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         elif section.type == "storage":
             assert section.name is not None
             storages[section.name] = read_storage(section, keys)
+            if isinstance(storages[section.name], DatabaseStorage):
+                database_sections.append(section)
+        elif section.type == "cluster":
+            cluster = read_cluster(keys)
         elif section.type == "auth":
             raw_auth.append(read_auth(section, keys))
         else:
             warnings.append(
                 f"{section.file}:{section.line}: unknown section [{section.title}] is ignored "
-                "(known: account, mgmt, verification, storage, auth, logging)"
+                "(known: account, mgmt, verification, storage, auth, logging, cluster)"
             )
             continue
         keys.warn_unknown(warnings)
 
+    if database_sections and cluster is None:
+        raise database_sections[0].error(
+            "type = database keeps certificates in the cluster database: add a [cluster] section with "
+            "'database = postgresql://...'",
+            key="type",
+            entry=database_sections[0].entries[0],
+        )
+    if cluster is not None and not database_sections:
+        warnings.append(
+            "[cluster] is set but no [storage] has type = database: certificates are kept per instance "
+            "(HTTP-01 tokens and orders are still shared)"
+        )
     default_verification = _choose_default(
         "verification",
         mgmt.default_verification,
@@ -146,6 +167,7 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         logging=logging_settings,
         default_verification=default_verification,
         default_storage=default_storage,
+        cluster=cluster,
         files=tuple(name for name, _ in sources),
         warnings=tuple(warnings),
     )

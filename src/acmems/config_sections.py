@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,13 @@ from typing import TypeVar
 
 from acmems.config_values import (
     base64_secret,
+    database_conninfo,
     dns_server,
     domain_glob,
     eab_hmac_key,
     email_address,
     hash_name,
+    instance_name,
     ip_network,
     log_level,
     non_negative_number,
@@ -28,6 +31,7 @@ from acmems.config_values import (
     positive_int,
     positive_number,
     profile_name,
+    read_secret_file,
     read_tsig_key_file,
     tsig_algorithm,
     worker_count,
@@ -39,6 +43,8 @@ from acmems.settings import (
     LETSENCRYPT_STAGING,
     AccountSettings,
     AuthSettings,
+    ClusterSettings,
+    DatabaseStorage,
     DnsUpdateVerification,
     FileStorage,
     Http01Verification,
@@ -57,6 +63,7 @@ __all__ = [
     "block_profile",
     "read_account",
     "read_auth",
+    "read_cluster",
     "read_logging",
     "read_mgmt",
     "read_storage",
@@ -120,6 +127,19 @@ class Keys:
                     f"is ignored (known: {', '.join(sorted(self.known))})"
                 )
                 self.known.add(entry.key)
+
+
+def read_cluster(keys: Keys) -> ClusterSettings:
+    """``[cluster]``: ``database`` (a libpq URI or key=value string), ``password-file``, ``name``."""
+    entry = keys.one("database")
+    if entry is None:
+        raise keys.section.error("needs 'database', a libpq URI (postgresql://user@host/db) or key=value string")
+    database = keys.convert(entry, database_conninfo)
+    password = None
+    password_entry = keys.one("password-file")
+    if password_entry is not None:
+        password = keys.convert(password_entry, lambda v: read_secret_file(Path(nonempty(v))))
+    return ClusterSettings(database, password, keys.value("name", instance_name, socket.gethostname() or "acmems"))
 
 
 def read_account(keys: Keys) -> AccountSettings:
@@ -230,10 +250,12 @@ def read_verification(section: Section, keys: Keys) -> VerificationSettings:
 
 def read_storage(section: Section, keys: Keys) -> StorageSettings:
     assert section.name is not None
-    stype = _first_key_type(section, ("none", "file"))
+    stype = _first_key_type(section, ("none", "file", "database"))
     keys.one("type")
     if stype == "none":
         return NoneStorage(section.name)
+    if stype == "database":
+        return DatabaseStorage(section.name, keys.value("renew-within", positive_number, 14.0))
     directory_entry = keys.one("directory")
     if directory_entry is None:
         raise section.error("type = file needs 'directory', the folder the certificates are cached in")

@@ -17,11 +17,13 @@ __all__ = [
     "MAX_WORKERS",
     "TSIG_ALGORITHMS",
     "base64_secret",
+    "database_conninfo",
     "dns_server",
     "domain_glob",
     "eab_hmac_key",
     "email_address",
     "hash_name",
+    "instance_name",
     "ip_network",
     "log_level",
     "non_negative_number",
@@ -33,6 +35,7 @@ __all__ = [
     "positive_int",
     "positive_number",
     "profile_name",
+    "read_secret_file",
     "read_tsig_key_file",
     "tsig_algorithm",
     "worker_count",
@@ -186,6 +189,7 @@ def read_tsig_key_file(path: Path) -> tuple[str, str, str]:
         raise ValueError(f"{path}: key {match.group(1)!r} lacks its algorithm or secret")
     return match.group(1), algorithm.group(1).lower(), base64_secret(secret.group(1))
 
+
 MAX_WORKERS = 64
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -272,4 +276,42 @@ def domain_glob(value: str) -> str:
     value = value.strip().lower().rstrip(".")
     if not value or any(c.isspace() for c in value):
         raise ValueError(f"{value!r} is not a domain glob; write e.g. mail.example.org or *.example.org")
+    return value
+
+
+def database_conninfo(value: str) -> str:
+    """A libpq connection string: ``postgresql://`` URI or ``key=value`` pairs (checked by libpq's rules)."""
+    import psycopg
+    from psycopg import conninfo
+
+    try:
+        parts = conninfo.conninfo_to_dict(value)
+    except psycopg.Error:  # psycopg's text may quote the value, and with it a password
+        raise ValueError(
+            "is not a libpq connection string: use postgresql://user@host/dbname?sslmode=verify-full "
+            "or host=... dbname=... user=..."
+        ) from None
+    if not parts:
+        raise ValueError("is empty; name the database: postgresql://user@host/dbname")
+    return value
+
+
+def read_secret_file(path: Path) -> str:
+    """The text of a secret file less trailing whitespace; a missing or empty file is an error naming it."""
+    try:
+        text = path.read_text(encoding="utf-8").rstrip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ValueError(f"cannot read {path}: {reason}") from None
+    if not text:
+        raise ValueError(f"{path} is empty")
+    return text
+
+
+_INSTANCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def instance_name(value: str) -> str:
+    if not _INSTANCE_NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a name: letters, digits, '.', '_' and '-', at most 63")
     return value

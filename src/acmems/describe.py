@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from acmems.settings import DnsUpdateVerification, FileStorage, Http01Verification, Settings
+from acmems.cluster.database import masked
+from acmems.settings import DatabaseStorage, DnsUpdateVerification, FileStorage, Http01Verification, Settings
 
 __all__ = ["describe_settings"]
 
@@ -42,6 +43,13 @@ def describe_settings(settings: Settings) -> str:
         f"  default verification = {settings.default_verification or '- (disabled)'}",
         f"  default storage = {settings.default_storage or '- (disabled)'}",
     ]
+    if settings.cluster is not None:
+        cluster = settings.cluster
+        out += [
+            "[cluster]",
+            f"  database = {masked(cluster.database)}, password-file = {_mask(cluster.password)}",
+            f"  name = {cluster.name}",
+        ]
     for name, verification in settings.verifications.items():
         used = "" if name in settings.used_verifications else " (unused: no listener opened)"
         implicit = " (implicit)" if isinstance(verification, Http01Verification) and verification.implicit else ""
@@ -66,6 +74,8 @@ def describe_settings(settings: Settings) -> str:
         out.append(f'[storage "{name}"] type = {storage.type}')
         if isinstance(storage, FileStorage):
             out.append(f"  directory = {storage.directory}, renew-within = {storage.renew_within_days:g} days")
+        elif isinstance(storage, DatabaseStorage):
+            out.append(f"  in the cluster database, renew-within = {storage.renew_within_days:g} days")
     for block in settings.auth_blocks:
         methods = []
         if block.ips:

@@ -22,6 +22,7 @@ __all__ = [
     "CaError",
     "ConfigError",
     "CsrError",
+    "DatabaseError",
     "DnsUpdateError",
     "HttpAnswer",
     "IssuanceTimeout",
@@ -53,6 +54,7 @@ class Kind(enum.Enum):
     DNS_REFUSED = "DNS refused"
     DNS_UNREACHABLE = "DNS unreachable"
     UNAVAILABLE = "unavailable"  # this acmems cannot answer now (a worker lost its main process)
+    DATABASE_UNAVAILABLE = "database unavailable"  # the cluster database does not answer
     STILL_ISSUING = "still issuing"
 
 
@@ -86,6 +88,7 @@ ANSWERS: Mapping[Kind, Answer] = MappingProxyType(
         Kind.CA_UNREACHABLE: Answer(503, 30),
         Kind.DNS_UNREACHABLE: Answer(503, 30),
         Kind.UNAVAILABLE: Answer(503, 5),
+        Kind.DATABASE_UNAVAILABLE: Answer(503, 10),
         Kind.STILL_ISSUING: Answer(504, 30),
     }
 )
@@ -185,6 +188,12 @@ class CaError(AcmemsError):
 
 class DnsUpdateError(AcmemsError):
     """An RFC 2136 update or lookup failed (refused, or the server unreachable)."""
+
+
+class DatabaseError(AcmemsError):
+    """The cluster database did not answer (or not in time); what needs it is answered 503."""
+
+    kind = Kind.DATABASE_UNAVAILABLE
 
 
 class IssuanceTimeout(AcmemsError):

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.csr import CsrInfo
-from acmems.errors import AcmemsError, CaError, DnsUpdateError, IssuanceTimeout, Kind
+from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
 from acmems.settings import AuthSettings
-from acmems.storage import CertificateStore, Origin
+from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
 
 __all__ = ["Issuer", "SignResult"]
 
@@ -120,10 +120,44 @@ class Issuer:
         replaces: str | None,
         requested: bool,
     ) -> bytes:
+        digest = csr_digest(csr.pem, profile)
+        while True:
+            # A shared store grants this to one instance of the cluster at a time; the others wait
+            # for its result (the same bytes) instead of ordering again.
+            claim = await cache.claim(digest, solver.name)
+            if claim is not None:
+                break
+            await cache.wait_released(digest, solver.name)
+            stored = await cache.get(csr.pem, profile)
+            if stored is not None:
+                return stored
+        finished = False
+        try:
+            if claim.fence is not None:
+                stored = await cache.get(csr.pem, profile)  # stored by another instance meanwhile
+                if stored is not None:
+                    finished = True
+                    return stored
+            chain = await self._order(csr, solver, profile, replaces, claim)
+            await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence))
+            finished = True
+            return chain
+        except AcmemsError:
+            finished = True
+            raise
+        finally:
+            if finished:
+                await claim.release()
+            else:
+                claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
+
+    async def _order(
+        self, csr: CsrInfo, solver: ChallengeSolver, profile: str | None, replaces: str | None, claim: Claim
+    ) -> bytes:
         started = time.monotonic()
         vtype = solver.challenge_type
         try:
-            chain = await self.ca.issue(csr.request_pem, solver, profile, replaces)
+            chain = await self.ca.issue(csr.request_pem, solver, profile, replaces, claim)
         except AcmemsError as exc:
             self.metrics.issuances.labels("failed", vtype).inc()
             if isinstance(exc, CaError):
@@ -141,17 +175,26 @@ class Issuer:
         self.metrics.issuances.labels("issued", vtype).inc()
         self.metrics.issuance_seconds.labels(vtype).observe(duration)
         log.info("issued a certificate for %s in %.3f s (verification %s)", ", ".join(csr.names), duration, solver.name)
+        return chain
+
+    async def _store(self, csr: CsrInfo, chain: bytes, cache: CertificateStore, origin: Origin) -> None:
         try:
-            await cache.put(csr.pem, chain, Origin(profile, solver.name, requested))
-        except (OSError, ValueError) as exc:
+            await cache.put(csr.pem, chain, origin)
+        except StaleFence as exc:
+            log.warning(
+                "storage %s: not storing the certificate for %s: another instance took its order over (%s)",
+                cache.name,
+                ", ".join(csr.names),
+                exc,
+            )
+        except (OSError, ValueError, DatabaseError) as exc:
             self.metrics.storage_errors.inc()
             log.error(
                 "storage %s: cannot cache the certificate for %s: %s; answering it uncached",
                 cache.name,
                 ", ".join(csr.names),
-                exc,
+                exc.message if isinstance(exc, AcmemsError) else exc,
             )
-        return chain
 
     def _finished(self, key: _Key, task: asyncio.Task[bytes]) -> None:
         if not task.cancelled() and task.exception() is not None:

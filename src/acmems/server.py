@@ -22,6 +22,7 @@ from aiohttp import web
 
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver, DnsUpdateSolver, Http01Solver, PendingJournal, make_solver
+from acmems.cluster import ClusterDb, SharedTokens, prepare
 from acmems.config import load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
@@ -58,6 +59,8 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.metrics = Metrics()
+        # One connection for the life of the process: [cluster] changes need a restart.
+        self.cluster = ClusterDb(settings.cluster) if settings.cluster is not None else None
         self._http01: dict[str, Http01Solver] = {}
         self._journals: dict[Path, PendingJournal] = {}
         self.runtime = self._build(settings, None)
@@ -84,10 +87,11 @@ class Server:
                 continue
             if isinstance(verification, Http01Verification):
                 # The challenge listeners serve these objects: keep them across reloads.
-                solvers[name] = self._http01.setdefault(name, Http01Solver(name))
+                shared = SharedTokens(self.cluster) if self.cluster is not None else None
+                solvers[name] = self._http01.setdefault(name, Http01Solver(name, shared))
             else:
                 solvers[name] = make_solver(verification, journal)
-        caches = {name: make_store(s) for name, s in settings.storages.items()}
+        caches = {name: make_store(s, cluster=self.cluster) for name, s in settings.storages.items()}
         return Runtime(settings, ca, solvers, caches, Issuer(ca, solvers, caches, self.metrics))
 
     async def _load_index(self, cache: CertificateStore) -> None:
@@ -96,6 +100,9 @@ class Server:
             count = await cache.load_index()
         except OSError as exc:
             log.error("storage %s: cannot read %s: %s", cache.name, cache.where, exc)
+            return
+        except AcmemsError as exc:  # the cluster database: what is asked for is read as it comes
+            log.error("storage %s: cannot read the index from %s: %s", cache.name, cache.where, exc.message)
             return
         if cache.where == "-":
             return  # a store that keeps nothing has nothing to report
@@ -133,6 +140,10 @@ class Server:
     async def start(self) -> None:
         """Check the account, read the caches, then open every listener; raises on a port in use."""
         runtime = self.runtime
+        if self.cluster is not None:
+            await self.cluster.open()
+            await prepare(self.cluster)
+            log.info("cluster database %s: instance %s", self.cluster.where, self.cluster.name)
         await runtime.ca.start()
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
@@ -171,6 +182,9 @@ class Server:
             log.error("reload refused, the old configuration keeps serving: %s", exc.message)
             return False
         old = self.runtime.settings
+        if settings.cluster != old.cluster:
+            log.error("reload refused: [cluster] changed; restart acmems to change the cluster database")
+            return False
         if settings.mgmt.workers != old.mgmt.workers:
             log.error("reload refused: [mgmt] workers changed; restart acmems to change the number of processes")
             return False
@@ -206,6 +220,8 @@ class Server:
             problems.append("no listener is open")
         if self.workers is not None:
             problems += self.workers.problems()
+        if self.cluster is not None and not self.cluster.available:
+            problems.append(f"the cluster database {self.cluster.where} does not answer")
         for cache in self.runtime.caches.values():
             problems += cache.problems()
         return problems
@@ -269,6 +285,8 @@ class Server:
         for runner in reversed(self._runners):  # management listeners first (opened last)
             await runner.cleanup()
         self.runtime.ca.close()
+        if self.cluster is not None:
+            await self.cluster.close()
 
 
 def _raise_open_files_limit() -> None:

@@ -12,6 +12,8 @@ __all__ = [
     "LETSENCRYPT_STAGING",
     "AccountSettings",
     "AuthSettings",
+    "ClusterSettings",
+    "DatabaseStorage",
     "DnsUpdateVerification",
     "FileStorage",
     "Http01Verification",
@@ -128,7 +130,25 @@ class FileStorage:
     type: str = "file"
 
 
-StorageSettings = NoneStorage | FileStorage
+@dataclass(frozen=True, slots=True)
+class DatabaseStorage:
+    """``type = database``: certificates kept in the cluster database, shared by every instance."""
+
+    name: str
+    renew_within_days: float = 14.0
+    type: str = "database"
+
+
+StorageSettings = NoneStorage | FileStorage | DatabaseStorage
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """``[cluster]``: the PostgreSQL database several acmems share, and this instance's name."""
+
+    database: str = field(repr=False)  # may hold a password: never log it (see acmems.cluster.masked)
+    password: str | None = field(default=None, repr=False)
+    name: str = "acmems"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +192,7 @@ class Settings:
     logging: LoggingSettings
     default_verification: str | None
     default_storage: str | None
+    cluster: ClusterSettings | None = None
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 

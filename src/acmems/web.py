@@ -169,7 +169,11 @@ def challenge_handler(solver: Http01Solver) -> Handler:
             return text_answer(exc.status, exc.message)
         path = request.path
         if request.method in ("GET", "HEAD") and path.startswith(prefix):
-            key_authorization = solver.key_authorization(path[len(prefix) :])
+            try:
+                key_authorization = await solver.lookup(path[len(prefix) :])
+            except AcmemsError as exc:  # the cluster database does not answer: 503, never "unknown"
+                failed = http_answer(exc)
+                return text_answer(failed.status, failed.line, failed.headers)
             if key_authorization is not None:
                 return web.Response(text=key_authorization, content_type="text/plain")
             return text_answer(404, "unknown token")

@@ -38,6 +38,8 @@ def put(store: Store, csr: bytes, chain: bytes) -> None:
 
 def load(store: Store) -> int:
     return asyncio.run(store.load_index())
+
+
 DAY = datetime.timedelta(days=1)
 
 

@@ -1,32 +1,60 @@
-"""HTTP-01 (RFC 8555 §8.3): key authorizations held in memory for the challenge listener."""
+"""HTTP-01 (RFC 8555 §8.3): key authorizations held in memory for the challenge listener, and in a
+cluster also in the database for every other instance's listener."""
 
 from __future__ import annotations
 
-__all__ = ["Http01Solver"]
+from typing import Protocol
+
+__all__ = ["Http01Solver", "TokenTable"]
+
+
+class TokenTable(Protocol):
+    """Where the tokens of every instance of a cluster are published (:class:`acmems.cluster.tokens.SharedTokens`)."""
+
+    async def put(self, token: str, key_authorization: str) -> None: ...
+
+    async def delete(self, token: str) -> None: ...
+
+    async def get(self, token: str) -> str | None: ...
 
 
 class Http01Solver:
     """Holds ``token -> key authorization`` while an authorization is pending.
 
     The challenge listener answers any Host header: the token alone identifies the challenge, and
-    a token we do not hold gets 404, which lets nginx try the next acmems (``proxy_next_upstream
-    http_404``).
+    a token nobody holds gets 404, which lets nginx try the next acmems (``proxy_next_upstream
+    http_404``). With ``shared`` (a cluster) a token is also published there before the CA is told,
+    so any instance answers it.
     """
 
     challenge_type = "http-01"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, shared: TokenTable | None = None) -> None:
         self.name = name
+        self.shared = shared
         self._tokens: dict[str, str] = {}
 
     async def present(self, identifier: str, token: str, validation: str) -> None:
-        """Serve ``validation`` (the key authorization) for ``token``."""
+        """Serve ``validation`` (the key authorization) for ``token``; in a cluster, committed to
+        the database first (raises :class:`DatabaseError` when it does not answer)."""
+        if self.shared is not None:
+            await self.shared.put(token, validation)
         self._tokens[token] = validation
 
     async def cleanup(self, identifier: str, token: str, validation: str) -> None:
         """Forget ``token`` once its authorization is done."""
         self._tokens.pop(token, None)
+        if self.shared is not None:
+            await self.shared.delete(token)
 
     def key_authorization(self, token: str) -> str | None:
-        """What to answer for ``token``, or None (404)."""
+        """What this process holds for ``token``, or None."""
         return self._tokens.get(token)
+
+    async def lookup(self, token: str) -> str | None:
+        """What to answer for ``token``: this process's, else any instance's (never remembered when
+        not found). Raises :class:`DatabaseError` when only the database could know."""
+        held = self._tokens.get(token)
+        if held is not None or self.shared is None:
+            return held
+        return await self.shared.get(token)

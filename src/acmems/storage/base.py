@@ -6,10 +6,23 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
-__all__ = ["CachedCertificate", "CertificateStore", "Origin", "csr_digest"]
+from cryptography import x509
+
+from acmems.renewal import renewal_time
+
+__all__ = [
+    "CachedCertificate",
+    "CertificateStore",
+    "Claim",
+    "LocalClaim",
+    "Origin",
+    "StaleFence",
+    "csr_digest",
+    "describe_chain",
+]
 
 
 @functools.lru_cache(maxsize=4096)  # a cache hit asks for it at every request
@@ -36,14 +49,92 @@ class CachedCertificate:
     next_ari_check: float = 0.0  # Unix time to ask the CA's renewal-info again
 
 
+def describe_chain(
+    digest: str,
+    chain: bytes,
+    renew_within: timedelta,
+    last_requested: float = 0.0,
+    profile: str | None = None,
+    verification: str | None = None,
+) -> CachedCertificate:
+    """What a store keeps in memory of a chain (its leaf's names, serial, lifetime, renewal time).
+
+    Raises:
+        ValueError: the chain does not start with a certificate.
+    """
+    leaf = x509.load_pem_x509_certificate(chain)
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = ()
+    not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    return CachedCertificate(
+        digest,
+        names,
+        leaf.serial_number,
+        not_before,
+        not_after,
+        renewal_time(not_before, not_after, renew_within),
+        last_requested,
+        profile,
+        verification,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """How a stored certificate came about: its profile, the verification that proved it (a renewal
-    uses it again), and whether a client asked for it (``requested``) or a background renewal did."""
+    uses it again), whether a client asked for it (``requested``) or a background renewal did, and
+    the fencing number of the claim it was ordered under (a shared store refuses a stale one)."""
 
     profile: str | None = None
     verification: str | None = None
     requested: bool = True
+    fence: int | None = None
+
+
+class StaleFence(Exception):
+    """``put`` under a claim that another instance has taken over since: the result is not stored."""
+
+
+class Claim(Protocol):
+    """The right to order one CSR's certificate (see :meth:`CertificateStore.claim`).
+
+    ``saved_order`` is the order URL an earlier holder saved (it died before finishing): the new
+    holder resumes that order instead of sending a new one.
+    """
+
+    fence: int | None
+    saved_order: str | None
+
+    async def save_order(self, url: str) -> None:
+        """Record the order's URL before any of its challenges is answered."""
+        ...
+
+    async def release(self) -> None:
+        """Give the claim up (the order finished or failed); others waiting may go on."""
+        ...
+
+    def abandon(self) -> None:
+        """Leave the claim to lapse (this process stops in the middle of the order)."""
+        ...
+
+
+class LocalClaim:
+    """A claim of a store that only this process uses: the issuer's single flight is the whole lock."""
+
+    fence: int | None = None
+    saved_order: str | None = None
+
+    async def save_order(self, url: str) -> None:
+        """Nothing to save: a crash of this process ends its orders."""
+
+    async def release(self) -> None:
+        """Nothing to give up."""
+
+    def abandon(self) -> None:
+        """Nothing to leave."""
 
 
 _CLIENT = Origin()
@@ -108,4 +199,13 @@ class CertificateStore(Protocol):
 
     def problems(self) -> list[str]:
         """What keeps this store from working (for ``/health``); empty when fine."""
+        ...
+
+    async def claim(self, digest: str, verification: str) -> Claim | None:
+        """The right to order the certificate ``digest`` with ``verification``, or None while another
+        instance holds it (then :meth:`wait_released`). Raises :class:`DatabaseError`."""
+        ...
+
+    async def wait_released(self, digest: str, verification: str) -> None:
+        """Return once nobody holds that claim any more (released, or lapsed)."""
         ...

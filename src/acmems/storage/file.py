@@ -23,13 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-
 from acmems.fileio import write_atomic
 from acmems.lru import Lru
-from acmems.renewal import renewal_time
 from acmems.settings import FileStorage
-from acmems.storage.base import CachedCertificate, Origin, csr_digest
+from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin, csr_digest, describe_chain
 
 __all__ = ["FileCache"]
 
@@ -49,34 +46,6 @@ class _Hot:
     chain: bytes
     mtime_ns: int
     checked: float
-
-
-def _describe(
-    digest: str,
-    chain: bytes,
-    renew_within: timedelta,
-    last_requested: float = 0.0,
-    profile: str | None = None,
-    verification: str | None = None,
-) -> CachedCertificate:
-    leaf = x509.load_pem_x509_certificate(chain)
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = tuple(san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = ()
-    not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-    return CachedCertificate(
-        digest,
-        names,
-        leaf.serial_number,
-        not_before,
-        not_after,
-        renewal_time(not_before, not_after, renew_within),
-        last_requested,
-        profile,
-        verification,
-    )
 
 
 def _mtime_ns(path: Path) -> int | None:
@@ -124,7 +93,7 @@ class FileCache:
                 profile, verification = meta.get("profile"), meta.get("verification")
             except (OSError, ValueError, AttributeError):
                 pass  # written by the original, or before meta.json existed
-        return _describe(digest, chain, self.renew_within, requested, profile, verification)
+        return describe_chain(digest, chain, self.renew_within, requested, profile, verification)
 
     def _read_index(self) -> dict[str, CachedCertificate]:
         index: dict[str, CachedCertificate] = {}
@@ -311,7 +280,7 @@ class FileCache:
         previous = self._index.get(digest)
         kept = None if origin.requested or previous is None else previous.last_requested
         # Described before anything is written: a chain that is not a certificate is refused whole.
-        entry = _describe(digest, chain_pem, self.renew_within, kept or 0.0, profile, verification)
+        entry = describe_chain(digest, chain_pem, self.renew_within, kept or 0.0, profile, verification)
         meta = json.dumps({"profile": profile, "verification": verification}).encode()
         await asyncio.to_thread(self._write, digest, csr_pem, chain_pem, meta, kept)
         self._index[digest] = entry if kept is not None else dataclasses.replace(entry, last_requested=time.time())
@@ -347,3 +316,10 @@ class FileCache:
         if not os.access(probe, os.W_OK | os.X_OK):
             return [f"storage {self.name}: {self.directory} is not writable"]
         return []
+
+    async def claim(self, digest: str, verification: str) -> Claim | None:
+        """Always granted: only this process orders for this store (the issuer's single flight)."""
+        return LocalClaim()
+
+    async def wait_released(self, digest: str, verification: str) -> None:
+        """Never waited for: :meth:`claim` is always granted."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from acmems.storage.base import CachedCertificate, Origin
+from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin
 
 _CLIENT = Origin()
 
@@ -68,3 +68,10 @@ class NoCache:
     def problems(self) -> list[str]:
         """None."""
         return []
+
+    async def claim(self, digest: str, verification: str) -> Claim | None:
+        """Always granted: only this process orders for this store (the issuer's single flight)."""
+        return LocalClaim()
+
+    async def wait_released(self, digest: str, verification: str) -> None:
+        """Never waited for: :meth:`claim` is always granted."""

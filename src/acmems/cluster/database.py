@@ -1,0 +1,247 @@
+"""The connection to the cluster database (``[cluster]``): a psycopg pool, one listening connection.
+
+Every use goes through :meth:`ClusterDb.transaction`, bounded in time: a database that is down, or
+stopped in the middle of a query, becomes a :class:`DatabaseError` (answered 503 with Retry-After)
+within :attr:`ClusterDb.timeout`, never a hang or a traceback. Losing and regaining the database is
+logged once each. Notifications (LISTEN/NOTIFY) arrive on their own connection, re-opened after a
+loss; since a notification can be lost, every listener also gets a call once a second
+(:meth:`ClusterDb.every_second`), and a full resynchronisation after a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg import conninfo, sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from acmems.errors import DatabaseError
+from acmems.settings import ClusterSettings
+
+__all__ = ["ClusterDb", "Notified", "masked"]
+
+log = logging.getLogger("acmems.cluster")
+
+
+class _PoolErrors(logging.Filter):
+    """Keeps the pool's last connection error (for our own one line) and drops its log records:
+    the pool logs every failed reconnect as a WARNING; we log the loss once ourselves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 2 and "error connecting" in str(record.msg):
+            self.last = _one_line(record.args[1]) if isinstance(record.args[1], BaseException) else str(record.args[1])
+        return record.levelno >= logging.ERROR and "error connecting" not in str(record.msg)
+
+
+_POOL_ERRORS = _PoolErrors()
+logging.getLogger("psycopg.pool").addFilter(_POOL_ERRORS)
+
+Notified = Callable[[str], None]  # a notification's payload
+_RECONNECT_DELAY = 1.0
+_SECRET_KEYS = ("password", "sslpassword", "sslkey", "sslcert", "sslrootcert", "sslcrl", "passfile")
+
+
+def masked(database: str) -> str:
+    """The connection string for logs and ``acmems check``: host, port, database and user only;
+    the password and every TLS file are shown as ``***``."""
+    try:
+        parts = conninfo.conninfo_to_dict(database)
+    except psycopg.Error:
+        return "(unreadable connection string)"
+    shown = []
+    for key in ("host", "hostaddr", "port", "dbname", "user", "sslmode"):
+        if parts.get(key):
+            shown.append(f"{key}={parts[key]}")
+    shown += [f"{key}=***" for key in _SECRET_KEYS if parts.get(key)]
+    return " ".join(shown) or "(libpq defaults)"
+
+
+class ClusterDb:
+    """The cluster database of one acmems process.
+
+    Args:
+        settings: ``[cluster]``.
+        timeout: the longest any one database operation may take before it is a :class:`DatabaseError`.
+        max_size: the most connections the pool opens.
+    """
+
+    def __init__(
+        self, settings: ClusterSettings, *, timeout: float = 5.0, max_size: int = 8, log_loss: bool = True
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.instance = secrets.token_hex(8)  # this process, even if another runs with the same name
+        self.timeout = timeout
+        self.where = masked(settings.database)
+        kwargs: dict[str, Any] = {
+            "connect_timeout": max(2, int(timeout)),
+            "application_name": f"acmems {settings.name}"[:63],
+        }
+        if settings.password is not None:
+            kwargs["password"] = settings.password
+        self._kwargs = kwargs
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
+            settings.database,
+            kwargs=kwargs,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=timeout,
+            reconnect_timeout=timeout,  # the next request then tries afresh, without a long backoff
+            check=AsyncConnectionPool.check_connection,
+            name=f"acmems-{settings.name}",
+        )
+        self.available = True
+        self.last_error = ""
+        self.log_loss = log_loss
+        self._listeners: dict[str, list[Notified]] = {}
+        self._ticks: list[Callable[[], Awaitable[None]]] = []
+        self._resyncs: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listening = False
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def open(self, *, listen: bool = True) -> None:
+        """Open the pool (without waiting for the database) and, with ``listen`` (a server), the
+        listening connection and the once-a-second calls."""
+        await self._pool.open(wait=False)
+        if listen:
+            self._tasks.append(asyncio.create_task(self._listen_forever()))
+            self._tasks.append(asyncio.create_task(self._tick_forever()))
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._pool.close(), self.timeout)
+
+    # ------------------------------------------------------------------------------- queries
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncCursor[TupleRow]]:
+        """A cursor in one transaction, committed when the block ends without an exception.
+
+        Raises:
+            DatabaseError: the database cannot be reached or did not answer within ``timeout``.
+        """
+        # While the database is known to be away, give up on a connection sooner: a prompt 503.
+        wait = self.timeout if self.available else min(1.0, self.timeout)
+        try:
+            async with asyncio.timeout(self.timeout + 1.0):  # the pool's own timeout first: it knows why
+                async with self._pool.connection(timeout=wait) as conn, conn.cursor() as cursor:
+                    yield cursor
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError, OSError) as exc:
+            self._lost(exc)
+            raise DatabaseError(
+                "the cluster database does not answer; try again shortly", log_detail=self.last_error
+            ) from None
+        self._regained()
+
+    @contextlib.asynccontextmanager
+    async def direct(self) -> AsyncIterator[psycopg.AsyncCursor[TupleRow]]:
+        """Like :meth:`transaction` on a connection of its own (not pooled), whose failure names the
+        exact reason at once: for commands such as ``acmems check``."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await psycopg.AsyncConnection.connect(self.settings.database, **self._kwargs)
+                async with conn, conn.cursor() as cursor:
+                    yield cursor
+        except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError) as exc:
+            self._lost(exc)
+            raise DatabaseError("the cluster database does not answer", log_detail=self.last_error) from None
+
+    def _lost(self, exc: BaseException) -> None:
+        if isinstance(exc, PoolTimeout) and _POOL_ERRORS.last:
+            self.last_error = f"no connection within {self.timeout:g} s: {_POOL_ERRORS.last}"
+        elif isinstance(exc, TimeoutError | PoolTimeout):
+            self.last_error = f"no answer within {self.timeout:g} s"
+        else:
+            self.last_error = _one_line(exc)
+        if self.available:
+            self.available = False
+            if self.log_loss:
+                log.warning("cluster database %s does not answer: %s", self.where, self.last_error)
+
+    def _regained(self) -> None:
+        if not self.available:
+            self.available = True
+            _POOL_ERRORS.last = ""
+            if self.log_loss:
+                log.info("cluster database %s answers again", self.where)
+
+    # -------------------------------------------------------------------------- notifications
+
+    def listen(self, channel: str, callback: Notified) -> None:
+        """Call ``callback(payload)`` for every notification on ``channel``."""
+        self._listeners.setdefault(channel, []).append(callback)
+
+    def every_second(self, tick: Callable[[], Awaitable[None]], resync: Callable[[], Awaitable[None]]) -> None:
+        """Run ``tick`` once a second (what notifications may have missed) and ``resync`` after the
+        listening connection was re-opened. Their :class:`DatabaseError` is ignored (logged once)."""
+        self._ticks.append(tick)
+        self._resyncs.append(resync)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the listening connection is open now."""
+        return self._listening
+
+    async def _listen_forever(self) -> None:
+        first = True
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.settings.database, autocommit=True, **self._kwargs)
+            except (psycopg.Error, OSError) as exc:
+                self._lost(exc)
+                await asyncio.sleep(_RECONNECT_DELAY)
+                continue
+            try:
+                async with conn:
+                    for channel in self._listeners:
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    self._listening = True
+                    if not first:
+                        await self._run_all(self._resyncs)
+                    first = False
+                    async for note in conn.notifies():
+                        for callback in self._listeners.get(note.channel, ()):
+                            callback(note.payload)
+            except (psycopg.Error, OSError) as exc:
+                self._lost(exc)
+            finally:
+                self._listening = False
+            await asyncio.sleep(_RECONNECT_DELAY)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            await self._run_all(self._ticks)
+            await asyncio.sleep(max(0.1, 1.0 - (time.monotonic() - started)))
+
+    async def _run_all(self, calls: list[Callable[[], Awaitable[None]]]) -> None:
+        for call in calls:
+            with contextlib.suppress(DatabaseError):
+                await call()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

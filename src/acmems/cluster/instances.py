@@ -1,0 +1,96 @@
+"""Bringing an instance into the cluster: the schema, and the row that says this instance is alive
+(``acmems_instances``; another live instance with the same name is warned about)."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from acmems.cluster.database import ClusterDb
+from acmems.cluster.schema import SCHEMA_VERSION, migrate, schema_version
+from acmems.errors import AcmemsError, DatabaseError
+
+__all__ = ["ALIVE_SECONDS", "database_status", "prepare"]
+
+log = logging.getLogger("acmems.cluster")
+ALIVE_SECONDS = 30.0  # an instance that has not said it is alive for this long is gone
+
+
+async def prepare(db: ClusterDb, *, upgrade: bool = True, announce: bool = True) -> None:
+    """Create or upgrade the schema (with ``upgrade``) and, with ``announce`` (a server), say that
+    this instance is alive, once now and then every second.
+
+    Raises:
+        AcmemsError: the database does not answer, the role may not create the tables, or the
+            schema is newer than this acmems.
+    """
+    try:
+        async with db.transaction() as cursor:
+            if upgrade:
+                before, after = await migrate(cursor)
+                if before != after:
+                    log.info("cluster database %s: schema upgraded from version %d to %d", db.where, before, after)
+            elif await schema_version(cursor) != SCHEMA_VERSION:
+                raise AcmemsError(
+                    f"the cluster database {db.where} does not hold acmems schema version {SCHEMA_VERSION}: "
+                    "start acmems once, or run `acmems db init CONFIG`"
+                )
+            if not announce:
+                return
+            await cursor.execute(
+                "SELECT name FROM acmems_instances WHERE name = %s AND alive_until > now()", (db.name,)
+            )
+            if await cursor.fetchone() is not None:
+                log.warning(
+                    "another live acmems is named %r in the cluster database: give each instance its own "
+                    "[cluster] name (the logs and leases tell them apart by it)",
+                    db.name,
+                )
+            await cursor.execute("DELETE FROM acmems_instances WHERE alive_until < now() - interval '1 day'")
+            await cursor.execute(
+                "INSERT INTO acmems_instances (name, instance, alive_until) "
+                "VALUES (%s, %s, now() + %s * interval '1 second')",
+                (db.name, db.instance, ALIVE_SECONDS),
+            )
+    except DatabaseError as exc:
+        raise AcmemsError(
+            f"the cluster database {db.where} does not answer ({exc.log_detail or exc.message}); "
+            "check [cluster] database and that PostgreSQL runs"
+        ) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise AcmemsError(
+            f"the cluster database {db.where}: {str(exc).splitlines()[0]}; grant the role CREATE on the "
+            "database, or create the tables once with `acmems db init CONFIG` as their owner (docs/cluster.md)"
+        ) from None
+    except (psycopg.Error, RuntimeError) as exc:
+        raise AcmemsError(f"the cluster database {db.where}: {str(exc).splitlines()[0]}") from None
+    db.every_second(lambda: _still_alive(db), _nothing)
+
+
+async def _still_alive(db: ClusterDb) -> None:
+    async with db.transaction() as cursor:
+        await cursor.execute(
+            "UPDATE acmems_instances SET alive_until = now() + %s * interval '1 second' WHERE instance = %s",
+            (ALIVE_SECONDS, db.instance),
+        )
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def database_status(db: ClusterDb) -> str:
+    """One line for ``acmems check``: whether the database answers and its schema version."""
+    try:
+        async with db.direct() as cursor:
+            version = await schema_version(cursor)
+    except DatabaseError as exc:
+        return f"does not answer: {exc.log_detail or exc.message}"
+    except psycopg.Error as exc:
+        return f"answers, but: {str(exc).splitlines()[0]}"
+    if version is None:
+        return f"answers; no acmems tables yet (created at the first start, schema version {SCHEMA_VERSION})"
+    if version < SCHEMA_VERSION:
+        return f"answers; schema version {version} (upgraded to {SCHEMA_VERSION} at the next start)"
+    return f"answers; schema version {version}"

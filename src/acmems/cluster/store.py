@@ -1,0 +1,384 @@
+"""``type = database``: certificates kept in the cluster database, one namespace per storage block.
+
+Each instance keeps in memory the metadata of every certificate (the index) and the chains it has
+served or stored, so a cache hit asks the database nothing. It learns of certificates stored,
+renewed or revoked by another instance from a notification on :data:`CHANGES_CHANNEL` and, since a
+notification can be lost, from a look at the rows changed lately once a second. While the database
+is away, what is held in memory is still answered; everything else raises :class:`DatabaseError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from acmems.cluster.database import ClusterDb
+from acmems.cluster.leases import LEASES_CHANNEL, lease_key, take_lease
+from acmems.errors import DatabaseError
+from acmems.settings import DatabaseStorage
+from acmems.storage.base import CachedCertificate, Claim, Origin, StaleFence, csr_digest, describe_chain
+
+__all__ = ["CHANGES_CHANNEL", "DatabaseStore"]
+
+log = logging.getLogger(__name__)
+CHANGES_CHANNEL = "acmems_certificates"  # payload: "<storage> <digest>"
+_TOUCH_EVERY = 3600.0  # how often a hit updates requested_at ("last asked for")
+_OVERLAP = 10.0  # seconds the once-a-second look reaches back (transactions commit late)
+_WAIT_POLL = 1.0  # a waiter looks at the lease this often, in case its notification is lost
+_CLIENT = Origin()
+_META = "digest, names, serial, not_before, not_after, renew_at, requested_at, profile, verification, next_ari_check"
+
+
+def _epoch(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else 0.0
+
+
+def _from_epoch(value: float) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value > 0 else None
+
+
+def _entry(row: tuple[Any, ...]) -> CachedCertificate:
+    digest, names, serial, not_before, not_after, renew_at, requested, profile, verification, ari = row[:10]
+    return CachedCertificate(
+        digest, tuple(names), int(serial, 16), not_before, not_after, renew_at,
+        _epoch(requested), profile, verification, _epoch(ari),
+    )  # fmt: skip
+
+
+class DatabaseStore:
+    """Certificates in ``acmems_certificates`` under this storage block's name."""
+
+    def __init__(self, settings: DatabaseStorage, db: ClusterDb, *, track_requests: bool = False) -> None:
+        self.name = settings.name
+        self.db = db
+        self.where = f"database {db.where}"
+        self.renew_within = timedelta(days=settings.renew_within_days)
+        self._index: dict[str, CachedCertificate] = {}
+        self._chains: dict[str, bytes] = {}  # every chain served or stored since start
+        self._requested: set[str] | None = set() if track_requests else None
+        self._being_read = 0
+        self._since: datetime | None = None  # the database time of the last look at changed rows
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+        self._refreshed: dict[tuple[str, datetime], None] = {}  # changes already taken in
+        db.listen(CHANGES_CHANNEL, self._notified)
+        db.listen(LEASES_CHANNEL, self._released)
+        db.every_second(self._look_for_changes, self._resync)
+
+    # ------------------------------------------------------------------------ get / put
+
+    async def get(
+        self, csr_pem: bytes, profile: str | None = None, *, allow_due: bool = False, now: datetime | None = None
+    ) -> bytes | None:
+        """The chain from memory when held (no query), else from the database."""
+        digest = csr_digest(csr_pem, profile)
+        now = now or datetime.now(UTC)
+        entry = self._index.get(digest)
+        chain = self._chains.get(digest)
+        if entry is not None and chain is not None and now < (entry.not_after if allow_due else entry.renew_at):
+            self._note_request(entry)
+            return chain  # the hot path
+        row = await self._fetch(digest)
+        if row is None or bytes(row[10]) != csr_pem:
+            self._drop(digest)
+            return None
+        entry, chain = _entry(row), bytes(row[11])
+        self._index[digest] = entry
+        self._chains[digest] = chain
+        if now >= (entry.not_after if allow_due else entry.renew_at):
+            return None
+        self._note_request(entry)
+        return chain
+
+    async def _fetch(self, digest: str) -> tuple[Any, ...] | None:
+        async with self.db.transaction() as cursor:
+            await cursor.execute(
+                f"SELECT {_META}, csr, chain FROM acmems_certificates "  # noqa: S608  # constant columns
+                "WHERE storage = %s AND digest = %s AND NOT revoked",
+                (self.name, digest),
+            )
+            return await cursor.fetchone()
+
+    async def put(self, csr_pem: bytes, chain_pem: bytes, origin: Origin = _CLIENT) -> None:
+        """Store the chain in one transaction, only under the current fence when ``origin`` has one.
+
+        Raises:
+            StaleFence: another instance took the lease over; nothing was stored.
+            DatabaseError: the database did not answer; nothing was stored.
+            ValueError: the chain is not a certificate.
+        """
+        digest = csr_digest(csr_pem, origin.profile)
+        previous = self._index.get(digest)
+        requested = time.time() if origin.requested or previous is None else previous.last_requested
+        entry = describe_chain(digest, chain_pem, self.renew_within, requested, origin.profile, origin.verification)
+        async with self.db.transaction() as cursor:
+            if origin.fence is not None:
+                await cursor.execute(
+                    "SELECT 1 FROM acmems_leases WHERE key = %s AND fence = %s AND expires > now() FOR UPDATE",
+                    (lease_key(self.name, origin.verification or "", digest), origin.fence),
+                )
+                if await cursor.fetchone() is None:
+                    raise StaleFence(f"fence {origin.fence} of {digest[:16]} is no longer current")
+            await cursor.execute(
+                "INSERT INTO acmems_certificates (storage, digest, csr, chain, names, serial, not_before, not_after, "
+                "renew_at, profile, verification, requested_at, next_ari_check, revoked, issued_by, updated) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, false, %s, clock_timestamp()) "
+                "ON CONFLICT (storage, digest) DO UPDATE SET csr = EXCLUDED.csr, chain = EXCLUDED.chain, "
+                "names = EXCLUDED.names, serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, "
+                "not_after = EXCLUDED.not_after, renew_at = EXCLUDED.renew_at, profile = EXCLUDED.profile, "
+                "verification = EXCLUDED.verification, requested_at = EXCLUDED.requested_at, "
+                "next_ari_check = NULL, revoked = false, issued_by = EXCLUDED.issued_by, updated = clock_timestamp() "
+                "RETURNING updated",
+                (
+                    self.name, digest, csr_pem, chain_pem, list(entry.names), f"{entry.serial:x}",
+                    entry.not_before, entry.not_after, entry.renew_at, origin.profile, origin.verification,
+                    _from_epoch(requested), self.db.name,
+                ),
+            )  # fmt: skip
+            stored = await cursor.fetchone()
+            await cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self._payload(digest)))
+        if stored is not None:
+            self._refreshed[(digest, stored[0])] = None  # our own change: nothing to re-read
+        self._index[digest] = entry
+        self._chains[digest] = chain_pem
+
+    def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
+        """Drop what is held of this CSR's certificate: the next ``get`` asks the database."""
+        self._drop(csr_digest(csr_pem, profile))
+
+    def _drop(self, digest: str) -> None:
+        self._index.pop(digest, None)
+        self._chains.pop(digest, None)
+
+    # ---------------------------------------------------------------------- the index
+
+    async def load_index(self) -> int:
+        """Read every certificate's metadata (not the chains), counting as it reads."""
+        self._being_read = 0
+        loaded: dict[str, CachedCertificate] = {}
+        try:
+            async with self.db.transaction() as cursor:
+                await cursor.execute("SELECT now()")
+                row = await cursor.fetchone()
+                since = row[0] if row is not None else None
+            async with self.db.transaction() as cursor:
+                await cursor.execute(
+                    f"SELECT {_META} FROM acmems_certificates WHERE storage = %s AND NOT revoked",  # noqa: S608
+                    (self.name,),
+                )
+                while rows := await cursor.fetchmany(2000):
+                    for row in rows:
+                        loaded[row[0]] = _entry(row)
+                    self._being_read = len(loaded)
+        finally:
+            self._being_read = 0
+        loaded.update(self._index)
+        self._index = loaded
+        if self._since is None:
+            self._since = since
+        return len(loaded)
+
+    def entries(self) -> list[CachedCertificate]:
+        """The certificates known, soonest renewal first."""
+        return sorted(self._index.values(), key=lambda e: e.renew_at)
+
+    def count(self) -> int:
+        """How many certificates are known (while the index is read: also those read so far)."""
+        return len(self._index) + self._being_read
+
+    def soonest_expiry(self) -> datetime | None:
+        """When the first certificate known expires."""
+        return min((e.not_after for e in self._index.values()), default=None)
+
+    def update(self, entry: CachedCertificate) -> None:
+        """A new renewal time (ARI) or next check: kept in memory and written in the background."""
+        if entry.digest not in self._index:
+            return
+        self._index[entry.digest] = entry
+        self._background(
+            "UPDATE acmems_certificates SET renew_at = %s, next_ari_check = %s WHERE storage = %s AND digest = %s",
+            (entry.renew_at, _from_epoch(entry.next_ari_check), self.name, entry.digest),
+        )
+
+    def _background(self, statement: str, params: tuple[Any, ...]) -> None:
+        async def run() -> None:
+            try:
+                async with self.db.transaction() as cursor:
+                    await cursor.execute(statement.encode(), params)
+            except DatabaseError as exc:
+                log.debug("storage %s: %s", self.name, exc.message)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # ----------------------------------------------------------------------- requests
+
+    def note_requested(self, digest: str, when: float) -> None:
+        """A request answered by a worker process."""
+        entry = self._index.get(digest)
+        if entry is not None and when - entry.last_requested >= _TOUCH_EVERY:
+            self._touch(entry, when)
+
+    def take_requested(self) -> set[str]:
+        """The digests asked for since the last call (with ``track_requests``)."""
+        if not self._requested:
+            return set()
+        taken, self._requested = self._requested, set()
+        return taken
+
+    def _note_request(self, entry: CachedCertificate) -> None:
+        now = time.time()
+        if now - entry.last_requested < _TOUCH_EVERY:
+            return
+        if self._requested is not None:
+            self._requested.add(entry.digest)
+            self._index[entry.digest] = dataclasses.replace(entry, last_requested=now)
+            return  # the main process writes it
+        self._touch(entry, now)
+
+    def _touch(self, entry: CachedCertificate, when: float) -> None:
+        self._index[entry.digest] = dataclasses.replace(entry, last_requested=when)
+        self._background(
+            "UPDATE acmems_certificates SET requested_at = %s WHERE storage = %s AND digest = %s",
+            (_from_epoch(when), self.name, entry.digest),
+        )
+
+    # ------------------------------------------------------------------ other instances
+
+    def _payload(self, digest: str) -> str:
+        return f"{self.name} {digest} {self.db.instance}"
+
+    def _notified(self, payload: str) -> None:
+        storage, digest, instance = ([*payload.split(" "), "", ""])[:3]
+        if storage == self.name and instance != self.db.instance:
+            self._drop_chain_and_refresh(digest)
+
+    def _drop_chain_and_refresh(self, digest: str) -> None:
+        self._chains.pop(digest, None)  # read afresh at the next request
+        known = self._index.pop(digest, None)
+        if known is not None:
+            self._background_refresh(digest)
+
+    def _background_refresh(self, digest: str) -> None:
+        async def run() -> None:
+            try:
+                row = await self._fetch(digest)
+            except DatabaseError:
+                return
+            if row is not None:
+                self._index[digest] = _entry(row)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _look_for_changes(self) -> None:
+        if self._since is None:  # a worker process, which reads no index: start from now
+            async with self.db.transaction() as cursor:
+                await cursor.execute("SELECT now()")
+                row = await cursor.fetchone()
+            self._since = row[0] if row is not None else None
+            return
+        async with self.db.transaction() as cursor:
+            await cursor.execute(
+                "SELECT digest, now(), revoked, updated FROM acmems_certificates WHERE storage = %s AND updated > %s",
+                (self.name, self._since - timedelta(seconds=_OVERLAP)),
+            )
+            rows = await cursor.fetchall()
+            if not rows:
+                await cursor.execute("SELECT now()")
+                row = await cursor.fetchone()
+                if row is not None:
+                    self._since = row[0]
+                return
+        self._since = rows[0][1]
+        for digest, _now, revoked, updated in rows:
+            if revoked:
+                self._drop(digest)
+            else:
+                self._seen_change(digest, updated)
+
+    def _seen_change(self, digest: str, updated: datetime) -> None:
+        # Rows seen again within the overlap are refreshed only once per change.
+        key = (digest, updated)
+        if key in self._refreshed:
+            return
+        self._refreshed[key] = None
+        if len(self._refreshed) > 10_000:
+            self._refreshed.clear()
+        self._drop_chain_and_refresh(digest)
+
+    async def _resync(self) -> None:
+        # Notifications may have been lost while the listening connection was down.
+        self._chains.clear()
+        await self.load_index()
+
+    # --------------------------------------------------------------------------- other
+
+    async def read(self, entry: CachedCertificate) -> tuple[bytes, bytes]:
+        """The stored CSR and chain of ``entry`` (for its renewal)."""
+        try:
+            row = await self._fetch(entry.digest)
+        except DatabaseError as exc:
+            raise OSError(exc.message) from None
+        if row is None:
+            raise FileNotFoundError(f"storage {self.name}: {entry.digest[:16]}... is no longer stored")
+        return bytes(row[10]), bytes(row[11])
+
+    async def remove_serial(self, serial: int) -> int:
+        """Mark the certificates with this serial revoked; every instance drops them within a second."""
+        async with self.db.transaction() as cursor:
+            await cursor.execute(
+                "UPDATE acmems_certificates SET revoked = true, updated = clock_timestamp() "
+                "WHERE storage = %s AND serial = %s AND NOT revoked RETURNING digest",
+                (self.name, f"{serial:x}"),
+            )
+            digests = [row[0] for row in await cursor.fetchall()]
+            for digest in digests:
+                await cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self._payload(digest)))
+        for digest in digests:
+            self._drop(digest)
+        return len(digests)
+
+    def problems(self) -> list[str]:
+        """None of its own: the server reports the cluster database's state once for all stores."""
+        return []
+
+    # ----------------------------------------------------------------------- claims
+
+    async def claim(self, digest: str, verification: str) -> Claim | None:
+        """The cluster-wide lease of this certificate's order, or None while another instance holds it."""
+        return await take_lease(self.db, lease_key(self.name, verification, digest))
+
+    async def wait_released(self, digest: str, verification: str) -> None:
+        """Until the lease is gone or lapsed: woken by its notification, and looking once a second."""
+        key = lease_key(self.name, verification, digest)
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self.db.transaction() as cursor:
+                await cursor.execute("SELECT expires > now() FROM acmems_leases WHERE key = %s", (key,))
+                row = await cursor.fetchone()
+            if row is None or not row[0]:
+                return
+            waiter = loop.create_future()
+            self._waiters.setdefault(key, []).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, _WAIT_POLL)
+            except TimeoutError:
+                pass
+            finally:
+                waiting = self._waiters.get(key, [])
+                if waiter in waiting:
+                    waiting.remove(waiter)
+                if not waiting:
+                    self._waiters.pop(key, None)
+
+    def _released(self, key: str) -> None:
+        for waiter in self._waiters.pop(key, []):
+            if not waiter.done():
+                waiter.set_result(None)

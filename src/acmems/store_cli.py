@@ -1,0 +1,126 @@
+"""The commands that work on the stores directly: ``acmems list``, the cache side of ``acmems
+revoke``, ``acmems import`` and ``acmems db init``. With ``[cluster]`` they open the cluster
+database for the command's length (no listening connection, no schema change but ``db init``)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from acmems.cluster import ClusterDb, database_status, masked, prepare
+from acmems.errors import AcmemsError
+from acmems.settings import Settings
+from acmems.storage import CertificateStore, Origin, make_store
+
+__all__ = ["check_database", "db_init", "import_certificates", "list_certificates", "remove_serial"]
+
+
+@contextlib.asynccontextmanager
+async def _cluster(settings: Settings, schema: str = "needed") -> AsyncIterator[ClusterDb | None]:
+    # schema: "needed" (it must exist), "create" (create or upgrade it), "any" (do not look)
+    if settings.cluster is None:
+        yield None
+        return
+    db = ClusterDb(settings.cluster, log_loss=False)
+    await db.open(listen=False)
+    try:
+        if schema != "any":
+            await prepare(db, upgrade=schema == "create", announce=False)
+        yield db
+    finally:
+        await db.close()
+
+
+async def _loaded(settings: Settings, db: ClusterDb | None, names: list[str] | None = None) -> list[CertificateStore]:
+    stores = []
+    for name, storage in settings.storages.items():
+        if names is not None and name not in names:
+            continue
+        store = make_store(storage, cluster=db)
+        await store.load_index()
+        stores.append(store)
+    return [s for s in stores if s.where != "-"]
+
+
+async def list_certificates(settings: Settings) -> int:
+    """``acmems list``: every storage's certificates (a cluster's from its database)."""
+    now = datetime.now(UTC)
+    async with _cluster(settings) as db:
+        for store in await _loaded(settings, db):
+            count = store.count()
+            print(f'[storage "{store.name}"] {store.where}: {count} certificate(s)')
+            lines = []
+            if count:
+                lines.append(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<8} names")
+            for entry in store.entries():
+                state = "expired" if entry.not_after <= now else "due" if entry.renew_at <= now else "ok"
+                lines.append(
+                    f"  {entry.not_after:%Y-%m-%d %H:%M:%S}  {entry.renew_at:%Y-%m-%d %H:%M:%S}  {state:<8} "
+                    f"{', '.join(entry.names)}"
+                )
+            if lines:
+                sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+async def remove_serial(settings: Settings, serial: int) -> int:
+    """Take a revoked certificate out of every storage (in a cluster: out of every instance)."""
+    async with _cluster(settings) as db:
+        removed = 0
+        for store in await _loaded(settings, db):
+            removed += await store.remove_serial(serial)
+        return removed
+
+
+async def import_certificates(settings: Settings, source: str, target: str) -> int:
+    """``acmems import``: copy every certificate of storage ``source`` into ``target``."""
+    for name in (source, target):
+        if name not in settings.storages:
+            names = ", ".join(sorted(settings.storages)) or "none defined"
+            raise AcmemsError(f'the configuration has no [storage "{name}"] (defined: {names})')
+    if source == target:
+        raise AcmemsError("--from and --to name the same storage")
+    async with _cluster(settings, "create") as db:
+        loaded = await _loaded(settings, db, [source])
+        if not loaded:
+            raise AcmemsError(f'[storage "{source}"] keeps no certificates (type = none)')
+        origin = loaded[0]
+        into = make_store(settings.storages[target], cluster=db)
+        if into.where == "-":
+            raise AcmemsError(f'[storage "{target}"] keeps no certificates (type = none)')
+        copied = skipped = 0
+        for entry in origin.entries():
+            try:
+                csr, chain = await origin.read(entry)
+                await into.put(csr, chain, Origin(entry.profile, entry.verification, requested=False))
+            except (OSError, ValueError) as exc:
+                print(f"skipped {', '.join(entry.names) or entry.digest[:16]}: {exc}", file=sys.stderr)
+                skipped += 1
+                continue
+            copied += 1
+        print(
+            f'imported {copied} certificate(s) from [storage "{source}"] ({origin.where}) '
+            f'into [storage "{target}"] ({into.where})' + (f"; {skipped} skipped" if skipped else "")
+        )
+        return 1 if skipped else 0
+
+
+async def db_init(settings: Settings) -> int:
+    """``acmems db init``: create or upgrade the cluster schema (as a role that may create tables)."""
+    if settings.cluster is None:
+        raise AcmemsError("the configuration has no [cluster] section: there is no database to set up")
+    async with _cluster(settings, "create") as db:
+        assert db is not None
+        print(f"cluster database {db.where}: {await database_status(db)}")
+    return 0
+
+
+async def check_database(settings: Settings) -> str | None:
+    """The ``acmems check`` line on the cluster database: whether it answers, its schema version."""
+    if settings.cluster is None:
+        return None
+    async with _cluster(settings, "any") as db:
+        assert db is not None
+        return f"  database {masked(settings.cluster.database)}: {await database_status(db)}"

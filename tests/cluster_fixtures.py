@@ -1,0 +1,102 @@
+"""Fixtures of the cluster tests: a real PostgreSQL, a fresh database per test, and three acmems on it
+behind one nginx (plain round robin) on the port the session Pebble sends its HTTP-01 checks to."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import ini
+from tests.conftest import _RUNNING, AcmemsFactory
+from tests.pgservice import PASSWORD, Postgres
+from tests.realservices import Acmems, Nginx, Pebble, free_port
+
+__all__ = ["Cluster", "Database", "cluster_config", "database", "postgres", "three"]
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = Postgres().start()
+    _RUNNING.append(("postgres", server.log))
+    yield server
+    server.remove()
+
+
+@dataclass
+class Database:
+    """A fresh database on the test PostgreSQL, owned by the role acmems."""
+
+    server: Postgres
+    name: str
+    password_file: Path
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://acmems@127.0.0.1:{self.server.port}/{self.name}"
+
+    def query(self, statement: str) -> str:
+        return self.server.psql(statement, database=self.name)
+
+
+@pytest.fixture
+def database(postgres: Postgres, tmp_path: Path) -> Iterator[Database]:
+    if postgres.proc is None or postgres.proc.poll() is not None:
+        postgres.start()  # a test stopped it
+    name = f"acmems_{next(_numbers)}"
+    postgres.psql(f"CREATE DATABASE {name} OWNER acmems", database="postgres")
+    secret = tmp_path / "db-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    yield Database(postgres, name, secret)
+    if postgres.proc is None or postgres.proc.poll() is not None:
+        postgres.start()
+    postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
+
+
+def cluster_config(
+    pebble: Pebble, account_dir: Path, db: Database, name: str, mgmt_port: int, http_port: int, **mgmt: str | int
+) -> str:
+    return ini.ini(
+        ini.account(pebble, account_dir),
+        ini.mgmt(mgmt_port, **mgmt),
+        ini.cluster(db.dsn, db.password_file, name),
+        ini.http01("http", http_port),
+        ini.database_storage("shared"),
+        ini.auth("local", ["*.example.test"], ip="127.0.0.1", storage="shared"),
+    )
+
+
+@dataclass
+class Cluster:
+    instances: list[Acmems]
+    proxy: Nginx
+    configs: list[str]
+
+
+@pytest.fixture
+def three(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
+) -> Iterator[Cluster]:
+    """Three acmems on one database; nginx round-robins the CA's checks over their challenge listeners."""
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    configs = [
+        cluster_config(pebble, account_dir, database, f"acmems-{letter}", mgmt, http)
+        for letter, (mgmt, http) in zip("abc", ports, strict=True)
+    ]
+    proxy = Nginx(tmp_path / "nginx", pebble.http_port, [http for _, http in ports], retry_404=False).start()
+    _RUNNING.append(("nginx", proxy.log))
+    instances = [
+        acmems_factory(config, mgmt, name=f"acmems-{letter}")
+        for letter, config, (mgmt, _) in zip("abc", configs, ports, strict=True)
+    ]
+    cluster = Cluster(instances, proxy, configs)
+    yield cluster
+    proxy.stop()
+    cluster.proxy.stop()  # a test may have replaced it
+    _RUNNING.remove(("nginx", proxy.log))

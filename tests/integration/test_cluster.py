@@ -1,0 +1,202 @@
+"""Several acmems as one on a real PostgreSQL 15 (``[cluster]``, ``type = database``), against the
+session Pebble, behind one nginx with plain round robin (no ``http_404`` retry)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import ini
+from tests.cluster_fixtures import Cluster, Database, cluster_config, database, postgres, three
+from tests.conftest import AcmemsFactory, base_config, curl_post, make_csr
+from tests.pgservice import PASSWORD
+from tests.realservices import Acmems, Nginx, Pebble, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+__all__ = ["database", "postgres", "three"]  # fixtures
+
+
+def _sign(server: Acmems, csr: bytes) -> tuple[int, bytes, dict[str, str]]:
+    return curl_post(f"http://127.0.0.1:{server.mgmt_port}/sign", csr)
+
+
+def _issued_at_ca(pebble: Pebble) -> int:
+    return pebble.log.read_text(errors="replace").count("Issued certificate serial")
+
+
+def test_the_same_csr_posted_to_three_instances_at_once_is_ordered_once(three: Cluster, pebble: Pebble) -> None:
+    csr, _key = make_csr(["same.example.test"])
+    before = _issued_at_ca(pebble)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda server: _sign(server, csr), three.instances))
+    assert [status for status, _, _ in answers] == [200, 200, 200], answers
+    assert answers[0][1] == answers[1][1] == answers[2][1]
+    assert _issued_at_ca(pebble) - before == 1
+    assert sum(s.log_text().count("issued a certificate for") for s in three.instances) == 1
+
+
+def test_distinct_csrs_spread_over_the_instances_all_succeed(three: Cluster, pebble: Pebble) -> None:
+    # The CA's three fetches of each token go round robin over the instances: most land on an
+    # instance that did not start the order, and must find the token in the database.
+    csrs = [make_csr([f"spread{i}.example.test"])[0] for i in range(9)]
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        answers = list(pool.map(lambda i: _sign(three.instances[i % 3], csrs[i]), range(9)))
+    assert [status for status, _, _ in answers] == [200] * 9, [a[1][:200] for a in answers]
+
+
+def test_tokens_of_one_instance_are_answered_by_the_others(three: Cluster, pebble: Pebble, tmp_path: Path) -> None:
+    # The CA's checks reach only b and c; every order runs on a: each token must come from the database.
+    three.proxy.stop()
+    backends = three.proxy.backends[1:]
+    three.proxy = Nginx(tmp_path / "nginx-bc", pebble.http_port, backends, retry_404=False).start()
+    csrs = [make_csr([f"others{i}.example.test"])[0] for i in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda c: _sign(three.instances[0], c), csrs))
+    assert [status for status, _, _ in answers] == [200] * 3, [a[1][:200] for a in answers]
+    served = (tmp_path / "nginx-bc" / "access.log").read_text()
+    assert served.count(" 200 ") >= 3, served
+
+
+def test_a_certificate_issued_through_one_instance_is_a_cache_hit_on_the_others(three: Cluster, pebble: Pebble) -> None:
+    csr, _ = make_csr(["hit.example.test"])
+    status, chain, _ = _sign(three.instances[0], csr)
+    assert status == 200
+    before = _issued_at_ca(pebble)
+    for server in three.instances[1:]:
+        status, again, _ = _sign(server, csr)
+        assert status == 200 and again == chain
+    assert _issued_at_ca(pebble) == before
+    for server in three.instances[1:]:
+        assert "outcome=cached" in server.log_text()
+
+
+def _health(server: Acmems) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.mgmt_port}/health", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_database_outage_answers_what_is_held_and_recovers_without_a_restart(
+    three: Cluster, database: Database
+) -> None:
+    server = three.instances[0]
+    held, _ = make_csr(["held.example.test"])
+    status, chain, _ = _sign(server, held)
+    assert status == 200
+    database.server.stop()
+    try:
+        status, again, _ = _sign(server, held)
+        assert status == 200 and again == chain  # held in memory
+        started = time.monotonic()
+        status, body, headers = _sign(server, make_csr(["during.example.test"])[0])
+        waited = time.monotonic() - started
+        assert status == 503, body
+        assert b"database" in body and headers.get("retry-after")
+        assert waited < 60  # within request-timeout
+        wait_for(lambda: _health(server)[0] == 503, 10, "/health reporting the database")
+        assert "database" in _health(server)[1]
+    finally:
+        database.server.start()
+    # Back: the first request succeeds within 10 s.
+    fresh, _ = make_csr(["after.example.test"])
+    deadline = time.monotonic() + 10
+    while True:
+        status, body, _ = _sign(server, fresh)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status == 200, body
+    log = server.log_text()
+    assert "Traceback" not in log
+    assert log.count("does not answer") == 1  # one warning line for the loss
+
+
+def test_a_killed_listen_connection_strands_no_waiter(three: Cluster, database: Database, pebble: Pebble) -> None:
+    database.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+    csr, _ = make_csr(["listen.example.test"])
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda server: _sign(server, csr), three.instances))
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert answers[0][1] == answers[1][1] == answers[2][1]
+
+
+def test_two_instances_starting_at_once_on_an_empty_database(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database
+) -> None:
+    ports = [(free_port(), free_port()) for _ in range(2)]
+    configs = [cluster_config(pebble, account_dir, database, f"start-{i}", m, h) for i, (m, h) in enumerate(ports)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        started = list(
+            pool.map(lambda i: acmems_factory(configs[i], ports[i][0], name=f"start-{i}"), range(2))
+        )
+    assert all(_health(s)[0] == 200 for s in started)
+    assert database.query("SELECT count(*), max(version) FROM acmems_schema") == "1|1"
+    check = subprocess.run(
+        [sys.executable, "-m", "acmems", "check", str(started[0].config)], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0
+    assert "answers; schema version 1" in check.stdout
+    assert PASSWORD not in check.stdout + check.stderr
+
+
+def test_revocation_takes_a_certificate_out_of_every_instance(three: Cluster, tmp_path: Path) -> None:
+    csr, _ = make_csr(["revoked.example.test"])
+    status, chain, _ = _sign(three.instances[0], csr)
+    assert status == 200
+    for server in three.instances[1:]:
+        assert _sign(server, csr)[1] == chain  # now held in their memory
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(chain)
+    done = subprocess.run(
+        [sys.executable, "-m", "acmems", "revoke", str(three.instances[2].config), "--cert", str(cert)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Removed it from 1 cache entry" in done.stdout
+    revoked_at = time.monotonic()
+    for server in three.instances:
+        wait_for(lambda s=server: _sign(s, csr)[1] != chain, 10, "a new certificate")  # type: ignore[misc]
+    assert time.monotonic() - revoked_at < 10
+    renewed = {_sign(s, csr)[1] for s in three.instances}
+    assert len(renewed) == 1 and chain not in renewed
+
+
+def test_list_and_import_move_a_file_cache_into_the_database(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
+) -> None:
+    # An installation with a file cache issues two certificates, then moves over to the cluster.
+    port = free_port()
+    single = acmems_factory(base_config(pebble, account_dir, port, tmp_path / "files"), port, name="single")
+    csrs = [make_csr([f"moved{i}.example.test"])[0] for i in range(2)]
+    chains = [curl_post(f"http://127.0.0.1:{port}/sign", c)[1] for c in csrs]
+    single.stop()
+    mgmt, http = free_port(), free_port()
+    config = cluster_config(pebble, account_dir, database, "moved", mgmt, http) + ini.file_storage(
+        "file", tmp_path / "files"
+    )
+    path = tmp_path / "cluster.ini"
+    path.write_text(config)
+    moved = subprocess.run(
+        [sys.executable, "-m", "acmems", "import", str(path), "--from", "file", "--to", "shared"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "imported 2 certificate(s)" in moved.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "acmems", "list", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    shared = listed.stdout.split('[storage "shared"]')[1].split("[storage")[0]
+    assert "2 certificate(s)" in shared and "moved0.example.test" in shared and "moved1.example.test" in shared
+    server = acmems_factory(config, mgmt, name="moved")
+    assert [_sign(server, c)[1] for c in csrs] == chains  # the same certificates, from the database
+    assert "issued a certificate" not in server.log_text()
