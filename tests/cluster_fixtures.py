@@ -13,9 +13,9 @@ import pytest
 from tests import ini
 from tests.conftest import _RUNNING, AcmemsFactory
 from tests.pgservice import PASSWORD, Postgres
-from tests.realservices import Acmems, Nginx, Pebble, free_port
+from tests.realservices import Acmems, Bind, Nginx, Pebble, free_port
 
-__all__ = ["Cluster", "Database", "cluster_config", "database", "postgres", "three"]
+__all__ = ["Cluster", "Database", "cluster_config", "database", "postgres", "start_cluster", "stop_cluster", "three"]
 
 _numbers = itertools.count(1)
 
@@ -60,15 +60,26 @@ def database(postgres: Postgres, tmp_path: Path) -> Iterator[Database]:
 
 
 def cluster_config(
-    pebble: Pebble, account_dir: Path, db: Database, name: str, mgmt_port: int, http_port: int, **mgmt: str | int
+    pebble: Pebble,
+    account_dir: Path,
+    db: Database,
+    name: str,
+    mgmt_port: int,
+    http_port: int,
+    bind: Bind | None = None,
+    **mgmt: str | int,
 ) -> str:
+    """An instance of a cluster: HTTP-01 on ``http_port``, or with ``bind`` DNS-01 there."""
+    verification = ini.http01("http", http_port) if bind is None else ini.dns01("dns", bind, ttl=5, timeout=2)
     return ini.ini(
         ini.account(pebble, account_dir),
         ini.mgmt(mgmt_port, **mgmt),
         ini.cluster(db.dsn, db.password_file, name),
-        ini.http01("http", http_port),
+        verification,
         ini.database_storage("shared"),
-        ini.auth("local", ["*.example.test"], ip="127.0.0.1", storage="shared"),
+        ini.auth(
+            "local", ["*.example.test"], ip="127.0.0.1", storage="shared", verification="http" if bind is None else "dns"
+        ),
     )
 
 
@@ -79,24 +90,44 @@ class Cluster:
     configs: list[str]
 
 
-@pytest.fixture
-def three(
-    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
-) -> Iterator[Cluster]:
-    """Three acmems on one database; nginx round-robins the CA's checks over their challenge listeners."""
-    ports = [(free_port(), free_port()) for _ in range(3)]
+def start_cluster(
+    factory: AcmemsFactory,
+    pebble: Pebble,
+    account_dir: Path,
+    db: Database,
+    tmp_path: Path,
+    count: int = 3,
+    bind: Bind | None = None,
+) -> Cluster:
+    """``count`` acmems on one database; nginx round-robins the CA's checks over their challenge listeners."""
+    ports = [(free_port(), free_port()) for _ in range(count)]
+    letters = "abcdefgh"[:count]
     configs = [
-        cluster_config(pebble, account_dir, database, f"acmems-{letter}", mgmt, http)
-        for letter, (mgmt, http) in zip("abc", ports, strict=True)
+        cluster_config(pebble, account_dir, db, f"acmems-{letter}", mgmt, http, bind)
+        for letter, (mgmt, http) in zip(letters, ports, strict=True)
     ]
     proxy = Nginx(tmp_path / "nginx", pebble.http_port, [http for _, http in ports], retry_404=False).start()
     _RUNNING.append(("nginx", proxy.log))
     instances = [
-        acmems_factory(config, mgmt, name=f"acmems-{letter}")
-        for letter, config, (mgmt, _) in zip("abc", configs, ports, strict=True)
+        factory(config, mgmt, name=f"acmems-{letter}")
+        for letter, config, (mgmt, _) in zip(letters, configs, ports, strict=True)
     ]
-    cluster = Cluster(instances, proxy, configs)
+    return Cluster(instances, proxy, configs)
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    """Stop the proxy (the acmems processes are the factory's)."""
+    cluster.proxy.stop()
+    _RUNNING[:] = [(n, p) for n, p in _RUNNING if n != "nginx"]
+
+
+@pytest.fixture
+def three(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
+) -> Iterator[Cluster]:
+    """Three acmems on one database behind nginx (plain round robin), against the session Pebble."""
+    cluster = start_cluster(acmems_factory, pebble, account_dir, database, tmp_path)
+    original = cluster.proxy
     yield cluster
-    proxy.stop()
-    cluster.proxy.stop()  # a test may have replaced it
-    _RUNNING.remove(("nginx", proxy.log))
+    original.stop()  # a test may have replaced it
+    stop_cluster(cluster)

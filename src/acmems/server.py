@@ -21,8 +21,16 @@ from pathlib import Path
 from aiohttp import web
 
 from acmems.acme_ca import AcmeCa
-from acmems.challenges import ChallengeSolver, DnsUpdateSolver, Http01Solver, PendingJournal, make_solver
+from acmems.challenges import (
+    ChallengeSolver,
+    DnsJournal,
+    DnsUpdateSolver,
+    Http01Solver,
+    PendingJournal,
+    make_solver,
+)
 from acmems.cluster import ClusterDb, SharedTokens, prepare
+from acmems.cluster.dns_journal import DatabaseJournal
 from acmems.config import load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
@@ -41,6 +49,7 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_GRACE = 30.0
 _BACKLOG = 4096
 DNS_JOURNAL = "dns01-pending.json"
+DNS_SWEEP_EVERY = 5.0  # a cluster looks this often for DNS-01 values of instances that are gone
 
 
 @dataclass(slots=True)
@@ -61,6 +70,8 @@ class Server:
         self.metrics = Metrics()
         # One connection for the life of the process: [cluster] changes need a restart.
         self.cluster = ClusterDb(settings.cluster) if settings.cluster is not None else None
+        if self.cluster is not None:
+            self._cluster_journal = DatabaseJournal(self.cluster)
         self._http01: dict[str, Http01Solver] = {}
         self._journals: dict[Path, PendingJournal] = {}
         self.runtime = self._build(settings, None)
@@ -77,10 +88,15 @@ class Server:
         else:
             ca = AcmeCa(settings.account)
         # One journal object per file: orders of the old and the new configuration may run at once.
-        path = ca.files.directory / DNS_JOURNAL
-        if path not in self._journals:
-            self._journals[path] = PendingJournal(path)
-        journal = self._journals[path]
+        # A cluster's journal is in its database: any instance removes what a crashed one left.
+        journal: DnsJournal
+        if self.cluster is not None:
+            journal = self._cluster_journal
+        else:
+            path = ca.files.directory / DNS_JOURNAL
+            if path not in self._journals:
+                self._journals[path] = PendingJournal(path)
+            journal = self._journals[path]
         solvers: dict[str, ChallengeSolver] = {}
         for name, verification in settings.verifications.items():
             if name not in settings.used_verifications:
@@ -168,11 +184,26 @@ class Server:
         runtime.ca.check_profiles({b.profile for b in runtime.settings.auth_blocks if b.profile is not None})
 
     def start_renewer(self) -> None:
-        """Run proactive renewal in the background (unless ``renewal-interval = 0``)."""
+        """Run proactive renewal in the background (unless ``renewal-interval = 0``); in a cluster
+        also the removal of DNS-01 values that instances which are gone left behind."""
+        tasks = []
         if self.runtime.settings.mgmt.renewal_interval > 0:
-            task = asyncio.create_task(self.renewer.run())
+            tasks.append(asyncio.create_task(self.renewer.run()))
+        if self.cluster is not None:
+            tasks.append(asyncio.create_task(self._sweep_dns_forever()))
+        for task in tasks:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def _sweep_dns_forever(self) -> None:
+        while True:
+            await asyncio.sleep(DNS_SWEEP_EVERY)
+            for solver in self.runtime.solvers.values():
+                if isinstance(solver, DnsUpdateSolver):
+                    try:
+                        await solver.recover()
+                    except AcmemsError as exc:  # the database: tried again at the next sweep
+                        log.debug("DNS-01 sweep: %s", exc.message)
 
     async def reload(self, paths: Sequence[str]) -> bool:
         """Re-read the configuration; swap it in if valid. Whether it was swapped."""

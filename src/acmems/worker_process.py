@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from acmems.cluster import ClusterDb
 from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, Kind, RequestError
 from acmems.issuer import SignResult
@@ -175,7 +176,11 @@ async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequenc
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the main process reloads, then replaces workers
-    caches = {name: make_store(s, track_requests=True) for name, s in settings.storages.items()}
+    # A cluster's database storages: this process reads them too (cache hits, notifications).
+    cluster = ClusterDb(settings.cluster, max_size=2) if settings.cluster is not None else None
+    if cluster is not None:
+        await cluster.open()
+    caches = {name: make_store(s, track_requests=True, cluster=cluster) for name, s in settings.storages.items()}
     metrics = Metrics()
     connector = aiohttp.UnixConnector(path=socket_path, limit=0, keepalive_timeout=_CLIENT_KEEPALIVE)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
@@ -201,6 +206,8 @@ async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequenc
             await runner.cleanup()
             await reporter.report(number)
             await session.close()
+            if cluster is not None:
+                await cluster.close()
     except TimeoutError:
         log.warning("worker %d: running requests did not finish in %g s; stopping anyway", number, STOP_GRACE)
     return 0

@@ -4,6 +4,7 @@ session Pebble, behind one nginx with plain round robin (no ``http_404`` retry).
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import subprocess
 import sys
 import time
@@ -14,10 +15,19 @@ from pathlib import Path
 import pytest
 
 from tests import ini
-from tests.cluster_fixtures import Cluster, Database, cluster_config, database, postgres, three
+from tests.cluster_fixtures import (
+    Cluster,
+    Database,
+    cluster_config,
+    database,
+    postgres,
+    start_cluster,
+    stop_cluster,
+    three,
+)
 from tests.conftest import AcmemsFactory, base_config, curl_post, make_csr
 from tests.pgservice import PASSWORD
-from tests.realservices import Acmems, Nginx, Pebble, free_port, wait_for
+from tests.realservices import Acmems, Bind, Nginx, Pebble, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["database", "postgres", "three"]  # fixtures
@@ -96,12 +106,9 @@ def test_database_outage_answers_what_is_held_and_recovers_without_a_restart(
     try:
         status, again, _ = _sign(server, held)
         assert status == 200 and again == chain  # held in memory
-        started = time.monotonic()
         status, body, headers = _sign(server, make_csr(["during.example.test"])[0])
-        waited = time.monotonic() - started
         assert status == 503, body
         assert b"database" in body and headers.get("retry-after")
-        assert waited < 60  # within request-timeout
         wait_for(lambda: _health(server)[0] == 503, 10, "/health reporting the database")
         assert "database" in _health(server)[1]
     finally:
@@ -135,9 +142,7 @@ def test_two_instances_starting_at_once_on_an_empty_database(
     ports = [(free_port(), free_port()) for _ in range(2)]
     configs = [cluster_config(pebble, account_dir, database, f"start-{i}", m, h) for i, (m, h) in enumerate(ports)]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        started = list(
-            pool.map(lambda i: acmems_factory(configs[i], ports[i][0], name=f"start-{i}"), range(2))
-        )
+        started = list(pool.map(lambda i: acmems_factory(configs[i], ports[i][0], name=f"start-{i}"), range(2)))
     assert all(_health(s)[0] == 200 for s in started)
     assert database.query("SELECT count(*), max(version) FROM acmems_schema") == "1|1"
     check = subprocess.run(
@@ -162,10 +167,8 @@ def test_revocation_takes_a_certificate_out_of_every_instance(three: Cluster, tm
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Removed it from 1 cache entry" in done.stdout
-    revoked_at = time.monotonic()
     for server in three.instances:
-        wait_for(lambda s=server: _sign(s, csr)[1] != chain, 10, "a new certificate")  # type: ignore[misc]
-    assert time.monotonic() - revoked_at < 10
+        wait_for(lambda s=server: _sign(s, csr)[1] != chain, 10, "a new certificate")
     renewed = {_sign(s, csr)[1] for s in three.instances}
     assert len(renewed) == 1 and chain not in renewed
 
@@ -200,3 +203,120 @@ def test_list_and_import_move_a_file_cache_into_the_database(
     server = acmems_factory(config, mgmt, name="moved")
     assert [_sign(server, c)[1] for c in csrs] == chains  # the same certificates, from the database
     assert "issued a certificate" not in server.log_text()
+
+
+def _lease_row(database: Database) -> str:
+    return database.query("SELECT holder || ' ' || coalesce(order_url, '-') FROM acmems_leases")
+
+
+def test_a_killed_holder_s_order_is_finished_by_another_instance(
+    acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
+) -> None:
+    # Pebble's validation sleeps 0-5 s here: the holder is killed while its order runs.
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port(), va_sleep=True).start()
+    cluster = start_cluster(acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2)
+    try:
+        holder, other = cluster.instances
+        csr, _ = make_csr(["killed.example.test"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sign, holder, csr)
+            wait_for(lambda: " https://" in _lease_row(database), 20, "the order URL saved with the lease")
+            assert holder.proc is not None
+            holder.proc.send_signal(signal.SIGKILL)
+            holder.proc.wait(10)
+            with pytest.raises(subprocess.CalledProcessError):
+                first.result()  # the connection died with the holder
+        stored_by_holder = database.query("SELECT count(*) FROM acmems_certificates") == "1"
+        status, chain, _ = _sign(other, csr)
+        assert status == 200, chain
+        assert _issued_at_ca(ca) == 1
+        if not stored_by_holder:
+            assert "resuming the saved order" in other.log_text() or "took over the lease" in other.log_text()
+            assert "issued a certificate for killed.example.test" in other.log_text()
+    finally:
+        stop_cluster(cluster)
+        ca.stop()
+
+
+def test_a_holder_stopped_past_its_lease_cannot_overwrite_its_successor(
+    acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
+) -> None:
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port(), va_sleep=True).start()
+    cluster = start_cluster(acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2)
+    try:
+        holder, other = cluster.instances
+        assert holder.proc is not None
+        csr, _ = make_csr(["stopped.example.test"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sign, holder, csr)
+            wait_for(lambda: " https://" in _lease_row(database), 20, "the order URL saved with the lease")
+            holder.proc.send_signal(signal.SIGSTOP)
+            try:
+                database.query("UPDATE acmems_leases SET expires = now() - interval '1 second'")  # it lapsed
+                status, chain, _ = _sign(other, csr)
+                assert status == 200, chain
+            finally:
+                holder.proc.send_signal(signal.SIGCONT)
+            late_status, late_chain, _ = first.result()
+        wait_for(
+            lambda: (
+                "another instance took its order over" in holder.log_text()
+                or "issuance for stopped.example.test failed" in holder.log_text()
+            ),
+            30,
+            "the stopped holder's order to end",
+        )
+        stored = database.query("SELECT encode(chain, 'escape') FROM acmems_certificates")
+        assert stored.encode().strip() == chain.strip()  # the successor's, not overwritten
+        assert _issued_at_ca(ca) == 1  # both worked on the one saved order
+        if late_status == 200:
+            assert late_chain == chain
+    finally:
+        stop_cluster(cluster)
+        ca.stop()
+
+
+def test_worker_processes_answer_the_cluster_s_certificates(
+    three: Cluster, acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database
+) -> None:
+    csr, _ = make_csr(["workers.example.test"])
+    status, chain, _ = _sign(three.instances[0], csr)
+    assert status == 200
+    mgmt, http = free_port(), free_port()
+    config = cluster_config(pebble, account_dir, database, "acmems-w", mgmt, http, workers=2)
+    pooled = acmems_factory(config, mgmt, name="acmems-w")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: _sign(pooled, csr), range(20)))
+    assert {(status, body) for status, body, _ in answers} == {(200, chain)}
+    fresh, _ = make_csr(["workers-new.example.test"])
+    status, body, _ = _sign(pooled, fresh)  # a miss in a worker: the main process issues it
+    assert status == 200, body
+    assert "Traceback" not in pooled.log_text()
+
+
+def test_a_dns01_value_left_by_a_killed_instance_is_removed_by_another(
+    acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
+) -> None:
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port(), va_sleep=True).start()
+    cluster = start_cluster(acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2, bind=bind)
+    try:
+        holder, other = cluster.instances
+        assert holder.proc is not None
+        csr, _ = make_csr(["left.example.test"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sign, holder, csr)
+            wait_for(
+                lambda: bind.txt("_acme-challenge.left.example.test") != [], 20, "the TXT value published"
+            )
+            holder.proc.send_signal(signal.SIGKILL)
+            holder.proc.wait(10)
+            with pytest.raises(subprocess.CalledProcessError):
+                first.result()
+        assert database.query("SELECT count(*) FROM acmems_dns_pending") == "1"
+        # The other instance adopts it once the killed one has not said it is alive for 10 s.
+        wait_for(lambda: bind.txt("_acme-challenge.left.example.test") == [], 40, "the value removed")
+        wait_for(lambda: database.query("SELECT count(*) FROM acmems_dns_pending") == "0", 10, "the journal empty")
+        assert "removed 1 _acme-challenge record(s)" in other.log_text()
+    finally:
+        stop_cluster(cluster)
+        ca.stop()

@@ -248,6 +248,6 @@ def test_a_cleanup_that_failed_is_retried_once_the_server_is_back(
         asyncio.run(scenario())
         assert server.txt("_acme-challenge.first.example.test") == []
         assert server.txt("_acme-challenge.second.example.test") == []
-        assert journal.records() == []
+        assert asyncio.run(journal.records()) == []
     finally:
         server.stop()

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from acmems.challenges.dns01_update import DnsUpdateSolver, PendingJournal
+from acmems.challenges.dns01_update import DnsJournal, DnsRecord, DnsUpdateSolver, PendingJournal
 from acmems.challenges.http01 import Http01Solver
 from acmems.settings import DnsUpdateVerification, Http01Verification, VerificationSettings
 
-__all__ = ["ChallengeSolver", "DnsUpdateSolver", "Http01Solver", "PendingJournal", "make_solver"]
+__all__ = [
+    "ChallengeSolver",
+    "DnsJournal",
+    "DnsRecord",
+    "DnsUpdateSolver",
+    "Http01Solver",
+    "PendingJournal",
+    "make_solver",
+]
 
 
 class ChallengeSolver(Protocol):
@@ -26,7 +34,7 @@ class ChallengeSolver(Protocol):
         ...
 
 
-def make_solver(settings: VerificationSettings, journal: PendingJournal | None = None) -> ChallengeSolver:
+def make_solver(settings: VerificationSettings, journal: DnsJournal | None = None) -> ChallengeSolver:
     """The solver for a ``[verification]`` block; DNS solvers record pending values in ``journal``."""
     if isinstance(settings, Http01Verification):
         return Http01Solver(settings.name)

@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import dns.asyncquery
 import dns.exception
@@ -28,7 +29,7 @@ from acmems.errors import DnsUpdateError, Kind
 from acmems.fileio import write_atomic
 from acmems.settings import DnsUpdateVerification
 
-__all__ = ["DnsUpdateSolver", "PendingJournal", "build_update", "challenge_name"]
+__all__ = ["DnsJournal", "DnsRecord", "DnsUpdateSolver", "PendingJournal", "build_update", "challenge_name"]
 
 log = logging.getLogger(__name__)
 _POLL_FIRST = 0.02
@@ -59,7 +60,9 @@ def build_update(
 
 
 @dataclass(frozen=True, slots=True)
-class _Record:
+class DnsRecord:
+    """One TXT value added at a server, in a zone."""
+
     server: str
     port: int
     zone: str
@@ -67,8 +70,28 @@ class _Record:
     value: str
 
 
+_Record = DnsRecord
+
+
+class DnsJournal(Protocol):
+    """Where the TXT values added and not yet deleted are listed, so that a crash leaves none behind."""
+
+    async def add(self, record: DnsRecord) -> None:
+        """Note a value before it is added."""
+        ...
+
+    async def remove(self, record: DnsRecord) -> None:
+        """Forget a value once it is deleted."""
+        ...
+
+    async def records(self) -> list[DnsRecord]:
+        """The values left by runs that are gone (a previous run of this process; in a cluster, any
+        instance no longer alive) that are to be deleted now."""
+        ...
+
+
 class PendingJournal:
-    """The TXT values we added and have not yet deleted, kept on disk across crashes."""
+    """The TXT values we added and have not yet deleted, kept on disk across crashes (one instance)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -80,14 +103,17 @@ class PendingJournal:
             except (ValueError, TypeError, OSError) as exc:
                 log.warning("DNS journal %s cannot be read (%s); starting a new one", path, exc)
 
-    def records(self) -> list[_Record]:
+    async def records(self) -> list[_Record]:
+        """Every value listed (read at the start, before any order of this run)."""
         return list(self._records)
 
-    def add(self, record: _Record) -> None:
+    async def add(self, record: _Record) -> None:
+        """Listed on disk before the value is added (a small file, written at once)."""
         self._records[record] = self._records.get(record, 0) + 1
         self._save()
 
-    def remove(self, record: _Record) -> None:
+    async def remove(self, record: _Record) -> None:
+        """Taken off the list once deleted."""
         count = self._records.get(record, 0) - 1
         if count > 0:
             self._records[record] = count
@@ -113,7 +139,7 @@ class DnsUpdateSolver:
 
     challenge_type = "dns-01"
 
-    def __init__(self, settings: DnsUpdateVerification, journal: PendingJournal | None = None) -> None:
+    def __init__(self, settings: DnsUpdateVerification, journal: DnsJournal | None = None) -> None:
         self.name = settings.name
         self.settings = settings
         self.key = (
@@ -121,7 +147,7 @@ class DnsUpdateSolver:
             if settings.tsig_key_name and settings.tsig_key_secret
             else None
         )
-        self.journal = journal or PendingJournal(None)
+        self.journal: DnsJournal = journal or PendingJournal(None)
         self._zones: dict[str, str] = {}
         self._failed_cleanups: set[_Record] = set()
         self._last_retry = 0.0
@@ -133,13 +159,13 @@ class DnsUpdateSolver:
         name = challenge_name(identifier)
         zone = await self.zone_for(name)
         record = _Record(self.settings.dns_server, self.settings.dns_port, zone, name, validation)
-        self.journal.add(record)
+        await self.journal.add(record)
         try:
             await self._send(
                 build_update(zone, name, validation, self.settings.ttl, delete=False, key=self.key), zone, "add"
             )
         except DnsUpdateError:
-            self.journal.remove(record)
+            await self.journal.remove(record)
             raise
         try:
             await self._wait_served(zone, name, validation)
@@ -183,18 +209,20 @@ class DnsUpdateSolver:
             record.zone,
             "delete",
         )
-        self.journal.remove(record)
+        await self.journal.remove(record)
 
     async def recover(self) -> int:
-        """Delete the values a previous run added and never removed; how many were removed."""
+        """Delete the values a previous run (in a cluster: an instance gone) added and never
+        removed; how many were removed."""
         removed = 0
-        for record in self.journal.records():
+        for record in await self.journal.records():
             if (record.server, record.port) != (self.settings.dns_server, self.settings.dns_port):
                 continue
             try:
                 await self._delete(record)
                 removed += 1
             except DnsUpdateError as exc:
+                self._failed_cleanups.add(record)  # tried again before the next present
                 log.warning("cannot remove the stale record %s TXT %s yet: %s", record.name, record.value, exc.message)
         if removed:
             log.info("removed %d _acme-challenge record(s) left by an earlier run", removed)

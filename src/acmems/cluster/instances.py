@@ -14,7 +14,7 @@ from acmems.errors import AcmemsError, DatabaseError
 __all__ = ["ALIVE_SECONDS", "database_status", "prepare"]
 
 log = logging.getLogger("acmems.cluster")
-ALIVE_SECONDS = 30.0  # an instance that has not said it is alive for this long is gone
+ALIVE_SECONDS = 10.0  # an instance that has not said it is alive for this long is gone (said every second)
 
 
 async def prepare(db: ClusterDb, *, upgrade: bool = True, announce: bool = True) -> None:
