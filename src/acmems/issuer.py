@@ -130,6 +130,7 @@ class Issuer:
             await cache.wait_released(digest, solver.name)
             stored = await cache.get(csr.pem, profile)
             if stored is not None:
+                log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
                 return stored
         finished = False
         try:
@@ -137,6 +138,7 @@ class Issuer:
                 stored = await cache.get(csr.pem, profile)  # stored by another instance meanwhile
                 if stored is not None:
                     finished = True
+                    log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
                     return stored
             chain = await self._order(csr, solver, profile, replaces, claim)
             await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence))

@@ -320,3 +320,33 @@ def test_a_dns01_value_left_by_a_killed_instance_is_removed_by_another(
     finally:
         stop_cluster(cluster)
         ca.stop()
+
+
+def test_one_renewal_when_two_instances_see_the_same_certificate_due(
+    acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
+) -> None:
+    # 15-second certificates, renewed after two thirds of their life; both renewers look every second.
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port(), profiles={"default": 90 * 86400, "tiny": 15}).start()
+    ports = [(free_port(), free_port()) for _ in range(2)]
+    configs = [
+        cluster_config(ca, tmp_path / "account", database, f"renew-{i}", m, h, renewal_interval=1).replace(
+            '[auth "local"]', '[auth "local"]\nprofile = tiny'
+        )
+        for i, (m, h) in enumerate(ports)
+    ]
+    proxy = Nginx(tmp_path / "nginx", ca.http_port, [h for _, h in ports], retry_404=False).start()
+    try:
+        servers = [acmems_factory(c, m, name=f"renew-{i}") for i, (c, (m, _)) in enumerate(zip(configs, ports))]
+        csr, _ = make_csr(["renewed.example.test"])
+        status, first, _ = _sign(servers[0], csr)
+        assert status == 200, first
+        assert _sign(servers[1], csr)[1] == first  # both know it
+        wait_for(lambda: _issued_at_ca(ca) >= 2, 30, "the renewal")
+        time.sleep(3)  # a second renewal, if one were coming, would be sent by now
+        assert _issued_at_ca(ca) == 2
+        renewed = [_sign(s, csr)[1] for s in servers]
+        assert renewed[0] == renewed[1] != first
+        assert sum(s.log_text().count("issued a certificate for renewed.example.test") for s in servers) == 2
+    finally:
+        proxy.stop()
+        ca.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import hashlib
 import os
@@ -43,7 +44,7 @@ def load(store: Store) -> int:
 DAY = datetime.timedelta(days=1)
 
 
-def certificate(not_before: datetime.datetime, not_after: datetime.datetime) -> bytes:
+def certificate(not_before: datetime.datetime, not_after: datetime.datetime, serial: int = 1) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x.example.org")])
     cert = (
@@ -51,7 +52,7 @@ def certificate(not_before: datetime.datetime, not_after: datetime.datetime) -> 
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(1)
+        .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .sign(key, hashes.SHA256())
@@ -151,6 +152,17 @@ def test_the_index_is_read_at_start_and_follows_writes(tmp_path: Path) -> None:
     # a certificate another acmems wrote into the shared directory after start is found too
     put(writer, b"three", certificate(NOW, NOW + 90 * DAY))
     assert get(reader, b"three", now=NOW) is not None and reader.count() == 3
+
+
+def test_news_about_a_replaced_certificate_does_not_change_its_successor(tmp_path: Path) -> None:
+    # The renewer asked the CA's renewal-info about the old certificate while it was renewed.
+    cache = FileCache(FileStorage("f", tmp_path, 14))
+    put(cache, b"one", certificate(NOW, NOW + 90 * DAY, serial=1))
+    [old] = cache.entries()
+    put(cache, b"one", certificate(NOW, NOW + 90 * DAY, serial=2))
+    cache.update(dataclasses.replace(old, renew_at=NOW))
+    [now] = cache.entries()
+    assert now.serial == 2 and now.renew_at > NOW
 
 
 def test_a_file_replaced_by_another_process_is_described_afresh(

@@ -195,13 +195,16 @@ class DatabaseStore:
         return min((e.not_after for e in self._index.values()), default=None)
 
     def update(self, entry: CachedCertificate) -> None:
-        """A new renewal time (ARI) or next check: kept in memory and written in the background."""
-        if entry.digest not in self._index:
-            return
+        """A new renewal time (ARI) or next check of the certificate now stored (not of one it
+        replaced): kept in memory and written in the background."""
+        known = self._index.get(entry.digest)
+        if known is None or known.serial != entry.serial:
+            return  # replaced meanwhile (renewed here or by another instance): about the old one
         self._index[entry.digest] = entry
         self._background(
-            "UPDATE acmems_certificates SET renew_at = %s, next_ari_check = %s WHERE storage = %s AND digest = %s",
-            (entry.renew_at, _from_epoch(entry.next_ari_check), self.name, entry.digest),
+            "UPDATE acmems_certificates SET renew_at = %s, next_ari_check = %s "
+            "WHERE storage = %s AND digest = %s AND serial = %s",
+            (entry.renew_at, _from_epoch(entry.next_ari_check), self.name, entry.digest, f"{entry.serial:x}"),
         )
 
     def _background(self, statement: str, params: tuple[Any, ...]) -> None:
@@ -259,10 +262,11 @@ class DatabaseStore:
             self._drop_chain_and_refresh(digest)
 
     def _drop_chain_and_refresh(self, digest: str) -> None:
-        self._chains.pop(digest, None)  # read afresh at the next request
-        known = self._index.pop(digest, None)
-        if known is not None:
-            self._background_refresh(digest)
+        # The chain is read afresh at the next request; the index learns of every certificate of
+        # the cluster (each instance's renewer may be the one that renews it).
+        self._chains.pop(digest, None)
+        self._index.pop(digest, None)
+        self._background_refresh(digest)
 
     def _background_refresh(self, digest: str) -> None:
         async def run() -> None:

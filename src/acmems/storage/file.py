@@ -146,8 +146,10 @@ class FileCache:
         return min((e.not_after for e in self._index.values()), default=None)
 
     def update(self, entry: CachedCertificate) -> None:
-        """Replace an index entry (new renewal time from ARI, next check)."""
-        if entry.digest in self._index:
+        """Replace an index entry (new renewal time from ARI, next check) unless the certificate
+        was replaced meanwhile (the news is about the old one)."""
+        known = self._index.get(entry.digest)
+        if known is not None and known.serial == entry.serial:
             self._index[entry.digest] = entry
 
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
