@@ -78,7 +78,11 @@ def cluster_config(
         verification,
         ini.database_storage("shared"),
         ini.auth(
-            "local", ["*.example.test"], ip="127.0.0.1", storage="shared", verification="http" if bind is None else "dns"
+            "local",
+            ["*.example.test"],
+            ip="127.0.0.1",
+            storage="shared",
+            verification="http" if bind is None else "dns",
         ),
     )
 

@@ -305,9 +305,7 @@ def test_a_dns01_value_left_by_a_killed_instance_is_removed_by_another(
         csr, _ = make_csr(["left.example.test"])
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             first = pool.submit(_sign, holder, csr)
-            wait_for(
-                lambda: bind.txt("_acme-challenge.left.example.test") != [], 20, "the TXT value published"
-            )
+            wait_for(lambda: bind.txt("_acme-challenge.left.example.test") != [], 20, "the TXT value published")
             holder.proc.send_signal(signal.SIGKILL)
             holder.proc.wait(10)
             with pytest.raises(subprocess.CalledProcessError):
@@ -336,7 +334,9 @@ def test_one_renewal_when_two_instances_see_the_same_certificate_due(
     ]
     proxy = Nginx(tmp_path / "nginx", ca.http_port, [h for _, h in ports], retry_404=False).start()
     try:
-        servers = [acmems_factory(c, m, name=f"renew-{i}") for i, (c, (m, _)) in enumerate(zip(configs, ports))]
+        servers = [
+            acmems_factory(c, m, name=f"renew-{i}") for i, (c, (m, _)) in enumerate(zip(configs, ports, strict=True))
+        ]
         csr, _ = make_csr(["renewed.example.test"])
         status, first, _ = _sign(servers[0], csr)
         assert status == 200, first
