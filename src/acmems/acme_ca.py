@@ -13,12 +13,13 @@ import asyncio
 import datetime
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from acme import client as acme_client
 from acme import messages
+from josepy import b64
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
@@ -82,14 +83,21 @@ class AcmeCa:
             log.info("generated a new account key at %s", self.files.key_path)
         self._key, self._alg = jwk_and_alg(self.files.load_key())
 
+    @property
+    def key_thumbprint(self) -> str:
+        """The account key's RFC 7638 thumbprint (base64url), once :meth:`start` loaded it."""
+        assert self._key is not None
+        return b64.b64encode(self._key.thumbprint()).decode()
+
     def _may_register(self) -> bool:
         return any(v != "no" for v in self.settings.accept_terms_of_service)
 
-    async def start(self) -> None:
+    async def start(self, check_key: Callable[[str], Awaitable[None]] | None = None) -> None:
         """Check the account at start: a key must exist, or we may create it (ToS accepted).
 
-        Registration itself happens on first use (or now, if the CA answers), so a CA that is down
-        at start does not keep acmems from serving its cache.
+        ``check_key`` gets the key's thumbprint before anything is sent to the CA (a cluster makes
+        sure it is the cluster's key). Registration itself happens on first use (or now, if the CA
+        answers), so a CA that is down at start does not keep acmems from serving its cache.
         """
         create = self._may_register()
         if not self.files.has_key() and not create:
@@ -98,6 +106,8 @@ class AcmeCa:
                 "--accept-terms-of-service CONFIG' first, or set [account] accept-terms-of-service = yes"
             )
         await self._blocking(functools.partial(self.load_or_create_key, create=create))
+        if check_key is not None:
+            await check_key(self.key_thumbprint)
         try:
             await self.start_ready()
         except CaError as exc:

@@ -8,12 +8,13 @@ Listeners are opened at start only (changing them needs a restart).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import resource
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from acmems.challenges import (
     PendingJournal,
     make_solver,
 )
-from acmems.cluster import ClusterDb, SharedTokens, prepare
+from acmems.cluster import ClusterDb, SharedTokens, check_account, prepare
 from acmems.cluster.dns_journal import DatabaseJournal
 from acmems.config import load_settings
 from acmems.errors import AcmemsError
@@ -160,7 +161,7 @@ class Server:
             await self.cluster.open()
             await prepare(self.cluster)
             log.info("cluster database %s: instance %s", self.cluster.where, self.cluster.name)
-        await runtime.ca.start()
+        await runtime.ca.start(self._account_check(runtime.settings))
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
@@ -178,6 +179,12 @@ class Server:
         self.workers = WorkerPool(lambda: self.runtime, self.metrics, self.health)
         await self.workers.start(shared[1:])
         await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", shared[0])
+
+    def _account_check(self, settings: Settings) -> Callable[[str], Awaitable[None]] | None:
+        # In a cluster, every instance must use the one account key (checked before registering).
+        if self.cluster is None:
+            return None
+        return functools.partial(check_account, self.cluster, settings.account.acme_server)
 
     def _check_profiles(self, runtime: Runtime) -> None:
         # A profile the CA does not list is a configuration error (known once the directory is read).
@@ -232,7 +239,7 @@ class Server:
         try:
             runtime = self._build(settings, self.runtime)
             if runtime.ca is not self.runtime.ca:
-                await runtime.ca.start()
+                await runtime.ca.start(self._account_check(settings))
             self._check_profiles(runtime)
             await self._prepare(runtime)
         except AcmemsError as exc:

@@ -27,7 +27,7 @@ from tests.cluster_fixtures import (
 )
 from tests.conftest import AcmemsFactory, base_config, curl_post, make_csr
 from tests.pgservice import PASSWORD
-from tests.realservices import Acmems, Bind, Nginx, Pebble, free_port, wait_for
+from tests.realservices import Acmems, Bind, Nginx, Pebble, ServiceError, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["database", "postgres", "three"]  # fixtures
@@ -350,3 +350,24 @@ def test_one_renewal_when_two_instances_see_the_same_certificate_due(
     finally:
         proxy.stop()
         ca.stop()
+
+
+def test_an_instance_with_another_account_key_is_refused(
+    three: Cluster, pebble: Pebble, database: Database, tmp_path: Path
+) -> None:
+    mgmt, http = free_port(), free_port()
+    config = cluster_config(pebble, tmp_path / "own-account", database, "acmems-x", mgmt, http)
+    stranger = Acmems(tmp_path / "stranger", config, mgmt)
+    with pytest.raises(ServiceError):
+        stranger.start(timeout=20)
+    assert stranger.proc is not None and stranger.proc.wait(10) == 1
+    assert "is not the cluster's" in stranger.log_text() and "copy the [account] dir" in stranger.log_text()
+    assert "registered a new ACME account" not in stranger.log_text()  # refused before the CA hears of it
+
+
+def test_a_second_live_instance_with_the_same_name_is_warned_about(
+    three: Cluster, acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database
+) -> None:
+    mgmt, http = free_port(), free_port()
+    twin = acmems_factory(cluster_config(pebble, account_dir, database, "acmems-a", mgmt, http), mgmt, name="twin")
+    assert "another live acmems is named 'acmems-a'" in twin.log_text()

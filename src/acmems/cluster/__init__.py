@@ -8,8 +8,16 @@ this instance; :class:`DatabaseStore` keeps certificates (``[storage] type = dat
 from __future__ import annotations
 
 from acmems.cluster.database import ClusterDb, masked
-from acmems.cluster.instances import database_status, prepare
+from acmems.cluster.instances import check_account, database_status, prepare
 from acmems.cluster.store import DatabaseStore
 from acmems.cluster.tokens import SharedTokens
 
-__all__ = ["ClusterDb", "DatabaseStore", "SharedTokens", "database_status", "masked", "prepare"]
+__all__ = [
+    "ClusterDb",
+    "DatabaseStore",
+    "SharedTokens",
+    "check_account",
+    "database_status",
+    "masked",
+    "prepare",
+]

@@ -11,7 +11,7 @@ from acmems.cluster.database import ClusterDb
 from acmems.cluster.schema import SCHEMA_VERSION, migrate, schema_version
 from acmems.errors import AcmemsError, DatabaseError
 
-__all__ = ["ALIVE_SECONDS", "database_status", "prepare"]
+__all__ = ["ALIVE_SECONDS", "check_account", "database_status", "prepare"]
 
 log = logging.getLogger("acmems.cluster")
 ALIVE_SECONDS = 10.0  # an instance that has not said it is alive for this long is gone (said every second)
@@ -94,3 +94,28 @@ async def database_status(db: ClusterDb) -> str:
     if version < SCHEMA_VERSION:
         return f"answers; schema version {version} (upgraded to {SCHEMA_VERSION} at the next start)"
     return f"answers; schema version {version}"
+
+
+async def check_account(db: ClusterDb, acme_server: str, thumbprint: str) -> None:
+    """Make sure every instance uses the one account key of the cluster for this CA (the key stays
+    a file, copied to every instance; only its thumbprint is kept in the database).
+
+    Raises:
+        AcmemsError: this instance's key is another one than the cluster's.
+    """
+    async with db.transaction() as cursor:
+        await cursor.execute(
+            "INSERT INTO acmems_accounts (acme_server, thumbprint, first_instance) VALUES (%s, %s, %s) "
+            "ON CONFLICT (acme_server) DO NOTHING",
+            (acme_server, thumbprint, db.name),
+        )
+        await cursor.execute(
+            "SELECT thumbprint, first_instance FROM acmems_accounts WHERE acme_server = %s", (acme_server,)
+        )
+        row = await cursor.fetchone()
+    if row is not None and row[0] != thumbprint:
+        raise AcmemsError(
+            f"this instance's account key (thumbprint {thumbprint}) is not the cluster's for {acme_server} "
+            f"(thumbprint {row[0]}, first used by {row[1]}): copy the [account] dir of another instance "
+            "(account.pem and registration.json) to this one"
+        )

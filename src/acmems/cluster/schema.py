@@ -66,6 +66,12 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         instance text NOT NULL,
         added timestamptz NOT NULL DEFAULT now()
     );
+    CREATE TABLE acmems_accounts (
+        acme_server text PRIMARY KEY,
+        thumbprint text NOT NULL,
+        first_instance text NOT NULL,
+        added timestamptz NOT NULL DEFAULT now()
+    );
     CREATE TABLE acmems_instances (
         name text NOT NULL,
         instance text PRIMARY KEY,
