@@ -365,10 +365,11 @@ class _Proxy:
     log_name = "error.log"
     stop_signal = signal.SIGTERM
 
-    def __init__(self, directory: Path, port: int, backends: Sequence[int]) -> None:
+    def __init__(self, directory: Path, port: int, backends: Sequence[int], *, retry_404: bool = True) -> None:
         self.dir = directory
         self.port = port
         self.backends = backends
+        self.retry_404 = retry_404  # False: plain round robin (a cluster: every acmems holds every token)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / self.log_name
 
@@ -382,10 +383,6 @@ class Nginx(_Proxy):
     robin (a cluster's instances all answer every token)."""
 
     stop_signal = signal.SIGQUIT  # graceful
-
-    def __init__(self, directory: Path, port: int, backends: Sequence[int], *, retry_404: bool = True) -> None:
-        super().__init__(directory, port, backends)
-        self.retry_404 = retry_404
 
     def start(self) -> Nginx:
         nginx = tool("nginx")
@@ -481,7 +478,14 @@ class Apache(_Proxy):
             f'ProxyPass "/.well-known/acme-challenge/" "http://127.0.0.1:{self.backends[0]}/.well-known/acme-challenge/"',
             "ProxyPreserveHost On",
         ]
-        if len(self.backends) > 1:
+        if not self.retry_404:  # the cluster recipe: mod_proxy_balancer, round robin by requests
+            members = "\n".join(f'    BalancerMember "http://127.0.0.1:{p}"' for p in self.backends)
+            recipe = [
+                f'<Proxy "balancer://acmems">\n{members}\n    ProxySet lbmethod=byrequests\n</Proxy>',
+                'ProxyPass "/.well-known/acme-challenge/" "balancer://acmems/.well-known/acme-challenge/"',
+                "ProxyPreserveHost On",
+            ]
+        elif len(self.backends) > 1:
             recipe += [
                 '<Location "/.well-known/acme-challenge/">',
                 "    ProxyErrorOverride On 404",
@@ -499,6 +503,9 @@ LoadModule mpm_event_module {modules}/mod_mpm_event.so
 LoadModule authz_core_module {modules}/mod_authz_core.so
 LoadModule proxy_module {modules}/mod_proxy.so
 LoadModule proxy_http_module {modules}/mod_proxy_http.so
+LoadModule proxy_balancer_module {modules}/mod_proxy_balancer.so
+LoadModule lbmethod_byrequests_module {modules}/mod_lbmethod_byrequests.so
+LoadModule slotmem_shm_module {modules}/mod_slotmem_shm.so
 User nobody
 Group nogroup
 ErrorLog "{self.log}"
@@ -541,7 +548,7 @@ backend acmems
     balance roundrobin
     retries 3
     option redispatch 1
-    retry-on 404 conn-failure empty-response
+    retry-on {"404 " if self.retry_404 else ""}conn-failure empty-response
 {servers}
 """)
         self.proc = spawn([tool("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], self.log)

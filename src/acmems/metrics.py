@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -59,6 +61,28 @@ class Metrics:
         self.certificates_cached.set_function(count)
         self.soonest_expiry.set_function(soonest_expiry)
 
+    def watch_cluster(self, up: Callable[[], bool], transactions: Callable[[], int]) -> None:
+        """Export the cluster database's state and how many transactions this process ran on it."""
+        self.registry.register(_ClusterCollector(up, transactions))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _ClusterCollector(Collector):
+    """``acmems_database_up`` and ``acmems_database_transactions_total``, read at every scrape."""
+
+    def __init__(self, up: Callable[[], bool], transactions: Callable[[], int]) -> None:
+        self.up = up
+        self.transactions = transactions
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "acmems_database_up", "Whether the cluster database answered the last use", value=float(self.up())
+        )
+        yield CounterMetricFamily(
+            "acmems_database_transactions",
+            "Transactions this process ran on the cluster database",
+            value=float(self.transactions()),
+        )

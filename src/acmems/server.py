@@ -77,6 +77,9 @@ class Server:
         self._journals: dict[Path, PendingJournal] = {}
         self.runtime = self._build(settings, None)
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
+        if self.cluster is not None:
+            cluster = self.cluster
+            self.metrics.watch_cluster(lambda: cluster.available, lambda: cluster.transactions)
         self._runners: list[web.BaseRunner] = []
         self._background: set[asyncio.Task[None]] = set()
         self.renewer = Renewer(lambda: self.runtime)

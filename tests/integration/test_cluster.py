@@ -27,7 +27,7 @@ from tests.cluster_fixtures import (
 )
 from tests.conftest import AcmemsFactory, base_config, curl_post, make_csr
 from tests.pgservice import PASSWORD
-from tests.realservices import Acmems, Bind, Nginx, Pebble, ServiceError, free_port, wait_for
+from tests.realservices import Acmems, Apache, Bind, HAProxy, Nginx, Pebble, ServiceError, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["database", "postgres", "three"]  # fixtures
@@ -371,3 +371,20 @@ def test_a_second_live_instance_with_the_same_name_is_warned_about(
     mgmt, http = free_port(), free_port()
     twin = acmems_factory(cluster_config(pebble, account_dir, database, "acmems-a", mgmt, http), mgmt, name="twin")
     assert "another live acmems is named 'acmems-a'" in twin.log_text()
+
+
+@pytest.mark.parametrize("server_type", [Apache, HAProxy])
+def test_apache_and_haproxy_round_robin_without_a_404_retry(
+    three: Cluster, pebble: Pebble, tmp_path: Path, server_type: type[Apache] | type[HAProxy]
+) -> None:
+    # docs/cluster.md's recipes: every order runs on a; the CA's checks go round robin to b and c only.
+    three.proxy.stop()
+    backends = three.proxy.backends[1:]
+    proxy = server_type(tmp_path / "proxy", pebble.http_port, backends, retry_404=False).start()
+    try:
+        csrs = [make_csr([f"{server_type.__name__.lower()}{i}.example.test"])[0] for i in range(3)]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda c: _sign(three.instances[0], c), csrs))
+        assert [status for status, _, _ in answers] == [200] * 3, [a[1][:200] for a in answers]
+    finally:
+        proxy.stop()

@@ -106,6 +106,7 @@ class ClusterDb:
         self.available = True
         self.last_error = ""
         self.log_loss = log_loss
+        self.transactions = 0  # run on the pool, for acmems_database_transactions_total
         self._listeners: dict[str, list[Notified]] = {}
         self._ticks: list[Callable[[], Awaitable[None]]] = []
         self._resyncs: list[Callable[[], Awaitable[None]]] = []
@@ -144,6 +145,7 @@ class ClusterDb:
         """
         # While the database is known to be away, give up on a connection sooner: a prompt 503.
         wait = self.timeout if self.available else min(1.0, self.timeout)
+        self.transactions += 1
         try:
             async with asyncio.timeout(self.timeout + 1.0):  # the pool's own timeout first: it knows why
                 async with self._pool.connection(timeout=wait) as conn, conn.cursor() as cursor:
