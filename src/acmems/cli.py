@@ -15,9 +15,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 
-from acmems import __version__, acme_account, store_cli
-from acmems.account import AccountFiles, jwk_and_alg
-from acmems.acme_problems import ca_error
+from acmems import __version__, store_cli
 from acmems.config import load_settings
 from acmems.describe import describe_settings
 from acmems.errors import AcmemsError, ConfigError
@@ -139,6 +137,11 @@ REVOCATION_REASONS = {
 
 
 def _revoke(settings: Settings, cert_path: str, reason: str) -> int:
+    # The ACME client is loaded for this command only (the others start faster without it).
+    from acmems import acme_account
+    from acmems.account import AccountFiles, jwk_and_alg
+    from acmems.acme_problems import ca_error
+
     try:
         certificate = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     except (OSError, ValueError) as exc:

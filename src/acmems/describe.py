@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from acmems.cluster.database import masked
 from acmems.settings import DatabaseStorage, DnsUpdateVerification, FileStorage, Http01Verification, Settings
 
 __all__ = ["describe_settings"]
@@ -44,6 +43,8 @@ def describe_settings(settings: Settings) -> str:
         f"  default storage = {settings.default_storage or '- (disabled)'}",
     ]
     if settings.cluster is not None:
+        from acmems.cluster.database import masked  # psycopg's parser, loaded only for a cluster
+
         cluster = settings.cluster
         out += [
             "[cluster]",

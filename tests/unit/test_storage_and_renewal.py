@@ -259,3 +259,41 @@ def test_the_index_removes_interrupted_writes_and_reads_the_profile(tmp_path: Pa
     (entry,) = reader.entries()
     assert (entry.profile, entry.verification, entry.digest) == ("shortlived", "dns", digest)
     assert sorted(p.name for p in folder.iterdir()) == ["cert.pem", "csr.pem", "meta.json"]
+
+
+def test_the_saved_index_spares_reading_unchanged_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = FileCache(FileStorage("f", tmp_path, 14))
+    put(writer, b"one", certificate(NOW, NOW + 90 * DAY, serial=11))
+    put(writer, b"two", certificate(NOW, NOW + 30 * DAY, serial=12))
+    assert load(FileCache(FileStorage("f", tmp_path, 14))) == 2  # reads the folders, saves the index
+    assert (tmp_path / ".acmems-index.json").exists()
+
+    def no_parsing(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an unchanged folder was parsed")
+
+    monkeypatch.setattr("acmems.storage.file.describe_chain", no_parsing)
+    fast = FileCache(FileStorage("f", tmp_path, 14))
+    assert load(fast) == 2
+    assert sorted(e.serial for e in fast.entries()) == [11, 12]
+    assert [e.not_after for e in fast.entries()] == [NOW.replace(microsecond=0) + 30 * DAY, NOW.replace(microsecond=0) + 90 * DAY]
+
+
+def test_a_folder_changed_since_the_index_was_saved_is_read_again(tmp_path: Path) -> None:
+    writer = FileCache(FileStorage("f", tmp_path, 14))
+    put(writer, b"one", certificate(NOW, NOW + 90 * DAY, serial=21))
+    assert load(FileCache(FileStorage("f", tmp_path, 14))) == 1
+    folder = next(p.parent for p in tmp_path.rglob("cert.pem"))
+    write_atomic(folder / "cert.pem", certificate(NOW, NOW + 45 * DAY, serial=22))  # renewed by another process
+    reader = FileCache(FileStorage("f", tmp_path, 14))
+    assert load(reader) == 1
+    assert [e.serial for e in reader.entries()] == [22]
+    (folder / "cert.pem").unlink()  # revoked: gone, whatever the saved index says
+    assert load(FileCache(FileStorage("f", tmp_path, 14))) == 0
+
+
+def test_a_damaged_saved_index_means_reading_every_folder(tmp_path: Path) -> None:
+    writer = FileCache(FileStorage("f", tmp_path, 14))
+    put(writer, b"one", certificate(NOW, NOW + 90 * DAY, serial=31))
+    (tmp_path / ".acmems-index.json").write_text('{"version": 1, "entries": {"x": [1, 2]}}')
+    reader = FileCache(FileStorage("f", tmp_path, 14))
+    assert load(reader) == 1 and [e.serial for e in reader.entries()] == [31]

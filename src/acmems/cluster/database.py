@@ -158,6 +158,23 @@ class ClusterDb:
         self._regained()
 
     @contextlib.asynccontextmanager
+    async def streaming(self, name: str) -> AsyncIterator[psycopg.AsyncServerCursor[TupleRow]]:
+        """Like :meth:`transaction` with a server-side cursor: rows come in batches as they are
+        fetched, instead of the whole result in memory at once (a large index). Not time-bounded as
+        a whole (its caller reads on while rows come); each fetch is."""
+        try:
+            async with self._pool.connection(timeout=self.timeout) as conn, conn.transaction():
+                self.transactions += 1
+                async with conn.cursor(name=name) as cursor:
+                    yield cursor
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError, OSError) as exc:
+            self._lost(exc)
+            raise DatabaseError(
+                "the cluster database does not answer; try again shortly", log_detail=self.last_error
+            ) from None
+        self._regained()
+
+    @contextlib.asynccontextmanager
     async def direct(self) -> AsyncIterator[psycopg.AsyncCursor[TupleRow]]:
         """Like :meth:`transaction` on a connection of its own (not pooled), whose failure names the
         exact reason at once: for commands such as ``acmems check``."""

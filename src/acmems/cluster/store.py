@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,9 +29,19 @@ __all__ = ["CHANGES_CHANNEL", "DatabaseStore"]
 log = logging.getLogger(__name__)
 CHANGES_CHANNEL = "acmems_certificates"  # payload: "<storage> <digest>"
 _TOUCH_EVERY = 3600.0  # how often a hit updates requested_at ("last asked for")
-_OVERLAP = 10.0  # seconds the once-a-second look reaches back (transactions commit late)
+_OVERLAP = 3.0  # seconds the once-a-second look reaches back (a transaction commits after its now())
 _WAIT_POLL = 1.0  # a waiter looks at the lease this often, in case its notification is lost
 _CLIENT = Origin()
+_UPSERT = (
+    "INSERT INTO acmems_certificates (storage, digest, csr, chain, names, serial, not_before, not_after, "
+    "renew_at, profile, verification, requested_at, next_ari_check, revoked, issued_by, updated) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, false, %s, clock_timestamp()) "
+    "ON CONFLICT (storage, digest) DO UPDATE SET csr = EXCLUDED.csr, chain = EXCLUDED.chain, "
+    "names = EXCLUDED.names, serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, "
+    "not_after = EXCLUDED.not_after, renew_at = EXCLUDED.renew_at, profile = EXCLUDED.profile, "
+    "verification = EXCLUDED.verification, requested_at = EXCLUDED.requested_at, "
+    "next_ari_check = NULL, revoked = false, issued_by = EXCLUDED.issued_by, updated = clock_timestamp()"
+)
 _META = "digest, names, serial, not_before, not_after, renew_at, requested_at, profile, verification, next_ari_check"
 
 
@@ -44,9 +56,14 @@ def _from_epoch(value: float) -> datetime | None:
 def _entry(row: tuple[Any, ...]) -> CachedCertificate:
     digest, names, serial, not_before, not_after, renew_at, requested, profile, verification, ari = row[:10]
     return CachedCertificate(
-        digest, tuple(names), int(serial, 16), not_before, not_after, renew_at,
-        _epoch(requested), profile, verification, _epoch(ari),
+        digest, tuple(names), int(serial, 16), not_before, not_after, renew_at, _epoch(requested),
+        _shared(profile), _shared(verification), _epoch(ari),
     )  # fmt: skip
+
+
+def _shared(name: str | None) -> str | None:
+    # A block name repeats in every row: one string object for all (a large index is smaller).
+    return sys.intern(name) if name is not None else None
 
 
 class DatabaseStore:
@@ -111,10 +128,8 @@ class DatabaseStore:
             DatabaseError: the database did not answer; nothing was stored.
             ValueError: the chain is not a certificate.
         """
-        digest = csr_digest(csr_pem, origin.profile)
-        previous = self._index.get(digest)
-        requested = time.time() if origin.requested or previous is None else previous.last_requested
-        entry = describe_chain(digest, chain_pem, self.renew_within, requested, origin.profile, origin.verification)
+        row, entry = self._row(csr_pem, chain_pem, origin)
+        digest = entry.digest
         async with self.db.transaction() as cursor:
             if origin.fence is not None:
                 await cursor.execute(
@@ -123,28 +138,36 @@ class DatabaseStore:
                 )
                 if await cursor.fetchone() is None:
                     raise StaleFence(f"fence {origin.fence} of {digest[:16]} is no longer current")
-            await cursor.execute(
-                "INSERT INTO acmems_certificates (storage, digest, csr, chain, names, serial, not_before, not_after, "
-                "renew_at, profile, verification, requested_at, next_ari_check, revoked, issued_by, updated) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, false, %s, clock_timestamp()) "
-                "ON CONFLICT (storage, digest) DO UPDATE SET csr = EXCLUDED.csr, chain = EXCLUDED.chain, "
-                "names = EXCLUDED.names, serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, "
-                "not_after = EXCLUDED.not_after, renew_at = EXCLUDED.renew_at, profile = EXCLUDED.profile, "
-                "verification = EXCLUDED.verification, requested_at = EXCLUDED.requested_at, "
-                "next_ari_check = NULL, revoked = false, issued_by = EXCLUDED.issued_by, updated = clock_timestamp() "
-                "RETURNING updated",
-                (
-                    self.name, digest, csr_pem, chain_pem, list(entry.names), f"{entry.serial:x}",
-                    entry.not_before, entry.not_after, entry.renew_at, origin.profile, origin.verification,
-                    _from_epoch(requested), self.db.name,
-                ),
-            )  # fmt: skip
+            await cursor.execute(_UPSERT + " RETURNING updated", row)
             stored = await cursor.fetchone()
             await cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self._payload(digest)))
         if stored is not None:
             self._refreshed[(digest, stored[0])] = None  # our own change: nothing to re-read
         self._index[digest] = entry
         self._chains[digest] = chain_pem
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes, Origin]]) -> None:
+        """Store several chains in one transaction (``acmems import``); all or none."""
+        described = [self._row(csr, chain, origin) for csr, chain, origin in items]
+        async with self.db.transaction() as cursor:
+            await cursor.executemany(_UPSERT, [row for row, _entry in described])
+            for _row, entry in described:
+                await cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self._payload(entry.digest)))
+        for _row, entry in described:
+            self._index[entry.digest] = entry
+
+    def _row(self, csr_pem: bytes, chain_pem: bytes, origin: Origin) -> tuple[tuple[Any, ...], CachedCertificate]:
+        # Described before anything is written: a chain that is not a certificate is refused whole.
+        digest = csr_digest(csr_pem, origin.profile)
+        previous = self._index.get(digest)
+        requested = time.time() if origin.requested or previous is None else previous.last_requested
+        entry = describe_chain(digest, chain_pem, self.renew_within, requested, origin.profile, origin.verification)
+        row = (
+            self.name, digest, csr_pem, chain_pem, list(entry.names), f"{entry.serial:x}",
+            entry.not_before, entry.not_after, entry.renew_at, origin.profile, origin.verification,
+            _from_epoch(requested), self.db.name,
+        )  # fmt: skip
+        return row, entry
 
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
         """Drop what is held of this CSR's certificate: the next ``get`` asks the database."""
@@ -165,12 +188,12 @@ class DatabaseStore:
                 await cursor.execute("SELECT now()")
                 row = await cursor.fetchone()
                 since = row[0] if row is not None else None
-            async with self.db.transaction() as cursor:
+            async with self.db.streaming("acmems_index") as cursor:
                 await cursor.execute(
                     f"SELECT {_META} FROM acmems_certificates WHERE storage = %s AND NOT revoked",  # noqa: S608
                     (self.name,),
                 )
-                while rows := await cursor.fetchmany(2000):
+                while rows := await asyncio.wait_for(cursor.fetchmany(2000), self.db.timeout):
                     for row in rows:
                         loaded[row[0]] = _entry(row)
                     self._being_read = len(loaded)
@@ -257,29 +280,12 @@ class DatabaseStore:
         return f"{self.name} {digest} {self.db.instance}"
 
     def _notified(self, payload: str) -> None:
-        storage, digest, instance = ([*payload.split(" "), "", ""])[:3]
+        # Another instance stored, renewed or revoked it: its chain is read afresh at the next
+        # request (one query then); the index learns the new metadata at the next look, for every
+        # change at once (an import of many certificates is one query, not one per certificate).
+        storage, digest, instance = [*payload.split(" "), "", ""][:3]
         if storage == self.name and instance != self.db.instance:
-            self._drop_chain_and_refresh(digest)
-
-    def _drop_chain_and_refresh(self, digest: str) -> None:
-        # The chain is read afresh at the next request; the index learns of every certificate of
-        # the cluster (each instance's renewer may be the one that renews it).
-        self._chains.pop(digest, None)
-        self._index.pop(digest, None)
-        self._background_refresh(digest)
-
-    def _background_refresh(self, digest: str) -> None:
-        async def run() -> None:
-            try:
-                row = await self._fetch(digest)
-            except DatabaseError:
-                return
-            if row is not None:
-                self._index[digest] = _entry(row)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+            self._chains.pop(digest, None)
 
     async def _look_for_changes(self) -> None:
         if self._since is None:  # a worker process, which reads no index: start from now
@@ -289,33 +295,28 @@ class DatabaseStore:
             self._since = row[0] if row is not None else None
             return
         async with self.db.transaction() as cursor:
+            await cursor.execute("SELECT now()")
+            row = await cursor.fetchone()
+            now = row[0] if row is not None else self._since
             await cursor.execute(
-                "SELECT digest, now(), revoked, updated FROM acmems_certificates WHERE storage = %s AND updated > %s",
+                f"SELECT {_META}, revoked, updated FROM acmems_certificates "  # noqa: S608  # constant columns
+                "WHERE storage = %s AND updated > %s",
                 (self.name, self._since - timedelta(seconds=_OVERLAP)),
             )
             rows = await cursor.fetchall()
-            if not rows:
-                await cursor.execute("SELECT now()")
-                row = await cursor.fetchone()
-                if row is not None:
-                    self._since = row[0]
-                return
-        self._since = rows[0][1]
-        for digest, _now, revoked, updated in rows:
+        self._since = now
+        for row in rows:
+            digest, revoked, updated = row[0], row[10], row[11]
+            if (digest, updated) in self._refreshed:
+                continue  # seen in an earlier look (the looks overlap), or our own change
+            self._refreshed[(digest, updated)] = None
+            self._chains.pop(digest, None)
             if revoked:
-                self._drop(digest)
+                self._index.pop(digest, None)
             else:
-                self._seen_change(digest, updated)
-
-    def _seen_change(self, digest: str, updated: datetime) -> None:
-        # Rows seen again within the overlap are refreshed only once per change.
-        key = (digest, updated)
-        if key in self._refreshed:
-            return
-        self._refreshed[key] = None
-        if len(self._refreshed) > 10_000:
+                self._index[digest] = _entry(row)
+        if len(self._refreshed) > 200_000:
             self._refreshed.clear()
-        self._drop_chain_and_refresh(digest)
 
     async def _resync(self) -> None:
         # Notifications may have been lost while the listening connection was down.

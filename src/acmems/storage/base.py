@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -155,6 +156,10 @@ class CertificateStore(Protocol):
 
     async def put(self, csr_pem: bytes, chain_pem: bytes, origin: Origin = _CLIENT) -> None:
         """Store a chain for these CSR bytes, atomically. Raises ``OSError`` or ``ValueError``."""
+        ...
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes, Origin]]) -> None:
+        """Store several ``(CSR, chain, origin)`` at once (``acmems import``); raises as :meth:`put`."""
         ...
 
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:

@@ -19,14 +19,17 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from acmems.fileio import write_atomic
 from acmems.lru import Lru
+from acmems.renewal import renewal_time
 from acmems.settings import FileStorage
 from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin, csr_digest, describe_chain
+from acmems.storage.file_index import Saved, read_saved, write_saved
 
 __all__ = ["FileCache"]
 
@@ -36,6 +39,7 @@ _TOUCH_EVERY = 3600.0
 # How often a chain kept in memory is checked against its file (revoked or renewed by another process).
 _HOT_RECHECK = 1.0
 _HOT_SIZE = 512
+_SAVE_EVERY = 60.0  # seconds between writes of the saved index after changes
 _CLIENT = Origin()
 
 
@@ -73,6 +77,8 @@ class FileCache:
         self._hot: Lru[str, _Hot] = Lru(_HOT_SIZE)  # a client re-posting daily costs no file reads
         self._requested: set[str] | None = set() if track_requests else None
         self._being_read = 0  # certificates read so far by a running load_index (its thread counts)
+        self._mtimes: dict[str, tuple[int, int]] = {}  # of each folder and cert.pem when described
+        self._saved_at = 0.0  # monotonic time the saved index was last written
 
     def _folder(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest[2:]
@@ -99,6 +105,8 @@ class FileCache:
         index: dict[str, CachedCertificate] = {}
         if not self.directory.is_dir():
             return index
+        saved = read_saved(self.directory)
+        described = 0  # folders read in full (not known to the saved index, or changed since)
         with os.scandir(self.directory) as firsts:
             tops = [e for e in firsts if len(e.name) == 2 and e.is_dir()]
         for first in tops:
@@ -106,23 +114,57 @@ class FileCache:
                 paths = [(first.name + e.name, e.path) for e in folders if e.is_dir()]
             for digest, folder in paths:
                 try:
-                    files = set(os.listdir(folder))
-                    for temp in (n for n in files if n.startswith(".") and n.endswith(".tmp")):
-                        # Left by a process killed in the middle of write_atomic; the real files are whole.
-                        os.unlink(folder + "/" + temp)
-                        log.info("removed %s/%s, left by an interrupted write", folder, temp)
-                    if "cert.pem" not in files or "csr.pem" not in files:
-                        continue
-                    with open(folder + "/cert.pem", "rb") as handle:
-                        chain = handle.read()
-                    index[digest] = self._describe_folder(digest, folder, chain, has_meta="meta.json" in files)
-                    self._being_read += 1  # only this thread writes it; count() reads it
+                    known = saved.get(digest)
+                    entry = self._from_saved(digest, folder, known) if known is not None else None
+                    if entry is None:
+                        entry = self._read_folder(digest, folder)
+                        described += 1
+                    if entry is not None:
+                        index[digest] = entry
+                        self._being_read += 1  # only this thread writes it; count() reads it
                 except (OSError, ValueError) as exc:
                     log.warning("storage %s: skipping %s: %s", self.name, folder, exc)
+        if described or len(saved) != len(index):
+            write_saved(self.directory, ((e, self._mtimes[d]) for d, e in index.items() if d in self._mtimes))
+            self._saved_at = time.monotonic()
         return index
 
+    def _from_saved(self, digest: str, folder: str, known: Saved) -> CachedCertificate | None:
+        # Unchanged since the index was saved (a leftover temporary file would have changed the
+        # folder's time)? Then only csr.pem's "last asked for" is read.
+        try:
+            mtimes = (os.stat(folder).st_mtime_ns, os.stat(folder + "/cert.pem").st_mtime_ns)
+            if mtimes != known.mtimes:
+                return None
+            requested = os.stat(folder + "/csr.pem").st_mtime
+        except OSError:
+            return None
+        self._mtimes[digest] = mtimes
+        renew_at = renewal_time(known.not_before, known.not_after, self.renew_within)
+        return CachedCertificate(
+            digest, known.names, known.serial, known.not_before, known.not_after, renew_at, requested,
+            known.profile, known.verification,
+        )  # fmt: skip
+
+    def _read_folder(self, digest: str, folder: str) -> CachedCertificate | None:
+        files = set(os.listdir(folder))
+        for temp in (n for n in files if n.startswith(".") and n.endswith(".tmp")):
+            # Left by a process killed in the middle of write_atomic; the real files are whole.
+            os.unlink(folder + "/" + temp)
+            log.info("removed %s/%s, left by an interrupted write", folder, temp)
+        if "cert.pem" not in files or "csr.pem" not in files:
+            return None
+        folder_ns = os.stat(folder).st_mtime_ns  # after the clean-up
+        with open(folder + "/cert.pem", "rb") as handle:
+            chain = handle.read()
+            cert_ns = os.fstat(handle.fileno()).st_mtime_ns
+        entry = self._describe_folder(digest, folder, chain, has_meta="meta.json" in files)
+        self._mtimes[digest] = (folder_ns, cert_ns)
+        return entry
+
     async def load_index(self) -> int:
-        """Read every cached certificate's metadata (in a thread); entries written meanwhile win."""
+        """Read every cached certificate's metadata (in a thread; folders unchanged since the saved
+        index from it); entries written meanwhile win."""
         self._being_read = 0
         try:
             loaded = await asyncio.to_thread(self._read_index)
@@ -131,6 +173,15 @@ class FileCache:
         loaded.update(self._index)
         self._index = loaded
         return len(loaded)
+
+    def _changed(self) -> None:
+        # Save the index at most once a minute after changes (in a thread, without waiting); a
+        # change it misses only means that folder is read in full at the next start.
+        if time.monotonic() - self._saved_at < _SAVE_EVERY:
+            return
+        self._saved_at = time.monotonic()
+        pairs = [(e, self._mtimes[d]) for d, e in self._index.items() if d in self._mtimes]
+        asyncio.get_running_loop().run_in_executor(None, write_saved, self.directory, pairs)
 
     def entries(self) -> list[CachedCertificate]:
         """The indexed certificates, soonest renewal first."""
@@ -265,7 +316,9 @@ class FileCache:
             self._hot.put(digest, _Hot(chain, mtime_ns, time.monotonic()))
         return chain
 
-    def _write(self, digest: str, csr_pem: bytes, chain_pem: bytes, meta: bytes, last: float | None) -> None:
+    def _write(
+        self, digest: str, csr_pem: bytes, chain_pem: bytes, meta: bytes, last: float | None
+    ) -> tuple[int, int]:
         folder = self._folder(digest)
         # The certificate first, so a crash in between leaves no csr.pem without its cert.pem
         # (``get`` needs both).
@@ -274,6 +327,7 @@ class FileCache:
         write_atomic(folder / "csr.pem", csr_pem)
         if last is not None:
             os.utime(folder / "csr.pem", (last, last))  # a background renewal is not a client's request
+        return os.stat(folder).st_mtime_ns, os.stat(folder / "cert.pem").st_mtime_ns
 
     async def put(self, csr_pem: bytes, chain_pem: bytes, origin: Origin = _CLIENT) -> None:
         """Store the chain (in a thread; atomically, file by file)."""
@@ -284,9 +338,10 @@ class FileCache:
         # Described before anything is written: a chain that is not a certificate is refused whole.
         entry = describe_chain(digest, chain_pem, self.renew_within, kept or 0.0, profile, verification)
         meta = json.dumps({"profile": profile, "verification": verification}).encode()
-        await asyncio.to_thread(self._write, digest, csr_pem, chain_pem, meta, kept)
+        self._mtimes[digest] = await asyncio.to_thread(self._write, digest, csr_pem, chain_pem, meta, kept)
         self._index[digest] = entry if kept is not None else dataclasses.replace(entry, last_requested=time.time())
         self._hot.pop(digest)
+        self._changed()
 
     async def read(self, entry: CachedCertificate) -> tuple[bytes, bytes]:
         """The stored ``csr.pem`` and ``cert.pem`` of ``entry``."""
@@ -309,7 +364,11 @@ class FileCache:
         await asyncio.to_thread(remove)
         for entry in doomed:
             self._index.pop(entry.digest, None)
+            self._mtimes.pop(entry.digest, None)
             self._hot.pop(entry.digest)
+        if doomed:
+            self._saved_at = 0.0  # now: a revoked certificate must not linger in the saved index
+            self._changed()
         return len(doomed)
 
     def problems(self) -> list[str]:
@@ -325,3 +384,8 @@ class FileCache:
 
     async def wait_released(self, digest: str, verification: str) -> None:
         """Never waited for: :meth:`claim` is always granted."""
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes, Origin]]) -> None:
+        """One :meth:`put` after the other (each atomic by itself)."""
+        for csr_pem, chain_pem, origin in items:
+            await self.put(csr_pem, chain_pem, origin)

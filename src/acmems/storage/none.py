@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin
@@ -75,3 +76,6 @@ class NoCache:
 
     async def wait_released(self, digest: str, verification: str) -> None:
         """Never waited for: :meth:`claim` is always granted."""
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes, Origin]]) -> None:
+        """Keeps nothing."""
