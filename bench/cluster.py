@@ -118,6 +118,8 @@ def _transactions_per(server: Acmems, action: Any, count: int) -> float:
 
 
 def bench_cluster(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
+    work = work / "cluster"  # beside make bench's other measures, in a folder of its own
+    work.mkdir(parents=True, exist_ok=True)
     results: Result = {}
     postgres = Postgres().start()
     http = free_port()

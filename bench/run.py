@@ -1,6 +1,7 @@
 """`make bench`: acmems against the acme library's floor, macen 0.5.0, certbot and lego, in one run.
 
-Everything runs on loopback: Pebble 2.10 (PEBBLE_VA_NOSLEEP=1), BIND 9 with TSIG, nginx, wrk.
+Everything runs on loopback: Pebble 2.10 (PEBBLE_VA_NOSLEEP=1), BIND 9 with TSIG, nginx, wrk, and
+PostgreSQL 15 for the cluster's measures (bench/cluster.py).
 Writes bench/results/<date>.json and prints a markdown table (docs/benchmarks.md keeps the latest).
 """
 
@@ -33,6 +34,7 @@ from tests import ini  # noqa: E402
 from tests.conftest import hmac_header, make_csr  # noqa: E402
 from tests.realservices import Acmems, Bind, Pebble, _connects, _stop, free_port, spawn, wait_for  # noqa: E402
 
+from bench.cluster import bench_cluster, cluster_table  # noqa: E402
 from bench.floor import AcmeFloor  # noqa: E402
 from bench.loadgen import cpu_seconds, curl_time, post_script, rss_mb, summary, wrk  # noqa: E402
 
@@ -711,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results["floor"] = bench_floor(work, bind, args.samples)
         results["acmems"] = bench_acmems(work, bind, args.seconds, args.samples)
+        results["cluster"] = bench_cluster(work, bind, args.seconds, args.samples)
         results["nginx"] = bench_nginx_static(work, args.seconds)
         if not args.skip_alternatives:
             results["macen"] = bench_macen(work, bind, args.seconds, args.samples)
@@ -722,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     out = out_dir / f"{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(table(results))
+    print("\n" + cluster_table(results["cluster"]))
     print(f"\n(results: {out.relative_to(ROOT)}; work files: {work})")
     shutil.rmtree(work, ignore_errors=True)
     return 0
