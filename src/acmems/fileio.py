@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["write_atomic"]
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and rename.
+def write_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o644) -> None:
+    """Write ``data`` (or its pieces, one after another: a large file never whole in memory) to
+    ``path`` through a temporary file in the same folder, fsync and rename.
 
     The file has ``mode`` from its creation on (keys: 0o600), so no other user can read it in between.
     """
@@ -19,7 +21,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                for piece in data:
+                    handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -30,8 +31,6 @@ from acmems.challenges import (
     PendingJournal,
     make_solver,
 )
-from acmems.cluster import ClusterDb, SharedTokens, check_account, prepare
-from acmems.cluster.dns_journal import DatabaseJournal
 from acmems.config import load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
@@ -43,6 +42,9 @@ from acmems.sign import SignHandler, health_page, management_handler, metrics_pa
 from acmems.storage import CertificateStore, make_store
 from acmems.web import Handler, OneLineErrorServer, challenge_handler
 from acmems.worker_pool import WorkerPool, bind_shared
+
+if TYPE_CHECKING:
+    from acmems.cluster import ClusterDb
 
 __all__ = ["Runtime", "Server", "run"]
 
@@ -69,9 +71,14 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.metrics = Metrics()
-        # One connection for the life of the process: [cluster] changes need a restart.
-        self.cluster = ClusterDb(settings.cluster) if settings.cluster is not None else None
-        if self.cluster is not None:
+        # One connection for the life of the process: [cluster] changes need a restart. The cluster
+        # package (psycopg) is imported only for a cluster: one instance with files stays as small.
+        self.cluster: ClusterDb | None = None
+        if settings.cluster is not None:
+            from acmems.cluster import ClusterDb
+            from acmems.cluster.dns_journal import DatabaseJournal
+
+            self.cluster = ClusterDb(settings.cluster)
             self._cluster_journal = DatabaseJournal(self.cluster)
         self._http01: dict[str, Http01Solver] = {}
         self._journals: dict[Path, PendingJournal] = {}
@@ -107,7 +114,11 @@ class Server:
                 continue
             if isinstance(verification, Http01Verification):
                 # The challenge listeners serve these objects: keep them across reloads.
-                shared = SharedTokens(self.cluster) if self.cluster is not None else None
+                shared = None
+                if self.cluster is not None:
+                    from acmems.cluster import SharedTokens
+
+                    shared = SharedTokens(self.cluster)
                 solvers[name] = self._http01.setdefault(name, Http01Solver(name, shared))
             else:
                 solvers[name] = make_solver(verification, journal)
@@ -161,6 +172,8 @@ class Server:
         """Check the account, read the caches, then open every listener; raises on a port in use."""
         runtime = self.runtime
         if self.cluster is not None:
+            from acmems.cluster import prepare
+
             await self.cluster.open()
             await prepare(self.cluster)
             log.info("cluster database %s: instance %s", self.cluster.where, self.cluster.name)
@@ -187,6 +200,8 @@ class Server:
         # In a cluster, every instance must use the one account key (checked before registering).
         if self.cluster is None:
             return None
+        from acmems.cluster import check_account
+
         return functools.partial(check_account, self.cluster, settings.account.acme_server)
 
     def _check_profiles(self, runtime: Runtime) -> None:

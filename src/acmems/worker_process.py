@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from acmems.cluster import ClusterDb
 from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, Kind, RequestError
 from acmems.issuer import SignResult
@@ -177,8 +176,11 @@ async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequenc
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the main process reloads, then replaces workers
     # A cluster's database storages: this process reads them too (cache hits, notifications).
-    cluster = ClusterDb(settings.cluster, max_size=2) if settings.cluster is not None else None
-    if cluster is not None:
+    cluster = None
+    if settings.cluster is not None:
+        from acmems.cluster import ClusterDb  # psycopg only for a cluster
+
+        cluster = ClusterDb(settings.cluster, max_size=2)
         await cluster.open()
     caches = {name: make_store(s, track_requests=True, cluster=cluster) for name, s in settings.storages.items()}
     metrics = Metrics()

@@ -297,3 +297,15 @@ def test_a_damaged_saved_index_means_reading_every_folder(tmp_path: Path) -> Non
     (tmp_path / ".acmems-index.json").write_text('{"version": 1, "entries": {"x": [1, 2]}}')
     reader = FileCache(FileStorage("f", tmp_path, 14))
     assert load(reader) == 1 and [e.serial for e in reader.entries()] == [31]
+
+
+def test_a_saved_index_damaged_in_the_middle_is_used_up_to_there(tmp_path: Path) -> None:
+    writer = FileCache(FileStorage("f", tmp_path, 14))
+    put(writer, b"one", certificate(NOW, NOW + 90 * DAY, serial=41))
+    put(writer, b"two", certificate(NOW, NOW + 60 * DAY, serial=42))
+    assert load(FileCache(FileStorage("f", tmp_path, 14))) == 2
+    index = tmp_path / ".acmems-index.json"
+    header, first, _second = index.read_bytes().splitlines(keepends=True)
+    index.write_bytes(header + first + b'["cut off in the midd\n')
+    reader = FileCache(FileStorage("f", tmp_path, 14))
+    assert load(reader) == 2 and sorted(e.serial for e in reader.entries()) == [41, 42]

@@ -29,7 +29,7 @@ from acmems.lru import Lru
 from acmems.renewal import renewal_time
 from acmems.settings import FileStorage
 from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin, csr_digest, describe_chain
-from acmems.storage.file_index import Saved, read_saved, write_saved
+from acmems.storage.file_index import INDEX_NAME, Saved, mtimes_key, read_saved, write_saved
 
 __all__ = ["FileCache"]
 
@@ -77,7 +77,7 @@ class FileCache:
         self._hot: Lru[str, _Hot] = Lru(_HOT_SIZE)  # a client re-posting daily costs no file reads
         self._requested: set[str] | None = set() if track_requests else None
         self._being_read = 0  # certificates read so far by a running load_index (its thread counts)
-        self._mtimes: dict[str, tuple[int, int]] = {}  # of each folder and cert.pem when described
+        self._mtimes: dict[str, int] = {}  # mtimes_key of each folder and its cert.pem when described
         self._saved_at = 0.0  # monotonic time the saved index was last written
 
     def _folder(self, digest: str) -> Path:
@@ -105,44 +105,58 @@ class FileCache:
         index: dict[str, CachedCertificate] = {}
         if not self.directory.is_dir():
             return index
-        saved = read_saved(self.directory)
-        described = 0  # folders read in full (not known to the saved index, or changed since)
+        for leftover in self.directory.glob(f".{INDEX_NAME}.*.tmp"):  # an index write interrupted
+            leftover.unlink(missing_ok=True)
         with os.scandir(self.directory) as firsts:
-            tops = [e for e in firsts if len(e.name) == 2 and e.is_dir()]
-        for first in tops:
-            with os.scandir(first.path) as folders:
-                paths = [(first.name + e.name, e.path) for e in folders if e.is_dir()]
-            for digest, folder in paths:
-                try:
-                    known = saved.get(digest)
-                    entry = self._from_saved(digest, folder, known) if known is not None else None
-                    if entry is None:
-                        entry = self._read_folder(digest, folder)
-                        described += 1
-                    if entry is not None:
-                        index[digest] = entry
-                        self._being_read += 1  # only this thread writes it; count() reads it
-                except (OSError, ValueError) as exc:
-                    log.warning("storage %s: skipping %s: %s", self.name, folder, exc)
-        if described or len(saved) != len(index):
+            tops = [e.name for e in firsts if len(e.name) == 2 and e.is_dir()]
+        present: set[str] = set()  # every folder: digests (the index's keys are these same strings)
+        for top in tops:
+            with os.scandir(self.directory / top) as folders:
+                present.update(top + e.name for e in folders if e.is_dir())
+        # First what the saved index knows and is unchanged, then every other folder in full.
+        unread = set(present)
+        saved_count = 0
+        for known in read_saved(self.directory):
+            saved_count += 1
+            if known.digest not in unread:
+                continue
+            entry = self._from_saved(known, self._folder_path(known.digest))
+            if entry is not None:
+                unread.discard(entry.digest)
+                index[entry.digest] = entry
+                self._being_read += 1  # only this thread writes it; count() reads it
+        for digest in unread:
+            folder = self._folder_path(digest)
+            try:
+                entry = self._read_folder(digest, folder)
+            except (OSError, ValueError) as exc:
+                log.warning("storage %s: skipping %s: %s", self.name, folder, exc)
+                continue
+            if entry is not None:
+                index[digest] = entry
+                self._being_read += 1
+        if unread or saved_count != len(index):
             write_saved(self.directory, ((e, self._mtimes[d]) for d, e in index.items() if d in self._mtimes))
             self._saved_at = time.monotonic()
         return index
 
-    def _from_saved(self, digest: str, folder: str, known: Saved) -> CachedCertificate | None:
+    def _folder_path(self, digest: str) -> str:
+        return f"{self.directory}/{digest[:2]}/{digest[2:]}"
+
+    def _from_saved(self, known: Saved, folder: str) -> CachedCertificate | None:
         # Unchanged since the index was saved (a leftover temporary file would have changed the
         # folder's time)? Then only csr.pem's "last asked for" is read.
         try:
-            mtimes = (os.stat(folder).st_mtime_ns, os.stat(folder + "/cert.pem").st_mtime_ns)
+            mtimes = mtimes_key(os.stat(folder).st_mtime_ns, os.stat(folder + "/cert.pem").st_mtime_ns)
             if mtimes != known.mtimes:
                 return None
             requested = os.stat(folder + "/csr.pem").st_mtime
         except OSError:
             return None
-        self._mtimes[digest] = mtimes
+        self._mtimes[known.digest] = mtimes
         renew_at = renewal_time(known.not_before, known.not_after, self.renew_within)
         return CachedCertificate(
-            digest, known.names, known.serial, known.not_before, known.not_after, renew_at, requested,
+            known.digest, known.names, known.serial, known.not_before, known.not_after, renew_at, requested,
             known.profile, known.verification,
         )  # fmt: skip
 
@@ -159,7 +173,7 @@ class FileCache:
             chain = handle.read()
             cert_ns = os.fstat(handle.fileno()).st_mtime_ns
         entry = self._describe_folder(digest, folder, chain, has_meta="meta.json" in files)
-        self._mtimes[digest] = (folder_ns, cert_ns)
+        self._mtimes[digest] = mtimes_key(folder_ns, cert_ns)
         return entry
 
     async def load_index(self) -> int:
@@ -316,9 +330,7 @@ class FileCache:
             self._hot.put(digest, _Hot(chain, mtime_ns, time.monotonic()))
         return chain
 
-    def _write(
-        self, digest: str, csr_pem: bytes, chain_pem: bytes, meta: bytes, last: float | None
-    ) -> tuple[int, int]:
+    def _write(self, digest: str, csr_pem: bytes, chain_pem: bytes, meta: bytes, last: float | None) -> int:
         folder = self._folder(digest)
         # The certificate first, so a crash in between leaves no csr.pem without its cert.pem
         # (``get`` needs both).
@@ -327,7 +339,7 @@ class FileCache:
         write_atomic(folder / "csr.pem", csr_pem)
         if last is not None:
             os.utime(folder / "csr.pem", (last, last))  # a background renewal is not a client's request
-        return os.stat(folder).st_mtime_ns, os.stat(folder / "cert.pem").st_mtime_ns
+        return mtimes_key(os.stat(folder).st_mtime_ns, os.stat(folder / "cert.pem").st_mtime_ns)
 
     async def put(self, csr_pem: bytes, chain_pem: bytes, origin: Origin = _CLIENT) -> None:
         """Store the chain (in a thread; atomically, file by file)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,18 +20,25 @@ from pathlib import Path
 from acmems.fileio import write_atomic
 from acmems.storage.base import CachedCertificate
 
-__all__ = ["INDEX_NAME", "Saved", "read_saved", "write_saved"]
+__all__ = ["INDEX_NAME", "Saved", "mtimes_key", "read_saved", "write_saved"]
 
 log = logging.getLogger(__name__)
 INDEX_NAME = ".acmems-index.json"
-_VERSION = 2
+_VERSION = 3  # one JSON header line, then one JSON array per folder
+
+
+def mtimes_key(folder_ns: int, cert_ns: int) -> int:
+    """The modification times of a folder and its cert.pem as one number (both, exactly: one int
+    in memory per certificate instead of a tuple of two)."""
+    return folder_ns << 64 | cert_ns
 
 
 @dataclass(frozen=True, slots=True)
 class Saved:
     """What the index says of one folder."""
 
-    mtimes: tuple[int, int]  # of the folder and of cert.pem when it was described
+    digest: str
+    mtimes: int  # of the folder and of cert.pem when it was described (see :func:`mtimes_key`)
     names: tuple[str, ...]
     serial: int
     not_before: datetime
@@ -40,54 +47,61 @@ class Saved:
     verification: str | None
 
 
-def read_saved(directory: Path) -> dict[str, Saved]:
-    """The saved index of ``directory``; empty when there is none or it cannot be used."""
+def read_saved(directory: Path) -> Iterator[Saved]:
+    """The saved index of ``directory``, one folder at a time (the file is never whole in memory);
+    nothing when there is none or it cannot be used, and no more from the first line that cannot."""
+    path = directory / INDEX_NAME
     try:
-        data = json.loads((directory / INDEX_NAME).read_bytes())
-        if data.get("version") != _VERSION:
-            return {}
-        saved = {}
-        fromtimestamp, utc = datetime.fromtimestamp, UTC
-        for digest, (folder, cert, names, serial, not_before, not_after, profile, verification) in data[
-            "entries"
-        ].items():
-            if not (type(folder) is type(cert) is int and type(names) is list):
-                raise ValueError(f"a malformed entry for {digest[:16]}")
-            saved[digest] = Saved(
-                (folder, cert),
-                tuple(names),
-                int(serial, 16),
-                fromtimestamp(not_before, utc),
-                fromtimestamp(not_after, utc),
-                profile if isinstance(profile, str) else None,
-                verification if isinstance(verification, str) else None,
-            )
-        return saved
+        with path.open("rb") as handle:
+            if json.loads(handle.readline() or b"{}").get("version") != _VERSION:
+                return
+            fromtimestamp, utc = datetime.fromtimestamp, UTC
+            while lines := handle.readlines(1 << 20):  # about a megabyte at a time, parsed at once
+                for row in json.loads(b"[" + b",".join(lines) + b"]"):
+                    digest, folder, cert, serial, not_before, not_after, profile, verification, *names = row
+                    if not (type(digest) is str and type(folder) is type(cert) is int):
+                        raise ValueError(f"a malformed entry: {str(row)[:60]}")
+                    yield Saved(
+                        digest,
+                        mtimes_key(folder, cert),
+                        tuple(names),
+                        int(serial, 16),
+                        fromtimestamp(not_before, utc),
+                        fromtimestamp(not_after, utc),
+                        profile if isinstance(profile, str) else None,
+                        verification if isinstance(verification, str) else None,
+                    )
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        log.info("%s/%s cannot be used (%s); reading every folder", directory, INDEX_NAME, exc)
-        return {}
+        return
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        log.info("%s cannot be used further (%s); reading the other folders", path, exc)
 
 
-def write_saved(directory: Path, entries: Iterable[tuple[CachedCertificate, tuple[int, int]]]) -> None:
-    """Save the index (atomically) from ``(entry, mtimes in ns of its folder and cert.pem)`` pairs."""
-    data = {
-        "version": _VERSION,
-        "entries": {
-            e.digest: [
-                *mtimes,
-                list(e.names),
-                f"{e.serial:x}",
-                int(e.not_before.timestamp()),
-                int(e.not_after.timestamp()),
-                e.profile,
-                e.verification,
-            ]
-            for e, mtimes in entries
-        },
-    }
+def write_saved(directory: Path, entries: Iterable[tuple[CachedCertificate, int]]) -> None:
+    """Save the index (atomically, written piece by piece) from ``(entry, mtimes_key)`` pairs."""
     try:
-        write_atomic(directory / INDEX_NAME, json.dumps(data, separators=(",", ":")).encode(), mode=0o644)
+        write_atomic(directory / INDEX_NAME, _lines(entries), mode=0o644)
     except OSError as exc:
         log.info("cannot save the index %s/%s: %s", directory, INDEX_NAME, exc.strerror)
+
+
+def _lines(entries: Iterable[tuple[CachedCertificate, int]]) -> Iterator[bytes]:
+    yield b'{"version":%d}\n' % _VERSION
+    batch = []
+    for e, mtimes in entries:
+        row = [
+            e.digest,
+            mtimes >> 64,
+            mtimes & (1 << 64) - 1,
+            f"{e.serial:x}",
+            int(e.not_before.timestamp()),
+            int(e.not_after.timestamp()),
+            e.profile,
+            e.verification,
+            *e.names,
+        ]
+        batch.append(json.dumps(row, separators=(",", ":")).encode() + b"\n")
+        if len(batch) >= 1000:
+            yield b"".join(batch)
+            batch.clear()
+    yield b"".join(batch)
