@@ -181,7 +181,7 @@ class Server:
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
-        sign = SignHandler(lambda: self.runtime, self.metrics)
+        sign = SignHandler(lambda: self.runtime, self.metrics, label=self.log_label)
         handler = management_handler(sign, health_page(self.health), metrics_page(self.metrics))
         shared = bind_shared(mgmt.listeners, mgmt.workers) if mgmt.workers > 1 else None
         # The challenge listeners first: a request accepted on a management listener may need them.
@@ -192,9 +192,14 @@ class Server:
         if shared is None:
             await self._serve_lowlevel(handler, mgmt.listeners, "mgmt")
             return
-        self.workers = WorkerPool(lambda: self.runtime, self.metrics, self.health)
+        self.workers = WorkerPool(lambda: self.runtime, self.metrics, self.health, self.log_label)
         await self.workers.start(shared[1:])
         await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", shared[0])
+
+    @property
+    def log_label(self) -> str:
+        """Added to each /sign log line: in a cluster, which instance answered."""
+        return f" instance={self.cluster.name}" if self.cluster is not None else ""
 
     def _account_check(self, settings: Settings) -> Callable[[str], Awaitable[None]] | None:
         # In a cluster, every instance must use the one account key (checked before registering).

@@ -108,10 +108,11 @@ class WorkerPool:
         current: Callable[[], MainRuntime],
         metrics: Metrics,
         health: Callable[[], list[str]],
+        label: str = "",
     ) -> None:
         self._current = current
         self._metrics = metrics
-        sign = SignHandler(current, metrics, peer_of=forwarded_peer)
+        sign = SignHandler(current, metrics, peer_of=forwarded_peer, label=label)
         self._handler = management_handler(sign, health_page(health), metrics_page(metrics))
         self._directory = Path(tempfile.mkdtemp(prefix="acmems-"))  # 0700: only this user reaches the socket
         self.socket_path = self._directory / "main.sock"

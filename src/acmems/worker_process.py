@@ -105,7 +105,9 @@ class _WorkerSignHandler(SignHandler):
     """``POST /sign`` in a worker: the store's chain, or the main process's answer."""
 
     def __init__(self, runtime: _WorkerRuntime, metrics: Metrics, forward: _Forwarder, number: int) -> None:
-        super().__init__(lambda: runtime, metrics, label=f" worker={number}")
+        cluster = runtime.settings.cluster
+        instance = f" instance={cluster.name}" if cluster is not None else ""
+        super().__init__(lambda: runtime, metrics, label=f"{instance} worker={number}")
         self.forward = forward
 
     async def obtain(

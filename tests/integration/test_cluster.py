@@ -51,6 +51,8 @@ def test_the_same_csr_posted_to_three_instances_at_once_is_ordered_once(three: C
     assert answers[0][1] == answers[1][1] == answers[2][1]
     assert _issued_at_ca(pebble) - before == 1
     assert sum(s.log_text().count("issued a certificate for") for s in three.instances) == 1
+    assert "names=same.example.test outcome=" in three.instances[1].log_text()
+    assert "instance=acmems-b" in three.instances[1].log_text()  # each /sign line names its instance
 
 
 def test_distinct_csrs_spread_over_the_instances_all_succeed(three: Cluster, pebble: Pebble) -> None:
