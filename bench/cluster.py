@@ -117,7 +117,7 @@ def _transactions_per(server: Acmems, action: Any, count: int) -> float:
     return max(0.0, spent - background) / count
 
 
-def bench_cluster(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
+def bench_cluster(work: Path, bind: Bind, seconds: int, samples: int, *, scale: bool = True) -> Result:
     work = work / "cluster"  # beside make bench's other measures, in a folder of its own
     work.mkdir(parents=True, exist_ok=True)
     results: Result = {}
@@ -188,7 +188,8 @@ def bench_cluster(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
         for server in servers:
             server.stop()
         proxy.stop()
-    results["scale_100k"] = _scale(work, pebble, postgres)
+    if scale:
+        results["scale_100k"] = _scale(work, pebble, postgres)
     pebble.stop()
     postgres.remove()
     return results
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--scale-only", action="store_true", help="only the 100,000-certificate measures")
+    parser.add_argument("--no-scale", action="store_true", help="all but the 100,000-certificate measures")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="acmems-bench-cluster-"))
     bind = Bind(work / "bind").start()
@@ -282,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
                 pebble.stop()
                 postgres.remove()
             return 0
-        results = bench_cluster(work, bind, args.seconds, args.samples)
+        results = bench_cluster(work, bind, args.seconds, args.samples, scale=not args.no_scale)
     finally:
         bind.stop()
     print(json.dumps(results, indent=2, default=str))
-    print(cluster_table(results))
+    if "scale_100k" in results:
+        print(cluster_table(results))
     return 0
 
 

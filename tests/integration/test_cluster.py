@@ -396,3 +396,44 @@ def test_apache_and_haproxy_round_robin_without_a_404_retry(
         assert [status for status, _, _ in answers] == [200] * 3, [a[1][:200] for a in answers]
     finally:
         proxy.stop()
+
+
+def test_db_init_as_owner_then_a_role_with_only_the_documented_grants(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
+) -> None:
+    # docs/cluster.md, the second way: the owner creates the tables, acmems' role gets DML grants only.
+    mgmt, http = free_port(), pebble.http_port  # this acmems answers the session Pebble's checks itself
+    owner = tmp_path / "owner.ini"
+    owner.write_text(cluster_config(pebble, account_dir, database, "owner", mgmt, http))
+    done = subprocess.run(
+        [sys.executable, "-m", "acmems", "db", "init", str(owner)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "answers; schema version 1" in done.stdout
+    role = f"limited_{database.name}"
+    database.query(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+    for grant in (
+        f"GRANT CONNECT ON DATABASE {database.name} TO {role}",
+        f"GRANT USAGE ON SCHEMA public TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    ):
+        database.query(grant)
+    config = cluster_config(pebble, account_dir, database, "limited", mgmt, http).replace(
+        "postgresql://acmems@", f"postgresql://{role}@"
+    )
+    server = acmems_factory(config, mgmt, name="limited")
+    status, body, _ = _sign(server, make_csr(["limited.example.test"])[0])
+    assert status == 200, body
+    # Without the tables, such a role is refused at start with a line that says what to do.
+    database.query("DROP TABLE acmems_schema")
+    other = free_port()
+    refused_config = cluster_config(pebble, account_dir, database, "refused", other, free_port()).replace(
+        "postgresql://acmems@", f"postgresql://{role}@"
+    )
+    refused = Acmems(tmp_path / "refused", refused_config, other)
+    with pytest.raises(ServiceError):
+        refused.start(timeout=20)
+    assert "acmems db init" in refused.log_text()
+    database.query(f"DROP OWNED BY {role}")
+    database.query(f"DROP ROLE {role}")

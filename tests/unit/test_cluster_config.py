@@ -59,7 +59,7 @@ def test_a_database_storage_without_a_cluster_names_its_line() -> None:
 
 
 def test_a_cluster_with_only_file_storages_warns_that_certificates_stay_per_instance() -> None:
-    settings = load(BASE + "[cluster]\ndatabase = postgresql:///acmems\n[storage \"f\"]\ntype = file\ndirectory = /c\n")
+    settings = load(BASE + '[cluster]\ndatabase = postgresql:///acmems\n[storage "f"]\ntype = file\ndirectory = /c\n')
     assert any("certificates are kept per instance" in w for w in settings.warnings)
 
 

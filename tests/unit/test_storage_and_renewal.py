@@ -275,7 +275,10 @@ def test_the_saved_index_spares_reading_unchanged_folders(tmp_path: Path, monkey
     fast = FileCache(FileStorage("f", tmp_path, 14))
     assert load(fast) == 2
     assert sorted(e.serial for e in fast.entries()) == [11, 12]
-    assert [e.not_after for e in fast.entries()] == [NOW.replace(microsecond=0) + 30 * DAY, NOW.replace(microsecond=0) + 90 * DAY]
+    assert [e.not_after for e in fast.entries()] == [
+        NOW.replace(microsecond=0) + 30 * DAY,
+        NOW.replace(microsecond=0) + 90 * DAY,
+    ]
 
 
 def test_a_folder_changed_since_the_index_was_saved_is_read_again(tmp_path: Path) -> None:
