@@ -79,6 +79,7 @@ class FileCache:
         self._being_read = 0  # certificates read so far by a running load_index (its thread counts)
         self._mtimes: dict[str, int] = {}  # mtimes_key of each folder and its cert.pem when described
         self._saved_at = 0.0  # monotonic time the saved index was last written
+        self._stale_saved_index = False  # the last index read found the saved one out of date
 
     def _folder(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest[2:]
@@ -135,9 +136,7 @@ class FileCache:
             if entry is not None:
                 index[digest] = entry
                 self._being_read += 1
-        if unread or saved_count != len(index):
-            write_saved(self.directory, ((e, self._mtimes[d]) for d, e in index.items() if d in self._mtimes))
-            self._saved_at = time.monotonic()
+        self._stale_saved_index = bool(unread) or saved_count != len(index)
         return index
 
     def _folder_path(self, digest: str) -> str:
@@ -186,13 +185,17 @@ class FileCache:
             self._being_read = 0
         loaded.update(self._index)
         self._index = loaded
+        if self._stale_saved_index:
+            self._save_index()  # after the index is complete: the next start reads this one
         return len(loaded)
 
     def _changed(self) -> None:
         # Save the index at most once a minute after changes (in a thread, without waiting); a
         # change it misses only means that folder is read in full at the next start.
-        if time.monotonic() - self._saved_at < _SAVE_EVERY:
-            return
+        if time.monotonic() - self._saved_at >= _SAVE_EVERY:
+            self._save_index()
+
+    def _save_index(self) -> None:
         self._saved_at = time.monotonic()
         pairs = [(e, self._mtimes[d]) for d, e in self._index.items() if d in self._mtimes]
         asyncio.get_running_loop().run_in_executor(None, write_saved, self.directory, pairs)
