@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,8 +123,20 @@ def bench_cluster(work: Path, bind: Bind, seconds: int, samples: int, *, scale: 
     work.mkdir(parents=True, exist_ok=True)
     results: Result = {}
     postgres = Postgres().start()
-    http = free_port()
-    pebble = Pebble(work / "pebble", bind.port, http).start()
+    pebble = Pebble(work / "pebble", bind.port, free_port())
+    try:
+        pebble.start()
+        _measure(work, seconds, samples, postgres, pebble, results, scale=scale)
+    finally:
+        pebble.stop()
+        postgres.remove()  # stopped (SIGINT) and its folder removed, whatever happened
+    return results
+
+
+def _measure(
+    work: Path, seconds: int, samples: int, postgres: Postgres, pebble: Pebble, results: Result, *, scale: bool
+) -> None:
+    http = pebble.http_port
     log("the single node (file cache), answering the CA's checks itself")
     mgmt = free_port()
     single = Acmems(work / "single", _config(pebble, work, mgmt, http, "single"), mgmt).start()
@@ -190,9 +203,6 @@ def bench_cluster(work: Path, bind: Bind, seconds: int, samples: int, *, scale: 
         proxy.stop()
     if scale:
         results["scale_100k"] = _scale(work, pebble, postgres)
-    pebble.stop()
-    postgres.remove()
-    return results
 
 
 def _scale(work: Path, pebble: Pebble, postgres: Postgres) -> Result:
@@ -290,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(results, indent=2, default=str))
     if "scale_100k" in results:
         print(cluster_table(results))
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
