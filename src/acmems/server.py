@@ -226,8 +226,18 @@ class Server:
             task.add_done_callback(self._background.discard)
 
     async def _sweep_dns_forever(self) -> None:
+        from acmems.cluster import sweep
+
+        assert self.cluster is not None
+        rounds = 0
         while True:
             await asyncio.sleep(DNS_SWEEP_EVERY)
+            rounds += 1
+            if rounds % 12 == 1:  # about once a minute: what dead instances left in the database
+                try:
+                    await sweep(self.cluster)
+                except AcmemsError as exc:
+                    log.debug("cluster sweep: %s", exc.message)
             for solver in self.runtime.solvers.values():
                 if isinstance(solver, DnsUpdateSolver):
                     try:

@@ -8,7 +8,7 @@ this instance; :class:`DatabaseStore` keeps certificates (``[storage] type = dat
 from __future__ import annotations
 
 from acmems.cluster.database import ClusterDb, masked
-from acmems.cluster.instances import check_account, database_status, prepare
+from acmems.cluster.instances import check_account, database_status, prepare, sweep
 from acmems.cluster.store import DatabaseStore
 from acmems.cluster.tokens import SharedTokens
 
@@ -20,4 +20,5 @@ __all__ = [
     "database_status",
     "masked",
     "prepare",
+    "sweep",
 ]

@@ -11,7 +11,7 @@ from acmems.cluster.database import ClusterDb
 from acmems.cluster.schema import SCHEMA_VERSION, migrate, schema_version
 from acmems.errors import AcmemsError, DatabaseError
 
-__all__ = ["ALIVE_SECONDS", "check_account", "database_status", "prepare"]
+__all__ = ["ALIVE_SECONDS", "check_account", "database_status", "prepare", "sweep"]
 
 log = logging.getLogger("acmems.cluster")
 ALIVE_SECONDS = 10.0  # an instance that has not said it is alive for this long is gone (said every second)
@@ -119,3 +119,12 @@ async def check_account(db: ClusterDb, acme_server: str, thumbprint: str) -> Non
             f"(thumbprint {row[0]}, first used by {row[1]}): copy the [account] dir of another instance "
             "(account.pem and registration.json) to this one"
         )
+
+
+async def sweep(db: ClusterDb) -> None:
+    """Remove what dead instances left and nobody will take over: HTTP-01 tokens older than an hour
+    (a validation takes seconds; a resumed order publishes its token again) and leases lapsed for a
+    day (a CSR asked for again takes its lease over at once anyway)."""
+    async with db.transaction() as cursor:
+        await cursor.execute("DELETE FROM acmems_http01 WHERE added < now() - interval '1 hour'")
+        await cursor.execute("DELETE FROM acmems_leases WHERE expires < now() - interval '1 day'")

@@ -224,23 +224,31 @@ class DatabaseStore:
         if known is None or known.serial != entry.serial:
             return  # replaced meanwhile (renewed here or by another instance): about the old one
         self._index[entry.digest] = entry
+        # Marked as a change: the other instances take the window in at their next look, so the
+        # CA's renewal-info is asked once for the cluster, and all follow one renewal schedule.
         self._background(
-            "UPDATE acmems_certificates SET renew_at = %s, next_ari_check = %s "
-            "WHERE storage = %s AND digest = %s AND serial = %s",
+            "UPDATE acmems_certificates SET renew_at = %s, next_ari_check = %s, updated = clock_timestamp() "
+            "WHERE storage = %s AND digest = %s AND serial = %s RETURNING updated",
             (entry.renew_at, _from_epoch(entry.next_ari_check), self.name, entry.digest, f"{entry.serial:x}"),
+            own_change=entry.digest,
         )
 
-    def _background(self, statement: str, params: tuple[Any, ...]) -> None:
-        async def run() -> None:
-            try:
-                async with self.db.transaction() as cursor:
-                    await cursor.execute(statement.encode(), params)
-            except DatabaseError as exc:
-                log.debug("storage %s: %s", self.name, exc.message)
-
-        task = asyncio.get_running_loop().create_task(run())
+    def _background(self, statement: str, params: tuple[Any, ...], own_change: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(statement, params, own_change))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _write(self, statement: str, params: tuple[Any, ...], own_change: str | None) -> None:
+        # A write nobody waits for: lost if the database is away (it is about timing, not content).
+        try:
+            async with self.db.transaction() as cursor:
+                await cursor.execute(statement.encode(), params)
+                row = await cursor.fetchone() if own_change is not None else None
+        except DatabaseError as exc:
+            log.debug("storage %s: %s", self.name, exc.message)
+            return
+        if own_change is not None and row is not None:
+            self._refreshed[(own_change, row[0])] = None  # our own change: not re-read by our look
 
     # ----------------------------------------------------------------------- requests
 
