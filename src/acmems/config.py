@@ -151,8 +151,17 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
             profile=block_profile(section, raw.profile, account.profile),
         )
         auth_blocks.append(block)
-        if not block.domains:
-            warnings.append(f"{section.file}:{section.line}: [{section.title}] has no 'domain' and never matches")
+        if block.addresses and not isinstance(verifications[block.verification], Http01Verification):
+            raise section.error(
+                f"allows IP addresses (address = ...), which CAs validate by HTTP-01 only, but uses the "
+                f"{verifications[block.verification].type} verification {block.verification!r}; give it an "
+                "http01 verification",
+                key="address",
+            )
+        if not block.domains and not block.addresses:
+            warnings.append(
+                f"{section.file}:{section.line}: [{section.title}] has no 'domain' (or 'address') and never matches"
+            )
         if not block.has_methods:
             warnings.append(
                 f"{section.file}:{section.line}: [{section.title}] has no ip, hmac_key or all: "

@@ -287,6 +287,7 @@ def read_auth(section: Section, keys: Keys) -> RawAuth:
         hmac_key=hmac_key.encode() if hmac_key is not None else None,
         all=keys.value("all", parse_bool, False),
         domains=tuple(keys.values("domain", domain_glob)),
+        addresses=tuple(keys.values("address", ip_network)),
     )
     return RawAuth(section, settings, keys.one("verification"), keys.one("storage"), keys.one("profile"))
 

@@ -1,7 +1,8 @@
-"""Parse and check a client's PEM CSR: signature, key, and the DNS names it asks for."""
+"""Parse and check a client's PEM CSR: signature, key, and the DNS names and IP addresses it asks for."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -29,14 +30,16 @@ _PEM_RE = re.compile(
 @dataclass(frozen=True, slots=True)
 class CsrInfo:
     """A checked CSR: the body exactly as posted (``pem``: the cache key, as in the original), the
-    PEM block alone (``request_pem``: what the CA gets), the names it asks for (lower-case, no
-    duplicates) and its key."""
+    PEM block alone (``request_pem``: what the CA gets), the identifiers it asks for (``names``: DNS
+    names lower-case, then IP addresses in their short form; no duplicates), which of them are IP
+    addresses, and its key."""
 
     pem: bytes
     request_pem: bytes
     names: tuple[str, ...]
     key_type: str
     key_size: int
+    addresses: frozenset[str] = frozenset()
 
     @property
     def has_wildcard(self) -> bool:
@@ -99,18 +102,26 @@ def parse_csr(body: bytes) -> CsrInfo:
         raise CsrError(
             f"{type(key).__name__.removeprefix('_')} keys are not accepted by CAs; use RSA >= 2048 or EC P-256/P-384"
         )
-    return CsrInfo(body, match.group(0) + b"\n", _names(csr), key_type, key_size)
+    names, addresses = _identifiers(csr)
+    return CsrInfo(body, match.group(0) + b"\n", names, key_type, key_size, addresses)
 
 
-def _names(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
+def _identifiers(csr: x509.CertificateSigningRequest) -> tuple[tuple[str, ...], frozenset[str]]:
     names: list[str] = []
+    addresses: list[str] = []
     try:
         common_names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     except ValueError as exc:
         raise CsrError("the certificate request's subject cannot be read", log_detail=str(exc)) from None
     for attribute in common_names:
         value = attribute.value
-        names.append(_check_name(value if isinstance(value, str) else value.decode(), "common name"))
+        text = value if isinstance(value, str) else value.decode()
+        if _is_address(text):
+            raise CsrError(
+                f"the common name is an IP address ({text}); CAs refuse that: leave the CN out and name "
+                "the address in the subjectAltName only"
+            )
+        names.append(_check_name(text, "common name"))
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -121,22 +132,35 @@ def _names(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
         for general_name in san:
             if isinstance(general_name, x509.DNSName):
                 names.append(_check_name(general_name.value, "subject alternative name"))
+            elif isinstance(general_name, x509.IPAddress) and isinstance(
+                general_name.value, ipaddress.IPv4Address | ipaddress.IPv6Address
+            ):
+                addresses.append(str(general_name.value))  # allowed or refused by the auth blocks
             else:
                 kinds: dict[type, str] = {
-                    x509.IPAddress: "IP address",
+                    x509.IPAddress: "IP network",
                     x509.RFC822Name: "e-mail address",
                     x509.UniformResourceIdentifier: "URI",
                 }
                 kind = kinds.get(type(general_name), type(general_name).__name__)
                 raise CsrError(
-                    f"the request names a {kind} ({general_name.value}); only DNS names can be certified here"
+                    f"the request names a {kind} ({general_name.value}); only DNS names and IP addresses "
+                    "can be certified here"
                 )
-    unique = tuple(dict.fromkeys(names))
+    unique = tuple(dict.fromkeys(names + addresses))
     if not unique:
         raise CsrError("the certificate request names no domain (no CN and no DNS subjectAltName)")
     if len(unique) > MAX_NAMES:
         raise CsrError(f"the certificate request names {len(unique)} domains; CAs allow at most {MAX_NAMES}")
-    return unique
+    return unique, frozenset(addresses)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class CsrMemo:

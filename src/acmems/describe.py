@@ -88,7 +88,8 @@ def describe_settings(settings: Settings) -> str:
         out += [
             f'[auth "{block.name}"]',
             f"  methods = {'; '.join(methods) or 'none (accepts every client)'}",
-            f"  domains = {', '.join(block.domains) or '- (never matches)'}",
+            f"  domains = {', '.join(block.domains) or ('-' if block.addresses else '- (never matches)')}",
+            f"  addresses = {', '.join(str(n) for n in block.addresses) or '- (no IP-address certificates)'}",
             f"  verification = {block.verification}, storage = {block.storage}, "
             f"profile = {block.profile or '- (the CA default)'}",
         ]

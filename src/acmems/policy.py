@@ -1,4 +1,5 @@
-"""Who may get which certificate: the seed's auth blocks (ip, hmac, all, domain globs).
+"""Who may get which certificate: the seed's auth blocks (ip, hmac, all, domain globs), and the
+IP-address networks (``address``) a block may certify.
 
 Pure functions: values in, a decision (or :class:`AuthError`) out.
 """
@@ -11,7 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 
 from acmems.config_values import normalize_hash_name
@@ -20,6 +21,7 @@ from acmems.settings import AuthSettings
 
 __all__ = [
     "HmacHeader",
+    "address_allowed",
     "choose_auth_block",
     "domain_allowed",
     "parse_authentication_header",
@@ -97,6 +99,12 @@ def _ip_allowed(block: AuthSettings, peer: IPAddress) -> bool:
     return any(peer in network for network in block.ips)
 
 
+def address_allowed(block: AuthSettings, address: str) -> bool:
+    """Whether the IP ``address`` lies in one of the block's ``address`` networks."""
+    parsed = ipaddress.ip_address(address)
+    return any(parsed in network for network in block.addresses)
+
+
 def domain_allowed(block: AuthSettings, name: str) -> bool:
     """Whether ``name`` matches one of the block's globs (fnmatch, ``*`` matches dots too)."""
     lowered = name.lower()
@@ -127,8 +135,11 @@ def choose_auth_block(
     header: str | None,
     body: bytes,
     names: Sequence[str],
+    addresses: Set[str] = frozenset(),
 ) -> AuthSettings:
-    """The first block (file order) whose every method passes and which allows every name.
+    """The first block (file order) whose every method passes and which allows every name (an IP
+    address among ``names``, listed in ``addresses``, by the block's ``address`` networks; a DNS name
+    by its ``domain`` globs).
 
     Names may not be split across blocks: one block must allow them all.
 
@@ -145,7 +156,11 @@ def choose_auth_block(
     reasons: list[str] = []
     method_failures: list[str] = []
     for block in blocks:
-        outside = [name for name in names if not domain_allowed(block, name)]
+        outside = [
+            name
+            for name in names
+            if not (address_allowed(block, name) if name in addresses else domain_allowed(block, name))
+        ]
         failed = _failed_method(block, peer, parsed, header_error, body)
         if not failed and not outside:
             return block

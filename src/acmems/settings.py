@@ -161,6 +161,7 @@ class AuthSettings:
     hmac_key: bytes | None = field(default=None, repr=False)
     all: bool = False
     domains: tuple[str, ...] = ()
+    addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # IP SANs it may certify
     verification: str = IMPLICIT_VERIFICATION
     storage: str = IMPLICIT_STORAGE
     profile: str | None = None

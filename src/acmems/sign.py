@@ -18,7 +18,7 @@ from typing import Protocol
 from aiohttp import web
 
 from acmems.csr import CsrInfo, CsrMemo
-from acmems.errors import AcmemsError, Kind, RequestError, http_answer
+from acmems.errors import AcmemsError, CsrError, Kind, RequestError, http_answer
 from acmems.issuer import SignResult
 from acmems.lru import Lru
 from acmems.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -91,7 +91,12 @@ class SignHandler:
             body = await self._read_body(request, settings)
             csr = self.csr_memo.parse(body)
             names = csr.names
-            block = self._auth_block(settings, peer, request.headers.get("Authentication"), body, names)
+            if csr.addresses and not any(b.addresses for b in settings.auth_blocks):
+                raise CsrError(
+                    f"the request names an IP address ({', '.join(sorted(csr.addresses))}); only DNS names "
+                    "can be certified here (no auth block allows addresses: 'address = NETWORK')"
+                )
+            block = self._auth_block(settings, peer, request.headers.get("Authentication"), body, csr)
             block_name = block.name
             outcome = await self.obtain(request, body, csr, block, runtime)
         except Exception as exc:
@@ -139,16 +144,14 @@ class SignHandler:
                 kind=Kind.BODY_TIMEOUT,
             ) from None
 
-    def _auth_block(
-        self, settings: Settings, peer: str, header: str | None, body: bytes, names: tuple[str, ...]
-    ) -> AuthSettings:
+    def _auth_block(self, settings: Settings, peer: str, header: str | None, body: bytes, csr: CsrInfo) -> AuthSettings:
         if self.auth_memo_settings is not settings:
             self.auth_memo.clear()
             self.auth_memo_settings = settings
         key = (peer, header, body)
         block = self.auth_memo.get(key)
         if block is None:
-            block = choose_auth_block(settings.auth_blocks, peer_address(peer), header, body, names)
+            block = choose_auth_block(settings.auth_blocks, peer_address(peer), header, body, csr.names, csr.addresses)
             self.auth_memo.put(key, block)
         return block
 

@@ -460,3 +460,23 @@ def test_workers_is_a_process_count() -> None:
     assert "'0' must be a whole number larger than 0" in error("[account]\ndir = /x\n[mgmt]\nworkers = 0\n")
     assert "'two' must be a whole number" in error("[account]\ndir = /x\n[mgmt]\nworkers = two\n")
     assert "use 1 to 64" in error("[account]\ndir = /x\n[mgmt]\nworkers = 65\n")
+
+
+BASE = "[account]\ndir = /x\n"
+
+
+def test_address_networks_in_auth_blocks() -> None:
+    settings = load(BASE + '[auth "hosts"]\naddress = 192.0.2.0/24\naddress = 2001:db8::/32\nall = yes\n')
+    assert [str(n) for n in settings.auth_blocks[0].addresses] == ["192.0.2.0/24", "2001:db8::/32"]
+    assert not any("never matches" in w for w in settings.warnings)  # addresses alone suffice
+    assert "'192.0.2.0/33' is not an IP address or network" in error(
+        BASE + '[auth "h"]\naddress = 192.0.2.0/33\nall = yes\n'
+    )
+
+
+def test_addresses_with_a_dns01_verification_are_refused() -> None:
+    message = error(
+        BASE + '[verification "dns"]\ntype = dns01-dnsUpdate\n[auth "h"]\naddress = 192.0.2.0/24\nall = yes\n'
+        "verification = dns\n"
+    )
+    assert "CAs validate by HTTP-01 only" in message and '[auth "h"] address' in message

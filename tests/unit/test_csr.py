@@ -100,7 +100,7 @@ def test_rsa_2048_and_p384_are_fine() -> None:
 @pytest.mark.parametrize(
     ("san", "message"),
     [
-        (x509.IPAddress(ipaddress.ip_address("192.0.2.1")), "IP address"),
+        (x509.IPAddress(ipaddress.ip_network("192.0.2.0/24")), "IP network"),
         (x509.RFC822Name("a@example.org"), "e-mail address"),
         (x509.UniformResourceIdentifier("https://example.org/"), "URI"),
         (x509.DNSName("example.org."), "remove the trailing dot"),
@@ -148,3 +148,24 @@ def test_arbitrary_base64_inside_pem_armour_gives_our_error(payload: bytes) -> N
     )
     with pytest.raises(CsrError):
         parse_csr(body)
+
+
+def test_ip_address_sans_are_identifiers_the_auth_blocks_decide_on() -> None:
+    info = parse_csr(
+        build(
+            None,
+            [
+                x509.DNSName("ok.example.org"),
+                x509.IPAddress(ipaddress.ip_address("192.0.2.7")),
+                x509.IPAddress(ipaddress.ip_address("2001:db8:0:0::1")),
+            ],
+        )
+    )
+    assert info.names == ("ok.example.org", "192.0.2.7", "2001:db8::1")
+    assert info.addresses == {"192.0.2.7", "2001:db8::1"}
+    assert parse_csr(build(None, [x509.IPAddress(ipaddress.ip_address("192.0.2.7"))])).names == ("192.0.2.7",)
+
+
+def test_an_ip_address_as_common_name_is_refused_saying_why() -> None:
+    with pytest.raises(CsrError, match=r"common name is an IP address .* CAs refuse that"):
+        parse_csr(build("192.0.2.7", [x509.IPAddress(ipaddress.ip_address("192.0.2.7"))]))

@@ -158,3 +158,25 @@ def test_header_like_text_parses_or_raises_our_error(header: str) -> None:
         parse_authentication_header("hmac " + header)
     except AuthError:
         pass
+
+
+HOSTS = AuthSettings(
+    "hosts",
+    ips=(net("127.0.0.0/8"),),
+    domains=("*.hosts.example",),
+    addresses=(net("192.0.2.0/24"), net("2001:db8::/32")),
+)
+
+
+def test_ip_addresses_are_allowed_by_address_networks_not_by_domain_globs() -> None:
+    blocks = (OPEN, HOSTS)
+    assert choose_auth_block(blocks, LOCAL, None, BODY, ["192.0.2.9"], {"192.0.2.9"}) is HOSTS
+    assert choose_auth_block(blocks, LOCAL, None, BODY, ["2001:db8::5"], {"2001:db8::5"}) is HOSTS
+    mixed = ["web.hosts.example", "192.0.2.10"]
+    assert choose_auth_block(blocks, LOCAL, None, BODY, mixed, {"192.0.2.10"}) is HOSTS
+    with pytest.raises(AuthError, match="no single auth block allows all these names"):
+        choose_auth_block(blocks, LOCAL, None, BODY, ["198.51.100.1"], {"198.51.100.1"})
+    # a glob never lets an address through, even '*'
+    everything = AuthSettings("all", all=True, domains=("*",))
+    with pytest.raises(AuthError):
+        choose_auth_block([everything], LOCAL, None, BODY, ["192.0.2.9"], {"192.0.2.9"})

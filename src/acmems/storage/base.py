@@ -66,7 +66,9 @@ def describe_chain(
     leaf = x509.load_pem_x509_certificate(chain)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = tuple(san.get_values_for_type(x509.DNSName))
+        names = tuple(san.get_values_for_type(x509.DNSName)) + tuple(
+            str(a) for a in san.get_values_for_type(x509.IPAddress)
+        )
     except x509.ExtensionNotFound:
         names = ()
     not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
