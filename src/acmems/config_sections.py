@@ -4,6 +4,7 @@ frozen settings, or raises :class:`ConfigError` naming file, line, section and k
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -39,6 +40,7 @@ from acmems.config_values import (
 )
 from acmems.errors import ConfigError
 from acmems.inifile import Entry, Section
+from acmems.rate_limits import LETSENCRYPT, RateLimits, parse_limit
 from acmems.settings import (
     LETSENCRYPT_STAGING,
     AccountSettings,
@@ -163,6 +165,7 @@ def read_account(keys: Keys) -> AccountSettings:
     eab_key = keys.value("eab-hmac-key", eab_hmac_key, None)
     keys.together("eab-kid", "eab-hmac-key", (eab_kid, eab_key))
     return AccountSettings(
+        rate_limits=_rate_limits(keys),
         acme_server=server,
         dir=directory,
         accept_terms_of_service=tuple(tos),
@@ -172,6 +175,31 @@ def read_account(keys: Keys) -> AccountSettings:
         eab_hmac_key=eab_key,
         profile=keys.value("profile", profile_name, None),
     )
+
+
+def _rate_limits(keys: Keys) -> RateLimits | None:
+    # `rate-limits = letsencrypt` (the published numbers) or `none`; own `limit-*` numbers override it.
+    preset = keys.value("rate-limits", rate_limits_preset, None)
+    own = {
+        key: keys.value(key, functools.partial(parse_limit, key), None)
+        for key in ("limit-new-orders", "limit-duplicate-certificates", "limit-registered-domain")
+    }
+    if preset is None and not any(own.values()):
+        return None
+    base = preset or RateLimits()
+    return RateLimits(
+        own["limit-new-orders"] or base.new_orders,
+        own["limit-duplicate-certificates"] or base.duplicate_certificates,
+        own["limit-registered-domain"] or base.registered_domain,
+    )
+
+
+def rate_limits_preset(value: str) -> RateLimits | None:
+    if value.lower() == "letsencrypt":
+        return LETSENCRYPT
+    if value.lower() == "none":
+        return None
+    raise ValueError(f"{value!r} is not a preset; use letsencrypt or none (and limit-* keys for own numbers)")
 
 
 _DEFAULT_MGMT_LISTENERS = (Listener("127.0.0.1", 1313), Listener("::1", 1313))

@@ -13,6 +13,8 @@ from acmems.challenges import ChallengeSolver
 from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
+from acmems.rate_limits import Event, names_key, refusal, registered_domains
+from acmems.rate_log import RateLog
 from acmems.settings import AuthSettings
 from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
 
@@ -41,11 +43,13 @@ class Issuer:
         solvers: Mapping[str, ChallengeSolver],
         caches: Mapping[str, CertificateStore],
         metrics: Metrics | None = None,
+        rate_log: RateLog | None = None,
     ) -> None:
         self.ca = ca
         self.solvers = solvers
         self.caches = caches
         self.metrics = metrics or Metrics()
+        self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
         self._inflight: dict[_Key, asyncio.Task[bytes]] = {}
         self._orphans: set[_Key] = set()
 
@@ -140,7 +144,13 @@ class Issuer:
                     finished = True
                     log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
                     return stored
+            limits = self.ca.settings.rate_limits
+            counted = limits is not None and self.rate_log is not None and replaces is None  # ARI: exempt
+            if counted:
+                await self._check_rate_limits(csr, claim)
             chain = await self._order(csr, solver, profile, replaces, claim)
+            if counted:
+                await self._count(csr, "certificate")
             await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence))
             finished = True
             return chain
@@ -152,6 +162,26 @@ class Issuer:
                 await claim.release()
             else:
                 claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
+
+    async def _check_rate_limits(self, csr: CsrInfo, claim: Claim) -> None:
+        """429 (final) when the order would go over a limit the CA would refuse it for; else the
+        new order is counted (a resumed one was counted by the instance that sent it)."""
+        assert self.rate_log is not None and self.ca.settings.rate_limits is not None
+        events = await self.rate_log.events(self.ca.settings.acme_server)
+        refused = refusal(self.ca.settings.rate_limits, events, csr.names)
+        if refused is not None:
+            self.metrics.rate_limit_refusals.labels(refused.limit.key).inc()
+            raise CaError(refused.message, kind=Kind.RATE_LIMITED, retry_after=refused.retry_after)
+        if claim.saved_order is None:
+            await self._count(csr, "order")
+
+    async def _count(self, csr: CsrInfo, kind: str) -> None:
+        assert self.rate_log is not None
+        event = Event(time.time(), kind, names_key(csr.names), registered_domains(csr.names))
+        try:
+            await self.rate_log.record(self.ca.settings.acme_server, event)
+        except AcmemsError as exc:  # the database: this one goes uncounted
+            log.warning("cannot count %s for the rate limits: %s", kind, exc.message)
 
     async def _order(
         self, csr: CsrInfo, solver: ChallengeSolver, profile: str | None, replaces: str | None, claim: Claim

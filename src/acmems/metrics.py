@@ -43,6 +43,12 @@ class Metrics:
         self.dns_errors = Counter(
             "acmems_dns_update_errors", "Failed DNS updates or lookups", ["verification"], registry=r
         )
+        self.rate_limit_refusals = Counter(
+            "acmems_rate_limit_refusals",
+            "Orders refused here because the CA's rate limit would refuse them, by limit",
+            ["limit"],
+            registry=r,
+        )
         self.storage_errors = Counter("acmems_storage_errors", "Certificates that could not be cached", registry=r)
         self.certificates_cached = Gauge("acmems_certificates_cached", "Certificates in the file caches", registry=r)
         self.soonest_expiry = Gauge(

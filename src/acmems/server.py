@@ -35,6 +35,7 @@ from acmems.config import load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
 from acmems.metrics import Metrics
+from acmems.rate_log import FileRateLog, RateLog
 from acmems.renewer import Renewer
 from acmems.sdnotify import notify
 from acmems.settings import Http01Verification, Listener, Settings
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_GRACE = 30.0
 _BACKLOG = 4096
 DNS_JOURNAL = "dns01-pending.json"
+RATE_LOG = "rate-events.json"  # in the account directory: what the rate limits count
 DNS_SWEEP_EVERY = 5.0  # a cluster looks this often for DNS-01 values of instances that are gone
 
 
@@ -82,6 +84,7 @@ class Server:
             self._cluster_journal = DatabaseJournal(self.cluster)
         self._http01: dict[str, Http01Solver] = {}
         self._journals: dict[Path, PendingJournal] = {}
+        self._rate_logs: dict[Path, FileRateLog] = {}
         self.runtime = self._build(settings, None)
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
         if self.cluster is not None:
@@ -123,7 +126,20 @@ class Server:
             else:
                 solvers[name] = make_solver(verification, journal)
         caches = {name: make_store(s, cluster=self.cluster) for name, s in settings.storages.items()}
-        return Runtime(settings, ca, solvers, caches, Issuer(ca, solvers, caches, self.metrics))
+        return Runtime(settings, ca, solvers, caches, Issuer(ca, solvers, caches, self.metrics, self._rate_log(ca)))
+
+    def _rate_log(self, ca: AcmeCa) -> RateLog | None:
+        # One log per account directory (kept across reloads), or the cluster's database.
+        if ca.settings.rate_limits is None:
+            return None
+        if self.cluster is not None:
+            from acmems.rate_log import DatabaseRateLog
+
+            return DatabaseRateLog(self.cluster)
+        path = ca.files.directory / RATE_LOG
+        if path not in self._rate_logs:
+            self._rate_logs[path] = FileRateLog(path)
+        return self._rate_logs[path]
 
     async def _load_index(self, cache: CertificateStore) -> None:
         started = time.monotonic()

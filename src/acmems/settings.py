@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acmems.rate_limits import RateLimits
+
 __all__ = [
     "IMPLICIT_STORAGE",
     "IMPLICIT_VERIFICATION",
@@ -54,6 +56,7 @@ class AccountSettings:
     eab_kid: str | None = None
     eab_hmac_key: str | None = None
     profile: str | None = None
+    rate_limits: RateLimits | None = None  # checked before each new order (None: the CA's word only)
 
     def accepts_terms(self, tos_url: str | None) -> bool:
         """Whether the configuration agrees to the CA's terms at ``tos_url``."""

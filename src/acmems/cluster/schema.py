@@ -79,6 +79,17 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         alive_until timestamptz NOT NULL
     );
     """,
+    """
+    CREATE TABLE acmems_rate_events (
+        id bigserial PRIMARY KEY,
+        account text NOT NULL,
+        at timestamptz NOT NULL,
+        kind text NOT NULL,
+        names text NOT NULL,
+        domains text[] NOT NULL
+    );
+    CREATE INDEX acmems_rate_events_account ON acmems_rate_events (account, at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
