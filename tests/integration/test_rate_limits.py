@@ -48,5 +48,5 @@ def test_the_third_new_key_for_the_same_names_is_refused_before_the_ca_is_asked(
 def curl_metrics(port: int) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         return str(response.read().decode())

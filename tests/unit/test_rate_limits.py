@@ -36,7 +36,7 @@ def test_limits_are_written_count_slash_window() -> None:
     assert parse_limit("k", "10/d").window == timedelta(days=1)
     assert str(parse_limit("k", "300/3h")) == "300/3h"
     for bad in ("5", "0/1h", "5/0h", "five/7d", "5/7w"):
-        with pytest.raises(ValueError, match="COUNT/WINDOW|longer than 0"):
+        with pytest.raises(ValueError, match=r"COUNT/WINDOW|longer than 0"):
             parse_limit("k", bad)
 
 
