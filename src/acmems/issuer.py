@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import ChallengeSolver
@@ -15,6 +16,9 @@ from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, I
 from acmems.metrics import Metrics
 from acmems.rate_limits import Event, names_key, refusal, registered_domains
 from acmems.rate_log import RateLog
+
+if TYPE_CHECKING:
+    from acmems.cluster.backoff import SharedBackoff as CaBackoff
 from acmems.settings import AuthSettings
 from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
 
@@ -44,12 +48,14 @@ class Issuer:
         caches: Mapping[str, CertificateStore],
         metrics: Metrics | None = None,
         rate_log: RateLog | None = None,
+        backoff: CaBackoff | None = None,
     ) -> None:
         self.ca = ca
         self.solvers = solvers
         self.caches = caches
         self.metrics = metrics or Metrics()
         self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
+        self.backoff = backoff  # a cluster: the CA's rateLimited pauses, shared by every instance
         self._inflight: dict[_Key, asyncio.Task[bytes]] = {}
         self._orphans: set[_Key] = set()
 
@@ -188,9 +194,19 @@ class Issuer:
     ) -> bytes:
         started = time.monotonic()
         vtype = solver.challenge_type
+        account = self.ca.settings.acme_server
         try:
+            if self.backoff is not None:
+                await self.backoff.check(account)
             chain = await self.ca.issue(csr.request_pem, solver, profile, replaces, claim)
         except AcmemsError as exc:
+            if (
+                self.backoff is not None
+                and isinstance(exc, CaError)
+                and exc.problem_type == "rateLimited"
+                and exc.retry_after
+            ):
+                await self._hold(account, exc)
             self.metrics.issuances.labels("failed", vtype).inc()
             if isinstance(exc, CaError):
                 self.metrics.ca_errors.labels(exc.problem_type or f"http-{exc.status}").inc()
@@ -208,6 +224,13 @@ class Issuer:
         self.metrics.issuance_seconds.labels(vtype).observe(duration)
         log.info("issued a certificate for %s in %.3f s (verification %s)", ", ".join(csr.names), duration, solver.name)
         return chain
+
+    async def _hold(self, account: str, exc: CaError) -> None:
+        assert self.backoff is not None and exc.retry_after is not None
+        try:
+            await self.backoff.hold(account, exc.retry_after, exc.message)
+        except AcmemsError as failed:  # the database: this instance still holds it (AcmeCa)
+            log.warning("cannot share the CA's pause with the cluster: %s", failed.message)
 
     async def _store(self, csr: CsrInfo, chain: bytes, cache: CertificateStore, origin: Origin) -> None:
         try:

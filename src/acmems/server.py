@@ -46,6 +46,7 @@ from acmems.worker_pool import WorkerPool, bind_shared
 
 if TYPE_CHECKING:
     from acmems.cluster import ClusterDb
+    from acmems.cluster.backoff import SharedBackoff
 
 __all__ = ["Runtime", "Server", "run"]
 
@@ -76,12 +77,15 @@ class Server:
         # One connection for the life of the process: [cluster] changes need a restart. The cluster
         # package (psycopg) is imported only for a cluster: one instance with files stays as small.
         self.cluster: ClusterDb | None = None
+        self._shared_backoff: SharedBackoff | None = None
         if settings.cluster is not None:
             from acmems.cluster import ClusterDb
+            from acmems.cluster.backoff import SharedBackoff
             from acmems.cluster.dns_journal import DatabaseJournal
 
             self.cluster = ClusterDb(settings.cluster)
             self._cluster_journal = DatabaseJournal(self.cluster)
+            self._shared_backoff = SharedBackoff(self.cluster)
         self._http01: dict[str, Http01Solver] = {}
         self._journals: dict[Path, PendingJournal] = {}
         self._rate_logs: dict[Path, FileRateLog] = {}
@@ -126,7 +130,8 @@ class Server:
             else:
                 solvers[name] = make_solver(verification, journal)
         caches = {name: make_store(s, cluster=self.cluster) for name, s in settings.storages.items()}
-        return Runtime(settings, ca, solvers, caches, Issuer(ca, solvers, caches, self.metrics, self._rate_log(ca)))
+        issuer = Issuer(ca, solvers, caches, self.metrics, self._rate_log(ca), self._shared_backoff)
+        return Runtime(settings, ca, solvers, caches, issuer)
 
     def _rate_log(self, ca: AcmeCa) -> RateLog | None:
         # One log per account directory (kept across reloads), or the cluster's database.

@@ -116,3 +116,25 @@ def test_a_waiter_is_woken_when_the_lease_is_released_or_lapses(database: Databa
         return waiting.done()
 
     assert _run(database, work)
+
+
+def test_the_cas_pause_noted_by_one_instance_holds_the_others(database: Database) -> None:
+    from acmems.cluster import check_account
+    from acmems.cluster.backoff import SharedBackoff
+    from acmems.errors import CaError
+
+    async def work(a: ClusterDb, b: ClusterDb) -> tuple[int | None, str]:
+        await check_account(a, "https://ca.example/dir", "thumbprint")
+        await SharedBackoff(b).check("https://ca.example/dir")  # no pause yet
+        await SharedBackoff(a).hold("https://ca.example/dir", 120, "rateLimited: too many new orders")
+        with pytest.raises(CaError) as held:
+            await SharedBackoff(b).check("https://ca.example/dir")
+        await asyncio.to_thread(
+            database.query, "UPDATE acmems_accounts SET backoff_until = now() - interval '1 second'"
+        )
+        await SharedBackoff(b).check("https://ca.example/dir")  # over
+        return held.value.retry_after, held.value.message
+
+    retry_after, message = _run(database, work)
+    assert retry_after is not None and 110 <= retry_after <= 120
+    assert "too many new orders" in message and "no instance of the cluster sends it an order" in message

@@ -89,6 +89,7 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         domains text[] NOT NULL
     );
     CREATE INDEX acmems_rate_events_account ON acmems_rate_events (account, at);
+    ALTER TABLE acmems_accounts ADD COLUMN backoff_until timestamptz, ADD COLUMN backoff_reason text;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
