@@ -261,6 +261,7 @@ class AcmeCa:
                 f"{math.ceil(waiting)} s more",
                 kind=Kind.RATE_LIMITED,
                 retry_after=math.ceil(waiting),
+                problem_type="rateLimited",  # the CA's own word, kept: another CA may be tried
             )
         async with self._slots:
             client = self._take_client()

@@ -15,7 +15,13 @@ from josepy.errors import DeserializationError
 from acmems.errors import AcmemsError, CaError, Kind
 from acmems.order_steps import Problem
 
-__all__ = ["ca_error", "format_chain", "problem_of", "retry_after_seconds"]
+__all__ = [
+    "ca_error",
+    "falls_over",
+    "format_chain",
+    "problem_of",
+    "retry_after_seconds",
+]
 
 # Problem types (RFC 8555 §6.7) that mean "the CA could not validate": answered with 421.
 _VALIDATION_PROBLEMS = {
@@ -106,3 +112,19 @@ def ca_error(exc: Exception, server: str, response: requests.Response | None = N
             log_detail=f"{server}: {type(exc).__name__}: {exc}",
         )
     return AcmemsError("internal error; see the server log", kind=Kind.INTERNAL, log_detail=repr(exc))
+
+
+def falls_over(exc: BaseException, request_timeout: float) -> bool:
+    """Whether the next CA of an auth block's ``ca`` list should be tried after ``exc`` from this one:
+    the CA is unreachable, failed (5xx, ``serverInternal``), timed out, or rate-limited us for longer
+    than the client waits. Not for what the next CA would say as well (``badCSR``,
+    ``rejectedIdentifier``, ``caa``, ``unauthorized``, a failed validation), nor for our own limits."""
+    if not isinstance(exc, CaError):
+        return False
+    if exc.kind is Kind.CA_UNREACHABLE:
+        return True
+    return (
+        exc.kind is Kind.RATE_LIMITED
+        and exc.problem_type == "rateLimited"
+        and (exc.retry_after is None or exc.retry_after > request_timeout)
+    )

@@ -29,6 +29,7 @@ from acmems.config_sections import (
 from acmems.errors import ConfigError
 from acmems.inifile import Entry, Section, parse_ini
 from acmems.settings import (
+    DEFAULT_ACCOUNT,
     IMPLICIT_STORAGE,
     IMPLICIT_VERIFICATION,
     AccountSettings,
@@ -50,7 +51,7 @@ S = TypeVar("S")
 
 
 _NAMED = {"verification", "storage", "auth"}
-_SINGLE = {"account", "mgmt", "logging", "cluster"}
+_SINGLE = {"mgmt", "logging", "cluster"}
 
 
 def load_settings(paths: Sequence[str | Path]) -> Settings:
@@ -82,14 +83,20 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
     mgmt_keys: Keys | None = None
     cluster: ClusterSettings | None = None
     database_sections: list[Section] = []
+    accounts: dict[str, AccountSettings] = {}
     for section in sections:
         keys = Keys(section)
         if section.type in _SINGLE and section.name is not None:
             raise section.error(f"[{section.type}] takes no name")
         if section.type in _NAMED and section.name is None:
             raise section.error(f'[{section.type}] needs a name: [{section.type} "name"]')
-        if section.type == "account":
+        if section.type == "account" and section.name is None:
             account = read_account(keys)
+        elif section.type == "account":
+            assert section.name is not None
+            if section.name == DEFAULT_ACCOUNT:
+                raise section.error(f'[account "{DEFAULT_ACCOUNT}"] is the unnamed [account]; write [account]')
+            accounts[section.name] = read_account(keys)
         elif section.type == "mgmt":
             mgmt = read_mgmt(keys)
             mgmt_keys = keys
@@ -149,6 +156,7 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
             verification=_reference(section, raw.verification, "verification", verifications, default_verification),
             storage=_reference(section, raw.storage, "storage", storages, default_storage),
             profile=block_profile(section, raw.profile, account.profile),
+            ca=_ca_list(section, raw.ca, accounts),
         )
         auth_blocks.append(block)
         if block.addresses and not isinstance(verifications[block.verification], Http01Verification):
@@ -177,6 +185,7 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         default_verification=default_verification,
         default_storage=default_storage,
         cluster=cluster,
+        accounts=accounts,
         files=tuple(name for name, _ in sources),
         warnings=tuple(warnings),
     )
@@ -211,6 +220,21 @@ def _choose_default(
     if name not in blocks:
         blocks[name] = implicit()
     return name
+
+
+def _ca_list(section: Section, entry: Entry | None, accounts: dict[str, AccountSettings]) -> tuple[str, ...]:
+    if entry is None:
+        return (DEFAULT_ACCOUNT,)
+    names = tuple(n for n in entry.value.replace(",", " ").split() if n)
+    if not names:
+        raise section.error('is empty; name one or more accounts (default, or [account "NAME"])', key="ca", entry=entry)
+    for name in names:
+        if name != DEFAULT_ACCOUNT and name not in accounts:
+            known = ", ".join([DEFAULT_ACCOUNT, *sorted(accounts)])
+            raise section.error(f'names no [account "{name}"] (defined: {known})', key="ca", entry=entry)
+    if len(set(names)) != len(names):
+        raise section.error("names an account twice", key="ca", entry=entry)
+    return names
 
 
 def _reference(

@@ -301,6 +301,7 @@ class RawAuth:
     verification: Entry | None
     storage: Entry | None
     profile: Entry | None
+    ca: Entry | None = None
 
 
 def read_auth(section: Section, keys: Keys) -> RawAuth:
@@ -317,7 +318,9 @@ def read_auth(section: Section, keys: Keys) -> RawAuth:
         domains=tuple(keys.values("domain", domain_glob)),
         addresses=tuple(keys.values("address", ip_network)),
     )
-    return RawAuth(section, settings, keys.one("verification"), keys.one("storage"), keys.one("profile"))
+    return RawAuth(
+        section, settings, keys.one("verification"), keys.one("storage"), keys.one("profile"), keys.one("ca")
+    )
 
 
 def block_profile(section: Section, entry: Entry | None, default: str | None) -> str | None:

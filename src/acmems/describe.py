@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from acmems.settings import DatabaseStorage, DnsUpdateVerification, FileStorage, Http01Verification, Settings
+from acmems.settings import (
+    AccountSettings,
+    DatabaseStorage,
+    DnsUpdateVerification,
+    FileStorage,
+    Http01Verification,
+    Settings,
+)
 
 __all__ = ["describe_settings"]
 
@@ -11,12 +18,15 @@ def _mask(secret: str | bytes | None) -> str:
     return "-" if secret is None else "********"
 
 
-def describe_settings(settings: Settings) -> str:
-    """The resolved configuration as text, secrets masked (``acmems check``)."""
-    out = [f"configuration: {', '.join(settings.files)}"]
-    account = settings.account
-    out += [
-        "[account]",
+def _account_lines(name: str, account: AccountSettings) -> list[str]:
+    limits = account.rate_limits
+    shown = (
+        ", ".join(str(x) for x in (limits.new_orders, limits.duplicate_certificates, limits.registered_domain) if x)
+        if limits is not None
+        else "- (only the CA's answers)"
+    )
+    return [
+        f'[account "{name}"]' if name else "[account]",
         f"  acme-server = {account.acme_server}",
         f"  dir = {account.dir or '- (missing: required to run)'}",
         f"  accept-terms-of-service = {', '.join(account.accept_terms_of_service) or 'no'}",
@@ -24,6 +34,16 @@ def describe_settings(settings: Settings) -> str:
         f"  email = {', '.join(account.emails) or '-'}",
         f"  eab-kid = {account.eab_kid or '-'}, eab-hmac-key = {_mask(account.eab_hmac_key)}",
         f"  profile = {account.profile or '- (the CA default)'}",
+        f"  rate limits = {shown}",
+    ]
+
+
+def describe_settings(settings: Settings) -> str:
+    """The resolved configuration as text, secrets masked (``acmems check``)."""
+    out = [f"configuration: {', '.join(settings.files)}"]
+    for name, account in [("", settings.account), *settings.accounts.items()]:
+        out += _account_lines(name, account)
+    out += [
         "[mgmt]",
         f"  listeners = {', '.join(str(x) for x in settings.mgmt.listeners)}",
         f"  max-size = {settings.mgmt.max_size} bytes",
@@ -91,7 +111,7 @@ def describe_settings(settings: Settings) -> str:
             f"  domains = {', '.join(block.domains) or ('-' if block.addresses else '- (never matches)')}",
             f"  addresses = {', '.join(str(n) for n in block.addresses) or '- (no IP-address certificates)'}",
             f"  verification = {block.verification}, storage = {block.storage}, "
-            f"profile = {block.profile or '- (the CA default)'}",
+            f"profile = {block.profile or '- (the CA default)'}, ca = {' '.join(block.ca)}",
         ]
     log = settings.logging
     out.append(f"[logging] level = {log.level}, destination = {log.destination}, format = {log.format}")

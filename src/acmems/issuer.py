@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from acmems.acme_ca import AcmeCa
+from acmems.acme_problems import falls_over
 from acmems.challenges import ChallengeSolver
 from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
@@ -19,7 +20,7 @@ from acmems.rate_log import RateLog
 
 if TYPE_CHECKING:
     from acmems.cluster.backoff import SharedBackoff as CaBackoff
-from acmems.settings import AuthSettings
+from acmems.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
 
 __all__ = ["Issuer", "SignResult"]
@@ -32,10 +33,20 @@ _Key = tuple[str, str, str | None, bytes]  # storage, verification, profile, CSR
 
 @dataclass(frozen=True, slots=True)
 class SignResult:
-    """A chain to answer with, and whether it came from the cache."""
+    """A chain to answer with, whether it came from the cache, and which account issued it (if here)."""
 
     chain: bytes
     cache_hit: bool
+    ca: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """What an issuance task ends with: the chain, and the account that issued it (None: another
+    instance of the cluster did)."""
+
+    chain: bytes
+    ca: str | None
 
 
 class Issuer:
@@ -49,14 +60,18 @@ class Issuer:
         metrics: Metrics | None = None,
         rate_log: RateLog | None = None,
         backoff: CaBackoff | None = None,
+        cas: Mapping[str, AcmeCa] | None = None,
+        request_timeout: float = 60.0,
     ) -> None:
         self.ca = ca
+        self.cas = dict(cas) if cas else {DEFAULT_ACCOUNT: ca}  # by account name: an auth block's `ca` list
+        self.request_timeout = request_timeout  # a CA's Retry-After beyond it: the next CA is tried
         self.solvers = solvers
         self.caches = caches
         self.metrics = metrics or Metrics()
         self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
         self.backoff = backoff  # a cluster: the CA's rateLimited pauses, shared by every instance
-        self._inflight: dict[_Key, asyncio.Task[bytes]] = {}
+        self._inflight: dict[_Key, asyncio.Task[Issued]] = {}
         self._orphans: set[_Key] = set()
 
     async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult:
@@ -81,10 +96,10 @@ class Issuer:
             self.metrics.cache_hits.inc()
             return SignResult(cached, cache_hit=True)
         self.metrics.cache_misses.inc()
-        task = self.start_issuance(csr, solver, cache, profile)
+        task = self.start_issuance(csr, solver, cache, profile, ca_names=block.ca)
         key = (cache.name, solver.name, profile, csr.pem)
         try:
-            chain = await asyncio.wait_for(asyncio.shield(task), timeout)
+            issued = await asyncio.wait_for(asyncio.shield(task), timeout)
         except AcmemsError as exc:
             # The old certificate keeps being served while it is valid, if its renewal fails.
             old = await cache.get(csr.pem, profile, allow_due=True)
@@ -101,7 +116,7 @@ class Issuer:
             raise IssuanceTimeout(
                 "the certificate is still being issued; post the same CSR again in a minute to get it"
             ) from None
-        return SignResult(chain, cache_hit=False)
+        return SignResult(issued.chain, cache_hit=False, ca=issued.ca)
 
     def start_issuance(
         self,
@@ -111,12 +126,17 @@ class Issuer:
         profile: str | None,
         replaces: str | None = None,
         requested: bool = True,
-    ) -> asyncio.Task[bytes]:
-        """The running order for this CSR, storage, verification and profile, or a new one (single flight)."""
+        ca_names: Sequence[str] = (DEFAULT_ACCOUNT,),
+        replaces_at: str = DEFAULT_ACCOUNT,
+    ) -> asyncio.Task[Issued]:
+        """The running order for this CSR, storage, verification and profile, or a new one (single
+        flight), from the accounts ``ca_names`` in turn; ``replaces`` (ARI) goes to ``replaces_at`` only."""
         key = (cache.name, solver.name, profile, csr.pem)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._issue_and_store(csr, solver, cache, profile, replaces, requested))
+            task = asyncio.create_task(
+                self._issue_and_store(csr, solver, cache, profile, (replaces, replaces_at), requested, ca_names)
+            )
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._finished(key, t))
         return task
@@ -127,9 +147,10 @@ class Issuer:
         solver: ChallengeSolver,
         cache: CertificateStore,
         profile: str | None,
-        replaces: str | None,
+        replacing: tuple[str | None, str],
         requested: bool,
-    ) -> bytes:
+        ca_names: Sequence[str],
+    ) -> Issued:
         digest = csr_digest(csr.pem, profile)
         while True:
             # A shared store grants this to one instance of the cluster at a time; the others wait
@@ -141,7 +162,7 @@ class Issuer:
             stored = await cache.get(csr.pem, profile)
             if stored is not None:
                 log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
-                return stored
+                return Issued(stored, None)
         finished = False
         try:
             if claim.fence is not None:
@@ -149,17 +170,11 @@ class Issuer:
                 if stored is not None:
                     finished = True
                     log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
-                    return stored
-            limits = self.ca.settings.rate_limits
-            counted = limits is not None and self.rate_log is not None and replaces is None  # ARI: exempt
-            if counted:
-                await self._check_rate_limits(csr, claim)
-            chain = await self._order(csr, solver, profile, replaces, claim)
-            if counted:
-                await self._count(csr, "certificate")
-            await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence))
+                    return Issued(stored, None)
+            chain, used = await self._from_cas(csr, solver, profile, replacing, claim, ca_names)
+            await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence, used))
             finished = True
-            return chain
+            return Issued(chain, used)
         except AcmemsError:
             finished = True
             raise
@@ -169,36 +184,91 @@ class Issuer:
             else:
                 claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
 
-    async def _check_rate_limits(self, csr: CsrInfo, claim: Claim) -> None:
+    async def _from_cas(
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        profile: str | None,
+        replacing: tuple[str | None, str],
+        claim: Claim,
+        ca_names: Sequence[str],
+    ) -> tuple[bytes, str]:
+        """The chain from the first account of ``ca_names`` that gives one, and that account's name:
+        the next is tried only when :func:`falls_over` says the next CA would not say the same."""
+        replaces, replaces_at = replacing
+        for position, name in enumerate(ca_names):
+            ca = self.cas[name]
+            if position:
+                claim.saved_order = None  # an order saved at the first CA cannot be resumed at this one
+            their_replaces = replaces if name == replaces_at else None
+            try:
+                counted = ca.settings.rate_limits is not None and self.rate_log is not None and not their_replaces
+                if counted:  # ARI renewals are exempt
+                    await self._check_rate_limits(csr, claim, ca)
+                their_profile = self._profile_at(ca, name, profile)
+                chain = await self._order(csr, solver, their_profile, their_replaces, claim, ca, name)
+                if counted:
+                    await self._count(csr, "certificate", ca)
+            except AcmemsError as exc:
+                if position == len(ca_names) - 1 or not falls_over(exc, self.request_timeout):
+                    raise
+                log.warning(
+                    "CA %s failed for %s (%s); trying %s",
+                    name,
+                    ", ".join(csr.names),
+                    exc.message,
+                    ca_names[position + 1],
+                )
+                continue
+            if position:
+                log.info("issued by %s, the fallback CA: the next order goes to %s first again", name, ca_names[0])
+            return chain, name
+        raise AssertionError("an auth block names at least one account")
+
+    def _profile_at(self, ca: AcmeCa, name: str, profile: str | None) -> str | None:
+        offered = ca.profiles
+        if profile is not None and offered is not None and profile not in offered:
+            log.info("CA %s does not offer the profile %r; ordering its default profile", name, profile)
+            return None
+        return profile
+
+    async def _check_rate_limits(self, csr: CsrInfo, claim: Claim, ca: AcmeCa) -> None:
         """429 (final) when the order would go over a limit the CA would refuse it for; else the
         new order is counted (a resumed one was counted by the instance that sent it)."""
-        assert self.rate_log is not None and self.ca.settings.rate_limits is not None
-        events = await self.rate_log.events(self.ca.settings.acme_server)
-        refused = refusal(self.ca.settings.rate_limits, events, csr.names)
+        assert self.rate_log is not None and ca.settings.rate_limits is not None
+        events = await self.rate_log.events(ca.settings.acme_server)
+        refused = refusal(ca.settings.rate_limits, events, csr.names)
         if refused is not None:
             self.metrics.rate_limit_refusals.labels(refused.limit.key).inc()
             raise CaError(refused.message, kind=Kind.RATE_LIMITED, retry_after=refused.retry_after)
         if claim.saved_order is None:
-            await self._count(csr, "order")
+            await self._count(csr, "order", ca)
 
-    async def _count(self, csr: CsrInfo, kind: str) -> None:
+    async def _count(self, csr: CsrInfo, kind: str, ca: AcmeCa) -> None:
         assert self.rate_log is not None
         event = Event(time.time(), kind, names_key(csr.names), registered_domains(csr.names))
         try:
-            await self.rate_log.record(self.ca.settings.acme_server, event)
+            await self.rate_log.record(ca.settings.acme_server, event)
         except AcmemsError as exc:  # the database: this one goes uncounted
             log.warning("cannot count %s for the rate limits: %s", kind, exc.message)
 
     async def _order(
-        self, csr: CsrInfo, solver: ChallengeSolver, profile: str | None, replaces: str | None, claim: Claim
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        profile: str | None,
+        replaces: str | None,
+        claim: Claim,
+        ca: AcmeCa,
+        ca_name: str = DEFAULT_ACCOUNT,
     ) -> bytes:
         started = time.monotonic()
         vtype = solver.challenge_type
-        account = self.ca.settings.acme_server
+        account = ca.settings.acme_server
         try:
             if self.backoff is not None:
                 await self.backoff.check(account)
-            chain = await self.ca.issue(csr.request_pem, solver, profile, replaces, claim)
+            chain = await ca.issue(csr.request_pem, solver, profile, replaces, claim)
         except AcmemsError as exc:
             if (
                 self.backoff is not None
@@ -222,7 +292,13 @@ class Issuer:
         duration = time.monotonic() - started
         self.metrics.issuances.labels("issued", vtype).inc()
         self.metrics.issuance_seconds.labels(vtype).observe(duration)
-        log.info("issued a certificate for %s in %.3f s (verification %s)", ", ".join(csr.names), duration, solver.name)
+        log.info(
+            "issued a certificate for %s in %.3f s (verification %s, ca %s)",
+            ", ".join(csr.names),
+            duration,
+            solver.name,
+            ca_name,
+        )
         return chain
 
     async def _hold(self, account: str, exc: CaError) -> None:
@@ -251,7 +327,7 @@ class Issuer:
                 exc.message if isinstance(exc, AcmemsError) else exc,
             )
 
-    def _finished(self, key: _Key, task: asyncio.Task[bytes]) -> None:
+    def _finished(self, key: _Key, task: asyncio.Task[Issued]) -> None:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             if key in self._orphans:
@@ -264,6 +340,6 @@ class Issuer:
         self._orphans.discard(key)
         self._forget(key, task)
 
-    def _forget(self, key: _Key, task: asyncio.Task[bytes]) -> None:
+    def _forget(self, key: _Key, task: asyncio.Task[Issued]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]

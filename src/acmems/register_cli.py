@@ -58,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--eab-kid", help="External Account Binding key id (ZeroSSL, Google, Sectigo)")
     parser.add_argument("--eab-hmac-key", help="External Account Binding HMAC key (base64url)")
+    parser.add_argument(
+        "--account",
+        default="default",
+        metavar="NAME",
+        help='register [account "NAME"] (default: the unnamed [account])',
+    )
     parser.add_argument("configs", nargs="+", metavar="CONFIG")
     # Only the --accept-terms-of-service=URL form takes a URL, so that a bare flag before the
     # configuration files does not swallow the first of them.
@@ -74,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register(args: argparse.Namespace, settings: Settings) -> int:
-    account = settings.account
+    if args.account != "default" and args.account not in settings.accounts:
+        known = ", ".join(["default", *sorted(settings.accounts)])
+        raise ConfigError(f'the configuration has no [account "{args.account}"] (defined: {known})')
+    account = settings.account_named(args.account)
     if account.dir is None:
         raise ConfigError("[account] needs 'dir', the folder for account.pem and registration.json")
     files = AccountFiles(account.dir)

@@ -25,7 +25,7 @@ from acmems.challenges import ChallengeSolver
 from acmems.csr import parse_csr
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
-from acmems.settings import Settings
+from acmems.settings import DEFAULT_ACCOUNT, Settings
 from acmems.storage import CachedCertificate, CertificateStore
 
 __all__ = ["Renewer", "ari_batch", "renewal_candidates"]
@@ -43,6 +43,23 @@ class _Runtime(Protocol):
     solvers: dict[str, ChallengeSolver]
     caches: dict[str, CertificateStore]
     issuer: Issuer
+    cas: dict[str, AcmeCa]
+
+
+def issuing_ca(runtime: _Runtime, entry: CachedCertificate) -> AcmeCa:
+    """The CA that issued ``entry`` (its renewal-info and ``replaces`` belong there); the default
+    account's when not known or no longer configured."""
+    return runtime.cas.get(entry.ca or DEFAULT_ACCOUNT, runtime.ca)
+
+
+def ca_list(runtime: _Runtime, cache: CertificateStore, entry: CachedCertificate) -> tuple[str, ...]:
+    """The accounts a renewal orders from, first again: those of the first auth block with the
+    certificate's verification and storage."""
+    verification = entry.verification or runtime.settings.default_verification
+    for block in runtime.settings.auth_blocks:
+        if block.verification == verification and block.storage == cache.name:
+            return block.ca
+    return (DEFAULT_ACCOUNT,)
 
 
 def renewal_candidates(
@@ -101,10 +118,10 @@ class Renewer:
             log.warning("renewal check skipped: %s", exc.message)
             return
         slots = asyncio.Semaphore(_CONCURRENCY)
-        if runtime.ca.offers_ari:
+        if any(ca.offers_ari for ca in runtime.cas.values()):
             mgmt = runtime.settings.mgmt
             batch = ari_batch(
-                [(cache, entry) for cache in caches for entry in cache.entries()],
+                [(c, e) for c in caches for e in c.entries() if issuing_ca(runtime, e).offers_ari],
                 datetime.now(UTC),
                 mgmt.renewal_info_per_minute,
                 mgmt.renewal_interval,
@@ -112,7 +129,7 @@ class Renewer:
             spacing = 60.0 / mgmt.renewal_info_per_minute
             await asyncio.gather(
                 *(
-                    self._refresh_ari(runtime.ca, cache, entry, slots, delay=i * spacing)
+                    self._refresh_ari(issuing_ca(runtime, entry), cache, entry, slots, delay=i * spacing)
                     for i, (cache, entry) in enumerate(batch)
                 )
             )
@@ -156,8 +173,18 @@ class Renewer:
             try:
                 csr_pem, chain = await cache.read(entry)
                 csr = parse_csr(csr_pem)
-                replaces = ari_identifier(chain) if runtime.ca.offers_ari else None
-                task = runtime.issuer.start_issuance(csr, solver, cache, entry.profile, replaces, requested=False)
+                issuer_ca = issuing_ca(runtime, entry)
+                replaces = ari_identifier(chain) if issuer_ca.offers_ari else None
+                task = runtime.issuer.start_issuance(
+                    csr,
+                    solver,
+                    cache,
+                    entry.profile,
+                    replaces,
+                    requested=False,
+                    ca_names=ca_list(runtime, cache, entry),
+                    replaces_at=entry.ca or DEFAULT_ACCOUNT,
+                )
                 await task
             except (AcmemsError, OSError, ValueError) as exc:
                 failures = self._failures.get(entry.digest, 0) + 1

@@ -38,7 +38,7 @@ from acmems.metrics import Metrics
 from acmems.rate_log import FileRateLog, RateLog
 from acmems.renewer import Renewer
 from acmems.sdnotify import notify
-from acmems.settings import Http01Verification, Listener, Settings
+from acmems.settings import DEFAULT_ACCOUNT, AccountSettings, Http01Verification, Listener, Settings
 from acmems.sign import SignHandler, health_page, management_handler, metrics_page
 from acmems.storage import CertificateStore, make_store
 from acmems.web import Handler, OneLineErrorServer, challenge_handler
@@ -63,10 +63,11 @@ class Runtime:
     """Everything built from one configuration."""
 
     settings: Settings
-    ca: AcmeCa
+    ca: AcmeCa  # the default account's
     solvers: dict[str, ChallengeSolver]
     caches: dict[str, CertificateStore]
     issuer: Issuer
+    cas: dict[str, AcmeCa]  # every account some auth block orders from, by name (default included)
 
 
 class Server:
@@ -101,10 +102,12 @@ class Server:
         self.workers: WorkerPool | None = None
 
     def _build(self, settings: Settings, previous: Runtime | None) -> Runtime:
-        if previous is not None and previous.settings.account == settings.account:
-            ca = previous.ca
-        else:
-            ca = AcmeCa(settings.account)
+        cas: dict[str, AcmeCa] = {}
+        for name in settings.used_accounts:
+            account = settings.account_named(name)
+            kept = previous.cas.get(name) if previous is not None else None
+            cas[name] = kept if kept is not None and kept.settings == account else AcmeCa(account)
+        ca = cas[DEFAULT_ACCOUNT]
         # One journal object per file: orders of the old and the new configuration may run at once.
         # A cluster's journal is in its database: any instance removes what a crashed one left.
         journal: DnsJournal
@@ -130,8 +133,17 @@ class Server:
             else:
                 solvers[name] = make_solver(verification, journal)
         caches = {name: make_store(s, cluster=self.cluster) for name, s in settings.storages.items()}
-        issuer = Issuer(ca, solvers, caches, self.metrics, self._rate_log(ca), self._shared_backoff)
-        return Runtime(settings, ca, solvers, caches, issuer)
+        issuer = Issuer(
+            ca,
+            solvers,
+            caches,
+            self.metrics,
+            self._rate_log(ca),
+            self._shared_backoff,
+            cas,
+            settings.mgmt.request_timeout,
+        )
+        return Runtime(settings, ca, solvers, caches, issuer, cas)
 
     def _rate_log(self, ca: AcmeCa) -> RateLog | None:
         # One log per account directory (kept across reloads), or the cluster's database.
@@ -198,7 +210,8 @@ class Server:
             await self.cluster.open()
             await prepare(self.cluster)
             log.info("cluster database %s: instance %s", self.cluster.where, self.cluster.name)
-        await runtime.ca.start(self._account_check(runtime.settings))
+        for ca in runtime.cas.values():
+            await ca.start(self._account_check(ca.settings))
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
@@ -222,17 +235,21 @@ class Server:
         """Added to each /sign log line: in a cluster, which instance answered."""
         return f" instance={self.cluster.name}" if self.cluster is not None else ""
 
-    def _account_check(self, settings: Settings) -> Callable[[str], Awaitable[None]] | None:
+    def _account_check(self, account: AccountSettings) -> Callable[[str], Awaitable[None]] | None:
         # In a cluster, every instance must use the one account key (checked before registering).
         if self.cluster is None:
             return None
         from acmems.cluster import check_account
 
-        return functools.partial(check_account, self.cluster, settings.account.acme_server)
+        return functools.partial(check_account, self.cluster, account.acme_server)
 
     def _check_profiles(self, runtime: Runtime) -> None:
         # A profile the CA does not list is a configuration error (known once the directory is read).
-        runtime.ca.check_profiles({b.profile for b in runtime.settings.auth_blocks if b.profile is not None})
+        # (of each block's first CA: a fallback CA without the profile orders its default, logged)
+        for name, ca in runtime.cas.items():
+            ca.check_profiles(
+                {b.profile for b in runtime.settings.auth_blocks if b.profile is not None and b.ca[0] == name}
+            )
 
     def start_renewer(self) -> None:
         """Run proactive renewal in the background (unless ``renewal-interval = 0``); in a cluster
@@ -292,8 +309,9 @@ class Server:
             log.warning("config: %s", warning)
         try:
             runtime = self._build(settings, self.runtime)
-            if runtime.ca is not self.runtime.ca:
-                await runtime.ca.start(self._account_check(settings))
+            for ca in runtime.cas.values():
+                if ca not in self.runtime.cas.values():
+                    await ca.start(self._account_check(ca.settings))
             self._check_profiles(runtime)
             await self._prepare(runtime)
         except AcmemsError as exc:
@@ -376,7 +394,8 @@ class Server:
             await self.workers.stop()
         for runner in reversed(self._runners):  # management listeners first (opened last)
             await runner.cleanup()
-        self.runtime.ca.close()
+        for ca in self.runtime.cas.values():
+            ca.close()
         if self.cluster is not None:
             await self.cluster.close()
 

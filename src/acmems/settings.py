@@ -9,6 +9,7 @@ from pathlib import Path
 from acmems.rate_limits import RateLimits
 
 __all__ = [
+    "DEFAULT_ACCOUNT",
     "IMPLICIT_STORAGE",
     "IMPLICIT_VERIFICATION",
     "LETSENCRYPT_STAGING",
@@ -31,6 +32,7 @@ __all__ = [
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 IMPLICIT_VERIFICATION = "http"
 IMPLICIT_STORAGE = "none"
+DEFAULT_ACCOUNT = "default"  # the unnamed [account]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,7 @@ class AuthSettings:
     verification: str = IMPLICIT_VERIFICATION
     storage: str = IMPLICIT_STORAGE
     profile: str | None = None
+    ca: tuple[str, ...] = (DEFAULT_ACCOUNT,)  # the accounts to order from, in turn when one fails
 
     @property
     def has_methods(self) -> bool:
@@ -197,8 +200,21 @@ class Settings:
     default_verification: str | None
     default_storage: str | None
     cluster: ClusterSettings | None = None
+    accounts: dict[str, AccountSettings] = field(default_factory=dict)  # named, and "default" (= account)
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+
+    def account_named(self, name: str) -> AccountSettings:
+        """``[account "name"]``, or the unnamed ``[account]`` for ``default``."""
+        return self.account if name == DEFAULT_ACCOUNT else self.accounts[name]
+
+    @property
+    def used_accounts(self) -> tuple[str, ...]:
+        """The default account, then every other account some auth block orders from."""
+        seen = [DEFAULT_ACCOUNT]
+        for block in self.auth_blocks:
+            seen += [name for name in block.ca if name not in seen]
+        return tuple(seen)
 
     @property
     def used_verifications(self) -> tuple[str, ...]:

@@ -108,7 +108,7 @@ class SignHandler:
         if isinstance(outcome, web.StreamResponse):
             return outcome  # answered elsewhere (a worker's forwarded request), counted and logged there
         self.answered_200.inc()
-        self._log(peer, 200, started, names, block_name, outcome.cache_hit, "")
+        self._log(peer, 200, started, names, block_name, outcome.cache_hit, "", outcome.ca)
         return web.Response(body=outcome.chain, content_type="text/plain")
 
     async def obtain(
@@ -164,10 +164,11 @@ class SignHandler:
         block: str | None,
         cache_hit: bool,
         reason: str,
+        ca: str | None = None,
     ) -> None:
         outcome = "issued" if status == 200 and not cache_hit else "cached" if status == 200 else "refused"
         log.info(
-            "sign peer=%s block=%s names=%s outcome=%s status=%d duration=%.3f cache_hit=%s%s%s",
+            "sign peer=%s block=%s names=%s outcome=%s status=%d duration=%.3f cache_hit=%s%s%s%s",
             peer,
             block or "-",
             ",".join(names) or "-",
@@ -175,6 +176,7 @@ class SignHandler:
             status,
             time.monotonic() - started,
             "yes" if cache_hit else "no",
+            f" ca={ca}" if ca else "",
             self.label,
             f" reason={reason!r}" if reason else "",
         )

@@ -126,7 +126,7 @@ async def _copy(origin: CertificateStore, into: CertificateStore, entries: list[
                 print(f"skipped {', '.join(entry.names) or entry.digest[:16]}: {exc}", file=sys.stderr)
                 skipped += 1
                 continue
-            batch.append((csr, chain, Origin(entry.profile, entry.verification, requested=False)))
+            batch.append((csr, chain, Origin(entry.profile, entry.verification, requested=False, ca=entry.ca)))
         try:
             await into.put_many(batch)
             copied += len(batch)

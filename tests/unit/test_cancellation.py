@@ -75,6 +75,7 @@ def test_cancelling_start_ready_during_a_directory_fetch_ends_cancelled(silent_c
 class _Runtime:
     def __init__(self, ca: AcmeCa, caches: dict[str, CertificateStore]) -> None:
         self.ca = ca
+        self.cas = {"default": ca}
         self.caches = caches
         self.solvers: dict[str, ChallengeSolver] = {}
         self.issuer = Issuer(ca, self.solvers, caches)

@@ -307,7 +307,7 @@ def test_warnings_for_blocks_without_methods_or_domains() -> None:
         ("[account]\nemail = nobody\n", "test.ini:2: [account] email: 'nobody' is not an e-mail address"),
         ("[account]\neab-kid = k\n", "test.ini:2: [account] eab-kid: eab-kid and eab-hmac-key must be given together"),
         ("[account]\neab-kid = k\neab-hmac-key = !!\n", "test.ini:3: [account] eab-hmac-key: is not base64url"),
-        ('[account "x"]\n', 'test.ini:1: [account "x"]: [account] takes no name'),
+        ('[account "default"]\n', 'test.ini:1: [account "default"]: [account "default"] is the unnamed [account]'),
         ("[auth]\n", "test.ini:1: [auth]: [auth] needs a name"),
         (
             '[verification "v"]\nlistener = 1.2.3.4:5\n',

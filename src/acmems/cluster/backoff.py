@@ -33,6 +33,7 @@ class SharedBackoff:
                 f"order for {waiting} s more",
                 kind=Kind.RATE_LIMITED,
                 retry_after=waiting,
+                problem_type="rateLimited",  # the CA's own word, kept: another CA may be tried
             )
 
     async def hold(self, account: str, seconds: int, reason: str) -> None:

@@ -90,6 +90,7 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     );
     CREATE INDEX acmems_rate_events_account ON acmems_rate_events (account, at);
     ALTER TABLE acmems_accounts ADD COLUMN backoff_until timestamptz, ADD COLUMN backoff_reason text;
+    ALTER TABLE acmems_certificates ADD COLUMN ca text;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

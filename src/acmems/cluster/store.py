@@ -34,13 +34,14 @@ _WAIT_POLL = 1.0  # a waiter looks at the lease this often, in case its notifica
 _CLIENT = Origin()
 _UPSERT = (
     "INSERT INTO acmems_certificates (storage, digest, csr, chain, names, serial, not_before, not_after, "
-    "renew_at, profile, verification, requested_at, next_ari_check, revoked, issued_by, updated) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, false, %s, clock_timestamp()) "
+    "renew_at, profile, verification, requested_at, next_ari_check, revoked, issued_by, ca, updated) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, false, %s, %s, clock_timestamp()) "
     "ON CONFLICT (storage, digest) DO UPDATE SET csr = EXCLUDED.csr, chain = EXCLUDED.chain, "
     "names = EXCLUDED.names, serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, "
     "not_after = EXCLUDED.not_after, renew_at = EXCLUDED.renew_at, profile = EXCLUDED.profile, "
     "verification = EXCLUDED.verification, requested_at = EXCLUDED.requested_at, "
-    "next_ari_check = NULL, revoked = false, issued_by = EXCLUDED.issued_by, updated = clock_timestamp()"
+    "next_ari_check = NULL, revoked = false, issued_by = EXCLUDED.issued_by, ca = EXCLUDED.ca, "
+    "updated = clock_timestamp()"
 )
 _META = "digest, names, serial, not_before, not_after, renew_at, requested_at, profile, verification, next_ari_check"
 
@@ -54,10 +55,10 @@ def _from_epoch(value: float) -> datetime | None:
 
 
 def _entry(row: tuple[Any, ...]) -> CachedCertificate:
-    digest, names, serial, not_before, not_after, renew_at, requested, profile, verification, ari = row[:10]
+    digest, names, serial, not_before, not_after, renew_at, requested, profile, verification, ari, ca = row[:11]
     return CachedCertificate(
         digest, tuple(names), int(serial, 16), not_before, not_after, renew_at, _epoch(requested),
-        _shared(profile), _shared(verification), _epoch(ari),
+        _shared(profile), _shared(verification), _epoch(ari), _shared(ca),
     )  # fmt: skip
 
 
@@ -100,10 +101,10 @@ class DatabaseStore:
             self._note_request(entry)
             return chain  # the hot path
         row = await self._fetch(digest)
-        if row is None or bytes(row[10]) != csr_pem:
+        if row is None or bytes(row[11]) != csr_pem:
             self._drop(digest)
             return None
-        entry, chain = _entry(row), bytes(row[11])
+        entry, chain = _entry(row), bytes(row[12])
         self._index[digest] = entry
         self._chains[digest] = chain
         if now >= (entry.not_after if allow_due else entry.renew_at):
@@ -161,11 +162,13 @@ class DatabaseStore:
         digest = csr_digest(csr_pem, origin.profile)
         previous = self._index.get(digest)
         requested = time.time() if origin.requested or previous is None else previous.last_requested
-        entry = describe_chain(digest, chain_pem, self.renew_within, requested, origin.profile, origin.verification)
+        entry = describe_chain(
+            digest, chain_pem, self.renew_within, requested, origin.profile, origin.verification, origin.ca
+        )
         row = (
             self.name, digest, csr_pem, chain_pem, list(entry.names), f"{entry.serial:x}",
             entry.not_before, entry.not_after, entry.renew_at, origin.profile, origin.verification,
-            _from_epoch(requested), self.db.name,
+            _from_epoch(requested), self.db.name, origin.ca,
         )  # fmt: skip
         return row, entry
 
@@ -314,7 +317,7 @@ class DatabaseStore:
             rows = await cursor.fetchall()
         self._since = now
         for row in rows:
-            digest, revoked, updated = row[0], row[10], row[11]
+            digest, revoked, updated = row[0], row[11], row[12]
             if (digest, updated) in self._refreshed:
                 continue  # seen in an earlier look (the looks overlap), or our own change
             self._refreshed[(digest, updated)] = None
@@ -341,7 +344,7 @@ class DatabaseStore:
             raise OSError(exc.message) from None
         if row is None:
             raise FileNotFoundError(f"storage {self.name}: {entry.digest[:16]}... is no longer stored")
-        return bytes(row[10]), bytes(row[11])
+        return bytes(row[11]), bytes(row[12])
 
     async def remove_serial(self, serial: int) -> int:
         """Mark the certificates with this serial revoked; every instance drops them within a second."""

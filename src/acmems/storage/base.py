@@ -48,6 +48,7 @@ class CachedCertificate:
     profile: str | None = None
     verification: str | None = None
     next_ari_check: float = 0.0  # Unix time to ask the CA's renewal-info again
+    ca: str | None = None  # the account that issued it (None: the default, or not known)
 
 
 def describe_chain(
@@ -57,6 +58,7 @@ def describe_chain(
     last_requested: float = 0.0,
     profile: str | None = None,
     verification: str | None = None,
+    ca: str | None = None,
 ) -> CachedCertificate:
     """What a store keeps in memory of a chain (its leaf's names, serial, lifetime, renewal time).
 
@@ -82,19 +84,22 @@ def describe_chain(
         last_requested,
         profile,
         verification,
+        ca=ca,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Origin:
     """How a stored certificate came about: its profile, the verification that proved it (a renewal
-    uses it again), whether a client asked for it (``requested``) or a background renewal did, and
-    the fencing number of the claim it was ordered under (a shared store refuses a stale one)."""
+    uses it again), whether a client asked for it (``requested``) or a background renewal did, the
+    fencing number of the claim it was ordered under (a shared store refuses a stale one), and the
+    account (``ca``) that issued it."""
 
     profile: str | None = None
     verification: str | None = None
     requested: bool = True
     fence: int | None = None
+    ca: str | None = None  # the account that issued it
 
 
 class StaleFence(Exception):

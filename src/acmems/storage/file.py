@@ -92,15 +92,15 @@ class FileCache:
             requested = os.stat(folder + "/csr.pem").st_mtime
         except OSError:
             requested = 0.0
-        profile = verification = None
+        profile = verification = ca = None
         if has_meta:
             try:
                 with open(folder + "/meta.json", "rb") as handle:
                     meta = json.loads(handle.read())
-                profile, verification = meta.get("profile"), meta.get("verification")
+                profile, verification, ca = meta.get("profile"), meta.get("verification"), meta.get("ca")
             except (OSError, ValueError, AttributeError):
                 pass  # written by the original, or before meta.json existed
-        return describe_chain(digest, chain, self.renew_within, requested, profile, verification)
+        return describe_chain(digest, chain, self.renew_within, requested, profile, verification, ca)
 
     def _read_index(self) -> dict[str, CachedCertificate]:
         index: dict[str, CachedCertificate] = {}
@@ -156,7 +156,7 @@ class FileCache:
         renew_at = renewal_time(known.not_before, known.not_after, self.renew_within)
         return CachedCertificate(
             known.digest, known.names, known.serial, known.not_before, known.not_after, renew_at, requested,
-            known.profile, known.verification,
+            known.profile, known.verification, ca=known.ca,
         )  # fmt: skip
 
     def _read_folder(self, digest: str, folder: str) -> CachedCertificate | None:
@@ -351,8 +351,8 @@ class FileCache:
         previous = self._index.get(digest)
         kept = None if origin.requested or previous is None else previous.last_requested
         # Described before anything is written: a chain that is not a certificate is refused whole.
-        entry = describe_chain(digest, chain_pem, self.renew_within, kept or 0.0, profile, verification)
-        meta = json.dumps({"profile": profile, "verification": verification}).encode()
+        entry = describe_chain(digest, chain_pem, self.renew_within, kept or 0.0, profile, verification, origin.ca)
+        meta = json.dumps({"profile": profile, "verification": verification, "ca": origin.ca}).encode()
         self._mtimes[digest] = await asyncio.to_thread(self._write, digest, csr_pem, chain_pem, meta, kept)
         self._index[digest] = entry if kept is not None else dataclasses.replace(entry, last_requested=time.time())
         self._hot.pop(digest)

@@ -24,7 +24,7 @@ __all__ = ["INDEX_NAME", "Saved", "mtimes_key", "read_saved", "write_saved"]
 
 log = logging.getLogger(__name__)
 INDEX_NAME = ".acmems-index.json"
-_VERSION = 3  # one JSON header line, then one JSON array per folder
+_VERSION = 4  # one JSON header line, then one JSON array per folder
 
 
 def mtimes_key(folder_ns: int, cert_ns: int) -> int:
@@ -45,6 +45,7 @@ class Saved:
     not_after: datetime
     profile: str | None
     verification: str | None
+    ca: str | None
 
 
 def read_saved(directory: Path) -> Iterator[Saved]:
@@ -58,7 +59,7 @@ def read_saved(directory: Path) -> Iterator[Saved]:
             fromtimestamp, utc = datetime.fromtimestamp, UTC
             while lines := handle.readlines(1 << 20):  # about a megabyte at a time, parsed at once
                 for row in json.loads(b"[" + b",".join(lines) + b"]"):
-                    digest, folder, cert, serial, not_before, not_after, profile, verification, *names = row
+                    digest, folder, cert, serial, not_before, not_after, profile, verification, ca, *names = row
                     if not (type(digest) is str and type(folder) is type(cert) is int):
                         raise ValueError(f"a malformed entry: {str(row)[:60]}")
                     yield Saved(
@@ -70,6 +71,7 @@ def read_saved(directory: Path) -> Iterator[Saved]:
                         fromtimestamp(not_after, utc),
                         profile if isinstance(profile, str) else None,
                         verification if isinstance(verification, str) else None,
+                        ca if isinstance(ca, str) else None,
                     )
     except FileNotFoundError:
         return
@@ -98,6 +100,7 @@ def _lines(entries: Iterable[tuple[CachedCertificate, int]]) -> Iterator[bytes]:
             int(e.not_after.timestamp()),
             e.profile,
             e.verification,
+            e.ca,
             *e.names,
         ]
         batch.append(json.dumps(row, separators=(",", ":")).encode() + b"\n")
