@@ -60,11 +60,12 @@ async def list_certificates(settings: Settings) -> int:
             print(f'[storage "{store.name}"] {store.where}: {count} certificate(s)')
             lines = []
             if count:
-                lines.append(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<8} names")
+                lines.append(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<8} {'ca':<10} names")
             for entry in store.entries():
                 state = "expired" if entry.not_after <= now else "due" if entry.renew_at <= now else "ok"
                 lines.append(
-                    f"  {_when(entry.not_after)}  {_when(entry.renew_at)}  {state:<8} {', '.join(entry.names)}"
+                    f"  {_when(entry.not_after)}  {_when(entry.renew_at)}  {state:<8} {entry.ca or 'default':<10} "
+                    f"{', '.join(entry.names)}"
                 )
             if lines:
                 sys.stdout.write("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 
 from tests import ini
 from tests.conftest import AcmemsFactory, curl_post, make_csr
-from tests.realservices import Acmems, Bind, Pebble, free_port
+from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +65,11 @@ def test_the_first_ca_down_the_second_issues_and_the_first_is_back_for_the_next(
     assert _sign(server, ["three.example.test"])[0] == 200
     assert _issued(first) == 2 and _issued(backup) == 1  # the first CA again (its log goes on)
     assert server.log_text().count("ca=backup") == 1
+    listed = subprocess.run(
+        [sys.executable, "-m", "acmems", "list", str(server.config)], capture_output=True, text=True, check=True
+    ).stdout
+    assert next(line for line in listed.splitlines() if "two.example.test" in line).split()[5] == "backup"
+    assert next(line for line in listed.splitlines() if "three.example.test" in line).split()[5] == "default"
 
 
 def test_a_failed_validation_at_the_first_ca_is_not_tried_at_the_second(
@@ -83,6 +90,36 @@ def test_a_failed_validation_at_the_first_ca_is_not_tried_at_the_second(
         assert status == 421, body
         assert _issued(backup) == 0 and "order-plz" not in backup.log.read_text()
         assert "trying backup" not in server.log_text()
+    finally:
+        first.stop()
+        backup.stop()
+
+
+def test_a_certificate_from_the_fallback_is_renewed_at_the_first_ca_again(
+    acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path
+) -> None:
+    # 15-second certificates renewed in the background every second: issued by the backup while the
+    # first CA is down, renewed by the first once it is back.
+    http = free_port()
+    profiles = {"default": 90 * 86400, "tiny": 15}
+    first = Pebble(tmp_path / "first", bind.port, http, profiles=profiles).start()
+    backup = Pebble(tmp_path / "backup", bind.port, http, profiles=profiles).start()
+    try:
+        port = free_port()
+        config = (
+            _config(first, backup, tmp_path, port)
+            .replace("[mgmt]\n", "[mgmt]\nrenewal-interval = 1\n")
+            .replace('[auth "local"]\n', '[auth "local"]\nprofile = tiny\n')
+        )
+        first.stop()
+        server = acmems_factory(config, port)
+        assert _sign(server, ["renew.example.test"])[0] == 200
+        assert _issued(backup) == 1
+        first.start()
+        wait_for(lambda: _issued(first) >= 1, 40, "the renewal at the first CA")
+        assert "renewed renew.example.test ahead of its clients" in server.log_text()
+        assert "issued a certificate for renew.example.test" in server.log_text()
+        assert "(verification http, ca default)" in server.log_text()
     finally:
         first.stop()
         backup.stop()
