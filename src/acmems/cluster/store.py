@@ -43,7 +43,9 @@ _UPSERT = (
     "next_ari_check = NULL, revoked = false, issued_by = EXCLUDED.issued_by, ca = EXCLUDED.ca, "
     "updated = clock_timestamp()"
 )
-_META = "digest, names, serial, not_before, not_after, renew_at, requested_at, profile, verification, next_ari_check"
+_META = (
+    "digest, names, serial, not_before, not_after, renew_at, requested_at, profile, verification, next_ari_check, ca"
+)
 
 
 def _epoch(value: datetime | None) -> float:
