@@ -84,3 +84,16 @@ def test_real_subprocess_check() -> None:
         check=False,
     )
     assert result.returncode == 0 and "configuration is valid" in result.stdout
+
+
+def test_acme_register_account_names_a_configured_account(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "a.ini"
+    config.write_text(
+        f"[account]\ndir = {tmp_path / 'a'}\n"
+        f'[account "backup"]\nacme-server = https://127.0.0.1:9/dir\ndir = {tmp_path / "b"}\n'
+    )
+    assert register_main(["--account", "spare", str(config)]) == 1
+    assert 'no [account "spare"] (defined: default, backup)' in capsys.readouterr().out
+    # the named account's own directory gets its key
+    assert register_main(["--account", "backup", "--gen-key", str(config)]) == 1  # its CA is not there
+    assert (tmp_path / "b" / "account.pem").exists() and not (tmp_path / "a" / "account.pem").exists()
