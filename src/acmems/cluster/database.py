@@ -50,6 +50,8 @@ logging.getLogger("psycopg.pool").addFilter(_POOL_ERRORS)
 
 Notified = Callable[[str], None]  # a notification's payload
 _RECONNECT_DELAY = 1.0
+_NO_ANSWER = "the cluster database does not answer"
+_NO_ANSWER_RETRY = _NO_ANSWER + "; try again shortly"
 _SECRET_KEYS = ("password", "sslpassword", "sslkey", "sslcert", "sslrootcert", "sslcrl", "passfile")
 
 
@@ -146,46 +148,40 @@ class ClusterDb:
         # While the database is known to be away, give up on a connection sooner: a prompt 503.
         wait = self.timeout if self.available else min(1.0, self.timeout)
         self.transactions += 1
-        try:
+        async with self._answering(_NO_ANSWER_RETRY):
             async with asyncio.timeout(self.timeout + 1.0):  # the pool's own timeout first: it knows why
                 async with self._pool.connection(timeout=wait) as conn, conn.cursor() as cursor:
                     yield cursor
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError, OSError) as exc:
-            self._lost(exc)
-            raise DatabaseError(
-                "the cluster database does not answer; try again shortly", log_detail=self.last_error
-            ) from None
-        self._regained()
 
     @contextlib.asynccontextmanager
     async def streaming(self, name: str) -> AsyncIterator[psycopg.AsyncServerCursor[TupleRow]]:
         """Like :meth:`transaction` with a server-side cursor: rows come in batches as they are
         fetched, instead of the whole result in memory at once (a large index). Not time-bounded as
         a whole (its caller reads on while rows come); each fetch is."""
-        try:
+        async with self._answering(_NO_ANSWER_RETRY):
             async with self._pool.connection(timeout=self.timeout) as conn, conn.transaction():
                 self.transactions += 1
                 async with conn.cursor(name=name) as cursor:
                     yield cursor
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError, OSError) as exc:
-            self._lost(exc)
-            raise DatabaseError(
-                "the cluster database does not answer; try again shortly", log_detail=self.last_error
-            ) from None
-        self._regained()
 
     @contextlib.asynccontextmanager
     async def direct(self) -> AsyncIterator[psycopg.AsyncCursor[TupleRow]]:
         """Like :meth:`transaction` on a connection of its own (not pooled), whose failure names the
         exact reason at once: for commands such as ``acmems check``."""
+        async with self._answering(_NO_ANSWER), asyncio.timeout(self.timeout):
+            conn = await psycopg.AsyncConnection.connect(self.settings.database, **self._kwargs)
+            async with conn, conn.cursor() as cursor:
+                yield cursor
+
+    @contextlib.asynccontextmanager
+    async def _answering(self, message: str) -> AsyncIterator[None]:
+        # The one place where a database that is away becomes a DatabaseError (and is noted so).
         try:
-            async with asyncio.timeout(self.timeout):
-                conn = await psycopg.AsyncConnection.connect(self.settings.database, **self._kwargs)
-                async with conn, conn.cursor() as cursor:
-                    yield cursor
-        except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError) as exc:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError, OSError) as exc:
             self._lost(exc)
-            raise DatabaseError("the cluster database does not answer", log_detail=self.last_error) from None
+            raise DatabaseError(message, log_detail=self.last_error) from None
+        self._regained()
 
     def _lost(self, exc: BaseException) -> None:
         if isinstance(exc, PoolTimeout) and _POOL_ERRORS.last:
