@@ -35,7 +35,7 @@ from tests.conftest import hmac_header, make_csr  # noqa: E402
 from tests.pgservice import PASSWORD, Postgres  # noqa: E402
 from tests.realservices import Acmems, Bind, Nginx, Pebble, free_port, wait_for  # noqa: E402
 
-from bench.loadgen import curl_time, post_script, rss_mb, summary, wrk  # noqa: E402
+from bench.loadgen import csr_files, curl_time, post_script, rss_mb, sequential, summary, wrk  # noqa: E402
 
 Result = dict[str, Any]
 HMAC_KEY = "bench-hmac-key"
@@ -82,16 +82,7 @@ def _issued(pebble: Pebble) -> int:
 
 
 def _fresh(url: str, work: Path, prefix: str, samples: int) -> Result:
-    times, failures = [], 0
-    work.mkdir(parents=True, exist_ok=True)
-    for i in range(samples):
-        path = work / f"{prefix}{i}.csr"
-        path.write_bytes(make_csr([f"{prefix}{i}.example.test"])[0])
-        status, seconds = curl_time(url, path)
-        if status == 200:
-            times.append(seconds)
-        else:
-            failures += 1
+    times, failures = sequential(url, csr_files(work, [[f"{prefix}{i}.example.test"] for i in range(samples)]))
     return {**summary(times), "failures": failures}
 
 
@@ -168,24 +159,12 @@ def _measure(
         results["db_transactions_per_cache_hit"] = _transactions_per(
             a, lambda: [curl_time(url, hit, headers) for _ in range(200)], 200
         )
-        fresh_dir = work / "csr-tx"
-        fresh_dir.mkdir()
-        fresh = []
-        for i in range(10):
-            path = fresh_dir / f"{i}.csr"
-            path.write_bytes(make_csr([f"tx{i}.example.test"])[0])
-            fresh.append(path)
+        fresh = csr_files(work / "csr-tx", [[f"tx{i}.example.test"] for i in range(10)])
         results["db_transactions_per_issuance"] = _transactions_per(
             a, lambda: [curl_time(url, p) for p in fresh], len(fresh)
         )
         log("30 distinct CSRs, each posted to all three instances at once")
-        burst_dir = work / "csr-30"
-        burst_dir.mkdir()
-        burst = []
-        for i in range(30):
-            path = burst_dir / f"{i}.csr"
-            path.write_bytes(make_csr([f"burst{i}.example.test"])[0])
-            burst.append(path)
+        burst = csr_files(work / "csr-30", [[f"burst{i}.example.test"] for i in range(30)])
         before = _issued(pebble)
         jobs = [(s, p) for p in burst for s in servers]
         started = time.perf_counter()

@@ -7,9 +7,10 @@ import statistics
 import subprocess
 from pathlib import Path
 
+from tests.conftest import make_csr
 from tests.realservices import tool
 
-__all__ = ["cpu_seconds", "curl_time", "percentile", "rss_mb", "summary", "wrk"]
+__all__ = ["cpu_seconds", "csr_files", "curl_time", "percentile", "rss_mb", "sequential", "summary", "wrk"]
 
 
 def _seconds(value: str) -> float:
@@ -104,3 +105,25 @@ def cpu_seconds(pid: int) -> float:
 
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def csr_files(directory: Path, names: list[list[str]]) -> list[Path]:
+    """Pre-generated EC P-256 CSRs (key generation is not timed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, request in enumerate(names):
+        path = directory / f"{index}.csr"
+        path.write_bytes(make_csr(request)[0])
+        paths.append(path)
+    return paths
+
+
+def sequential(url: str, csrs: list[Path], headers: dict[str, str] | None = None) -> tuple[list[float], int]:
+    times, failures = [], 0
+    for csr in csrs:
+        status, seconds = curl_time(url, csr, headers)
+        if status == 200:
+            times.append(seconds)
+        else:
+            failures += 1
+    return times, failures

@@ -36,7 +36,16 @@ from tests.realservices import Acmems, Bind, Pebble, _connects, _stop, free_port
 
 from bench.cluster import bench_cluster, cluster_table  # noqa: E402
 from bench.floor import AcmeFloor  # noqa: E402
-from bench.loadgen import cpu_seconds, curl_time, post_script, rss_mb, summary, wrk  # noqa: E402
+from bench.loadgen import (  # noqa: E402
+    cpu_seconds,
+    csr_files,
+    curl_time,
+    post_script,
+    rss_mb,
+    sequential,
+    summary,
+    wrk,
+)
 
 HMAC_KEY = "bench-hmac-key"
 Result = dict[str, Any]
@@ -44,28 +53,6 @@ Result = dict[str, Any]
 
 def log(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def csr_files(directory: Path, names: list[list[str]]) -> list[Path]:
-    """Pre-generated EC P-256 CSRs (key generation is not timed)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, request in enumerate(names):
-        path = directory / f"{index}.csr"
-        path.write_bytes(make_csr(request)[0])
-        paths.append(path)
-    return paths
-
-
-def sequential(url: str, csrs: list[Path], headers: dict[str, str] | None = None) -> tuple[list[float], int]:
-    times, failures = [], 0
-    for csr in csrs:
-        status, seconds = curl_time(url, csr, headers)
-        if status == 200:
-            times.append(seconds)
-        else:
-            failures += 1
-    return times, failures
 
 
 def _children_cpu() -> float:
