@@ -159,30 +159,31 @@ class Issuer:
             if claim is not None:
                 break
             await cache.wait_released(digest, solver.name)
-            stored = await cache.get(csr.pem, profile)
-            if stored is not None:
-                log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
-                return Issued(stored, None)
-        finished = False
+            elsewhere = await self._issued_elsewhere(csr, cache, profile)
+            if elsewhere is not None:
+                return elsewhere
         try:
-            if claim.fence is not None:
-                stored = await cache.get(csr.pem, profile)  # stored by another instance meanwhile
-                if stored is not None:
-                    finished = True
-                    log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
-                    return Issued(stored, None)
-            chain, used = await self._from_cas(csr, solver, profile, replacing, claim, ca_names)
-            await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence, used))
-            finished = True
-            return Issued(chain, used)
+            # A shared store: another instance may have stored it between our miss and the claim.
+            issued = await self._issued_elsewhere(csr, cache, profile) if claim.fence is not None else None
+            if issued is None:
+                chain, used = await self._from_cas(csr, solver, profile, replacing, claim, ca_names)
+                await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence, used))
+                issued = Issued(chain, used)
         except AcmemsError:
-            finished = True
+            await claim.release()
             raise
-        finally:
-            if finished:
-                await claim.release()
-            else:
-                claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
+        except BaseException:
+            claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
+            raise
+        await claim.release()
+        return issued
+
+    async def _issued_elsewhere(self, csr: CsrInfo, cache: CertificateStore, profile: str | None) -> Issued | None:
+        stored = await cache.get(csr.pem, profile)
+        if stored is None:
+            return None
+        log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
+        return Issued(stored, None)
 
     async def _from_cas(
         self,
