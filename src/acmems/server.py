@@ -138,16 +138,17 @@ class Server:
             solvers,
             caches,
             self.metrics,
-            self._rate_log(ca),
+            self._rate_log(ca, cas),
             self._shared_backoff,
             cas,
             settings.mgmt.request_timeout,
         )
         return Runtime(settings, ca, solvers, caches, issuer, cas)
 
-    def _rate_log(self, ca: AcmeCa) -> RateLog | None:
-        # One log per account directory (kept across reloads), or the cluster's database.
-        if ca.settings.rate_limits is None:
+    def _rate_log(self, ca: AcmeCa, cas: dict[str, AcmeCa]) -> RateLog | None:
+        # One log for every account (its events are keyed by acme-server), in the default account's
+        # directory (kept across reloads) or the cluster's database; needed if any account has limits.
+        if all(other.settings.rate_limits is None for other in cas.values()):
             return None
         if self.cluster is not None:
             from acmems.rate_log import DatabaseRateLog

@@ -59,3 +59,17 @@ def test_bad_ca_lists_name_the_line(value: str, message: str) -> None:
 )
 def test_which_failures_fall_over_to_the_next_ca(error: AcmemsError, expected: bool) -> None:
     assert falls_over(error, request_timeout=60.0) is expected
+
+
+def test_a_fallback_account_s_own_rate_limits_are_counted(tmp_path: object) -> None:
+    # Only the named account has limits: the issuer still gets the log that counts them.
+    from pathlib import Path
+
+    from acmems.server import Server
+
+    folder = Path(str(tmp_path))
+    text = TWO.replace("dir = /a", f"dir = {folder / 'a'}").replace("dir = /z", f"dir = {folder / 'z'}")
+    text = text.replace("acme.zerossl.com/v2/DV90\n", "acme.zerossl.com/v2/DV90\nlimit-new-orders = 10/1h\n")
+    server = Server(settings_from_sources([("t.ini", text)]))
+    assert server.runtime.issuer.rate_log is not None
+    assert server.runtime.cas["zerossl"].settings.rate_limits is not None
