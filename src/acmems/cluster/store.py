@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+from psycopg.rows import TupleRow
+
 from acmems.cluster.database import ClusterDb
 from acmems.cluster.leases import LEASES_CHANNEL, lease_key, take_lease
 from acmems.errors import DatabaseError
@@ -62,6 +65,14 @@ def _entry(row: tuple[Any, ...]) -> CachedCertificate:
         digest, tuple(names), int(serial, 16), not_before, not_after, renew_at, _epoch(requested),
         _shared(profile), _shared(verification), _epoch(ari), _shared(ca),
     )  # fmt: skip
+
+
+async def _database_now(cursor: psycopg.AsyncCursor[TupleRow]) -> datetime:
+    # The database's clock (the looks compare with its `updated` times, never an instance's).
+    await cursor.execute("SELECT now()")
+    row = await cursor.fetchone()
+    assert row is not None and isinstance(row[0], datetime)
+    return row[0]
 
 
 def _shared(name: str | None) -> str | None:
@@ -190,9 +201,7 @@ class DatabaseStore:
         loaded: dict[str, CachedCertificate] = {}
         try:
             async with self.db.transaction() as cursor:
-                await cursor.execute("SELECT now()")
-                row = await cursor.fetchone()
-                since = row[0] if row is not None else None
+                since = await _database_now(cursor)
             async with self.db.streaming("acmems_index") as cursor:
                 await cursor.execute(
                     f"SELECT {_META} FROM acmems_certificates WHERE storage = %s AND NOT revoked",  # noqa: S608
@@ -303,14 +312,10 @@ class DatabaseStore:
     async def _look_for_changes(self) -> None:
         if self._since is None:  # a worker process, which reads no index: start from now
             async with self.db.transaction() as cursor:
-                await cursor.execute("SELECT now()")
-                row = await cursor.fetchone()
-            self._since = row[0] if row is not None else None
+                self._since = await _database_now(cursor)
             return
         async with self.db.transaction() as cursor:
-            await cursor.execute("SELECT now()")
-            row = await cursor.fetchone()
-            now = row[0] if row is not None else self._since
+            now = await _database_now(cursor)
             await cursor.execute(
                 f"SELECT {_META}, revoked, updated FROM acmems_certificates "  # noqa: S608  # constant columns
                 "WHERE storage = %s AND updated > %s",
