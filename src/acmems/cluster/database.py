@@ -70,6 +70,9 @@ def masked(database: str) -> str:
     return " ".join(shown) or "(libpq defaults)"
 
 
+IDLE_IN_TRANSACTION_MS = 3000  # well below the 15 s lease (acmems.cluster.leases.LEASE_SECONDS)
+
+
 class ClusterDb:
     """The cluster database of one acmems process.
 
@@ -90,6 +93,11 @@ class ClusterDb:
         kwargs: dict[str, Any] = {
             "connect_timeout": max(2, int(timeout)),
             "application_name": f"acmems {settings.name}"[:63],
+            # A process stopped inside a transaction (SIGSTOP, a swapped-out VM) must not hold its row
+            # locks past a fraction of a lease: the server ends such a session, and a statement waiting
+            # for a lock gives up before the operation timeout, so the answer names the cause.
+            "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} "
+            f"-c lock_timeout={int(timeout * 800)}",
         }
         if settings.password is not None:
             kwargs["password"] = settings.password
