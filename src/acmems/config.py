@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from acmems.config_notify import read_notify_defaults, read_receiver
 from acmems.config_sections import (
     DEFAULT_HTTP01_LISTENERS,
     Keys,
@@ -38,6 +39,8 @@ from acmems.settings import (
     Http01Verification,
     LoggingSettings,
     NoneStorage,
+    NotifySettings,
+    ReceiverSettings,
     Settings,
     StorageSettings,
     VerificationSettings,
@@ -50,7 +53,7 @@ S = TypeVar("S")
 # ------------------------------------------------------------------------------------ the whole
 
 
-_NAMED = {"verification", "storage", "auth"}
+_NAMED = {"verification", "storage", "auth"}  # [notify] is both: thresholds, and "name" receivers
 _SINGLE = {"mgmt", "logging", "cluster"}
 
 
@@ -84,6 +87,8 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
     cluster: ClusterSettings | None = None
     database_sections: list[Section] = []
     accounts: dict[str, AccountSettings] = {}
+    receivers: list[ReceiverSettings] = []
+    thresholds, check_interval, metrics_certificates = read_notify_defaults(Keys(Section("notify", None, "", 0)))
     for section in sections:
         keys = Keys(section)
         if section.type in _SINGLE and section.name is not None:
@@ -114,10 +119,15 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
             cluster = read_cluster(keys)
         elif section.type == "auth":
             raw_auth.append(read_auth(section, keys))
+        elif section.type == "notify" and section.name is None:
+            thresholds, check_interval, metrics_certificates = read_notify_defaults(keys)
+        elif section.type == "notify":
+            assert section.name is not None
+            receivers.append(read_receiver(section, keys))
         else:
             warnings.append(
                 f"{section.file}:{section.line}: unknown section [{section.title}] is ignored "
-                "(known: account, mgmt, verification, storage, auth, logging, cluster)"
+                "(known: account, mgmt, verification, storage, auth, logging, cluster, notify)"
             )
             continue
         keys.warn_unknown(warnings)
@@ -185,6 +195,7 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         default_verification=default_verification,
         default_storage=default_storage,
         cluster=cluster,
+        notify=NotifySettings(tuple(receivers), thresholds, check_interval, metrics_certificates),
         accounts=accounts,
         files=tuple(name for name, _ in sources),
         warnings=tuple(warnings),

@@ -43,6 +43,7 @@ from acmems.inifile import Entry, Section
 from acmems.rate_limits import LETSENCRYPT, RateLimits, parse_limit
 from acmems.settings import (
     LETSENCRYPT_STAGING,
+    LOOPBACK,
     AccountSettings,
     AuthSettings,
     ClusterSettings,
@@ -223,6 +224,7 @@ def read_mgmt(keys: Keys) -> MgmtSettings:
         # None: not given; "": given empty (the default is disabled)
         default_verification=None if default_verification is None else default_verification.value,
         default_storage=None if default_storage is None else default_storage.value,
+        admin_ip=tuple(keys.values("admin-ip", ip_network)) or LOOPBACK,
     )
 
 

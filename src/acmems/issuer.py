@@ -20,6 +20,7 @@ from acmems.rate_log import RateLog
 
 if TYPE_CHECKING:
     from acmems.cluster.backoff import SharedBackoff as CaBackoff
+    from acmems.notify.notifier import Notifier
 from acmems.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
 
@@ -62,6 +63,7 @@ class Issuer:
         backoff: CaBackoff | None = None,
         cas: Mapping[str, AcmeCa] | None = None,
         request_timeout: float = 60.0,
+        notifier: Notifier | None = None,
     ) -> None:
         self.ca = ca
         self.cas = dict(cas) if cas else {DEFAULT_ACCOUNT: ca}  # by account name: an auth block's `ca` list
@@ -71,6 +73,7 @@ class Issuer:
         self.metrics = metrics or Metrics()
         self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
         self.backoff = backoff  # a cluster: the CA's rateLimited pauses, shared by every instance
+        self.notifier = notifier  # told of each certificate issued, and of each failed order a client asked for
         self._inflight: dict[_Key, asyncio.Task[Issued]] = {}
         self._orphans: set[_Key] = set()
 
@@ -96,7 +99,7 @@ class Issuer:
             self.metrics.cache_hits.inc()
             return SignResult(cached, cache_hit=True)
         self.metrics.cache_misses.inc()
-        task = self.start_issuance(csr, solver, cache, profile, ca_names=block.ca)
+        task = self.start_issuance(csr, solver, cache, profile, ca_names=block.ca, block=block.name)
         key = (cache.name, solver.name, profile, csr.pem)
         try:
             issued = await asyncio.wait_for(asyncio.shield(task), timeout)
@@ -128,14 +131,17 @@ class Issuer:
         requested: bool = True,
         ca_names: Sequence[str] = (DEFAULT_ACCOUNT,),
         replaces_at: str = DEFAULT_ACCOUNT,
+        block: str = "-",
     ) -> asyncio.Task[Issued]:
         """The running order for this CSR, storage, verification and profile, or a new one (single
-        flight), from the accounts ``ca_names`` in turn; ``replaces`` (ARI) goes to ``replaces_at`` only."""
+        flight), from the accounts ``ca_names`` in turn; ``replaces`` (ARI) goes to ``replaces_at`` only.
+        ``block`` names the auth block in the events; a failure of an order not ``requested`` by a
+        client is the renewer's to report (it knows the attempt and the next one)."""
         key = (cache.name, solver.name, profile, csr.pem)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(
-                self._issue_and_store(csr, solver, cache, profile, (replaces, replaces_at), requested, ca_names)
+                self._issue_and_store(csr, solver, cache, profile, (replaces, replaces_at), requested, ca_names, block)
             )
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._finished(key, t))
@@ -150,6 +156,7 @@ class Issuer:
         replacing: tuple[str | None, str],
         requested: bool,
         ca_names: Sequence[str],
+        block: str = "-",
     ) -> Issued:
         digest = csr_digest(csr.pem, profile)
         while True:
@@ -166,17 +173,40 @@ class Issuer:
             # A shared store: another instance may have stored it between our miss and the claim.
             issued = await self._issued_elsewhere(csr, cache, profile) if claim.fence is not None else None
             if issued is None:
+                renewal = not requested or replacing[0] is not None or await self._had_one(csr, cache, profile)
                 chain, used = await self._from_cas(csr, solver, profile, replacing, claim, ca_names)
                 await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence, used))
                 issued = Issued(chain, used)
-        except AcmemsError:
+                if self.notifier is not None:
+                    self.notifier.issued(cache.name, digest, block, csr.names, chain, profile, renewal)
+        except AcmemsError as exc:
             await claim.release()
+            if requested and self.notifier is not None:
+                self.notifier.failed(cache.name, digest, block, csr.names, exc.message)
             raise
         except BaseException:
             claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
             raise
         await claim.release()
         return issued
+
+    async def _had_one(self, csr: CsrInfo, cache: CertificateStore, profile: str | None) -> bool:
+        if self.notifier is None:
+            return False  # only the events tell renewals apart
+        return await cache.get(csr.pem, profile, allow_due=True) is not None
+
+    def running(self, csr: CsrInfo, solver: ChallengeSolver, cache: CertificateStore, profile: str | None) -> bool:
+        """Whether an order for this CSR runs now (the status page's "renewing")."""
+        task = self._inflight.get((cache.name, solver.name, profile, csr.pem))
+        return task is not None and not task.done()
+
+    def running_digests(self) -> set[tuple[str, str]]:
+        """(storage, digest) of every order running now."""
+        return {
+            (storage, csr_digest(pem, profile))
+            for (storage, _, profile, pem), task in self._inflight.items()
+            if not task.done()
+        }
 
     async def _issued_elsewhere(self, csr: CsrInfo, cache: CertificateStore, profile: str | None) -> Issued | None:
         stored = await cache.get(csr.pem, profile)

@@ -25,10 +25,10 @@ from acmems.challenges import ChallengeSolver
 from acmems.csr import parse_csr
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
-from acmems.settings import DEFAULT_ACCOUNT, Settings
+from acmems.settings import DEFAULT_ACCOUNT, AuthSettings, Settings
 from acmems.storage import CachedCertificate, CertificateStore
 
-__all__ = ["Renewer", "ari_batch", "renewal_candidates"]
+__all__ = ["Renewer", "ari_batch", "block_of", "renewal_candidates"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,14 +52,20 @@ def issuing_ca(runtime: _Runtime, entry: CachedCertificate) -> AcmeCa:
     return runtime.cas.get(entry.ca or DEFAULT_ACCOUNT, runtime.ca)
 
 
+def block_of(settings: Settings, storage: str, entry: CachedCertificate) -> AuthSettings | None:
+    """The auth block a stored certificate belongs to, as far as it is known: the first with its
+    verification and storage."""
+    verification = entry.verification or settings.default_verification
+    for block in settings.auth_blocks:
+        if block.verification == verification and block.storage == storage:
+            return block
+    return None
+
+
 def ca_list(runtime: _Runtime, cache: CertificateStore, entry: CachedCertificate) -> tuple[str, ...]:
-    """The accounts a renewal orders from, first again: those of the first auth block with the
-    certificate's verification and storage."""
-    verification = entry.verification or runtime.settings.default_verification
-    for block in runtime.settings.auth_blocks:
-        if block.verification == verification and block.storage == cache.name:
-            return block.ca
-    return (DEFAULT_ACCOUNT,)
+    """The accounts a renewal orders from, first again: those of the certificate's auth block."""
+    block = block_of(runtime.settings, cache.name, entry)
+    return block.ca if block is not None else (DEFAULT_ACCOUNT,)
 
 
 def renewal_candidates(
@@ -170,11 +176,14 @@ class Renewer:
                 )
                 self.backoff[entry.digest] = time.time() + _BACKOFF_MAX
                 return
+            block = block_of(runtime.settings, cache.name, entry)
+            ours = True  # whether this renewal started the order (else a client's order reports itself)
             try:
                 csr_pem, chain = await cache.read(entry)
                 csr = parse_csr(csr_pem)
                 issuer_ca = issuing_ca(runtime, entry)
                 replaces = ari_identifier(chain) if issuer_ca.offers_ari else None
+                ours = not runtime.issuer.running(csr, solver, cache, entry.profile)
                 task = runtime.issuer.start_issuance(
                     csr,
                     solver,
@@ -184,6 +193,7 @@ class Renewer:
                     requested=False,
                     ca_names=ca_list(runtime, cache, entry),
                     replaces_at=entry.ca or DEFAULT_ACCOUNT,
+                    block=block.name if block is not None else "-",
                 )
                 await task
             except (AcmemsError, OSError, ValueError) as exc:
@@ -194,6 +204,17 @@ class Renewer:
                     delay = max(delay, float(exc.retry_after))
                 self.backoff[entry.digest] = time.time() + delay
                 runtime.issuer.metrics.renewals.labels("failed").inc()
+                notifier = runtime.issuer.notifier
+                if notifier is not None and ours:
+                    notifier.failed(
+                        cache.name,
+                        entry.digest,
+                        block.name if block is not None else "-",
+                        entry.names,
+                        exc.message if isinstance(exc, AcmemsError) else str(exc),
+                        attempt=failures,
+                        next_attempt=time.time() + delay,
+                    )
                 log.warning(
                     "renewal of %s failed (%s); next try in %.0f s; the old certificate is served until %s",
                     ", ".join(entry.names),

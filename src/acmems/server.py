@@ -35,6 +35,8 @@ from acmems.config import load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
 from acmems.metrics import Metrics
+from acmems.notify.collector import NotifyCollector
+from acmems.notify.service import NotifyService
 from acmems.rate_log import FileRateLog, RateLog
 from acmems.renewer import Renewer
 from acmems.sdnotify import notify
@@ -90,7 +92,10 @@ class Server:
         self._http01: dict[str, Http01Solver] = {}
         self._journals: dict[Path, PendingJournal] = {}
         self._rate_logs: dict[Path, FileRateLog] = {}
+        # Events (webhook, mail, command), the watch for overdue certificates, and /status.
+        self.notify = NotifyService(settings, settings.account.dir or Path("."), lambda: self.runtime)
         self.runtime = self._build(settings, None)
+        self.metrics.registry.register(NotifyCollector(self.notify.notifier, self.notify.stores))
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
         if self.cluster is not None:
             cluster = self.cluster
@@ -142,6 +147,7 @@ class Server:
             self._shared_backoff,
             cas,
             settings.mgmt.request_timeout,
+            self.notify.notifier,
         )
         return Runtime(settings, ca, solvers, caches, issuer, cas)
 
@@ -216,8 +222,14 @@ class Server:
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
-        sign = SignHandler(lambda: self.runtime, self.metrics, label=self.log_label)
-        handler = management_handler(sign, health_page(self.health), metrics_page(self.metrics))
+        await self.notify.notifier.start(self.notify.watched)
+        sign = SignHandler(lambda: self.runtime, self.metrics, label=self.log_label, on_answer=self.notify.on_answer)
+        pages = {
+            "/health": health_page(self.health),
+            "/metrics": metrics_page(self.metrics),
+            "/status": self.notify.status_page,
+        }
+        handler = management_handler(sign, pages, lambda: self.runtime)
         shared = bind_shared(mgmt.listeners, mgmt.workers) if mgmt.workers > 1 else None
         # The challenge listeners first: a request accepted on a management listener may need them.
         for name, solver in self._http01.items():
@@ -227,7 +239,14 @@ class Server:
         if shared is None:
             await self._serve_lowlevel(handler, mgmt.listeners, "mgmt")
             return
-        self.workers = WorkerPool(lambda: self.runtime, self.metrics, self.health, self.log_label)
+        self.workers = WorkerPool(
+            lambda: self.runtime,
+            self.metrics,
+            self.health,
+            self.log_label,
+            {"/status": self.notify.status_page},
+            self.notify.on_answer,
+        )
         await self.workers.start(shared[1:])
         await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", shared[0])
 
@@ -319,6 +338,7 @@ class Server:
             log.error("reload refused, the old configuration keeps serving: %s", exc.message)
             return False
         self.runtime = runtime
+        await self.notify.notifier.configure(settings.notify)
         if self.workers is not None:
             await self.workers.replace()
         log.info("configuration reloaded from %s", ", ".join(settings.files))
@@ -397,6 +417,7 @@ class Server:
             await runner.cleanup()
         for ca in self.runtime.cas.values():
             ca.close()
+        await self.notify.notifier.stop()  # what is not delivered stays in the outbox
         if self.cluster is not None:
             await self.cluster.close()
 

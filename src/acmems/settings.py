@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acmems.notify.events import DEFAULT_EVENTS
+from acmems.notify.thresholds import Thresholds
 from acmems.rate_limits import RateLimits
 
 __all__ = [
@@ -13,26 +15,33 @@ __all__ = [
     "IMPLICIT_STORAGE",
     "IMPLICIT_VERIFICATION",
     "LETSENCRYPT_STAGING",
+    "LOOPBACK",
     "AccountSettings",
     "AuthSettings",
     "ClusterSettings",
+    "CommandReceiver",
     "DatabaseStorage",
     "DnsUpdateVerification",
+    "EmailReceiver",
     "FileStorage",
     "Http01Verification",
     "Listener",
     "LoggingSettings",
     "MgmtSettings",
     "NoneStorage",
+    "NotifySettings",
+    "ReceiverSettings",
     "Settings",
     "StorageSettings",
     "VerificationSettings",
+    "WebhookReceiver",
 ]
 
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 IMPLICIT_VERIFICATION = "http"
 IMPLICIT_STORAGE = "none"
 DEFAULT_ACCOUNT = "default"  # the unnamed [account]
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))  # [mgmt] admin-ip's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,8 @@ class MgmtSettings:
     workers: int = 1
     default_verification: str | None = None
     default_storage: str | None = None
+    # who may read /status, /metrics and /health (the socket's peer); default: loopback only
+    admin_ip: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = LOOPBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +190,59 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookReceiver:
+    """``[notify "name"] type = webhook``: one POST per event."""
+
+    name: str
+    url: str
+    secret: bytes | None = field(default=None, repr=False)  # X-Acmems-Signature's HMAC key
+    secret_file: str | None = None
+    events: frozenset[str] = DEFAULT_EVENTS
+    type: str = "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailReceiver:
+    """``[notify "name"] type = email``: one mail per event by SMTP."""
+
+    name: str
+    host: str
+    port: int
+    sender: str
+    to: tuple[str, ...]
+    security: str = "starttls"  # starttls | tls | none (loopback only)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
+    ca_file: str | None = None  # trust this CA for the SMTP server's certificate (else the system's)
+    events: frozenset[str] = DEFAULT_EVENTS
+    type: str = "email"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceiver:
+    """``[notify "name"] type = command``: the event's JSON on the command's standard input."""
+
+    name: str
+    argv: tuple[str, ...]
+    events: frozenset[str] = DEFAULT_EVENTS
+    type: str = "command"
+
+
+ReceiverSettings = WebhookReceiver | EmailReceiver | CommandReceiver
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """``[notify]`` (thresholds, how often to look) and every ``[notify "name"]`` receiver."""
+
+    receivers: tuple[ReceiverSettings, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    check_interval: float = 60.0  # how often overdue, expiring and not-picked-up are looked for
+    metrics_certificates: int = 10_000  # above this many certificates, /metrics has only totals
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """``[logging]``."""
 
@@ -200,6 +264,7 @@ class Settings:
     default_verification: str | None
     default_storage: str | None
     cluster: ClusterSettings | None = None
+    notify: NotifySettings = NotifySettings()
     accounts: dict[str, AccountSettings] = field(default_factory=dict)  # named, and "default" (= account)
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -26,7 +26,7 @@ from acmems.policy import choose_auth_block, peer_address, precheck
 from acmems.settings import AuthSettings, Settings
 from acmems.web import Handler, Routes, answering_errors, socket_peer, text_answer
 
-__all__ = ["Runtime", "SignHandler", "Signer", "health_page", "management_handler", "metrics_page"]
+__all__ = ["Runtime", "SignHandler", "Signer", "admin_only", "health_page", "management_handler", "metrics_page"]
 
 log = logging.getLogger("acmems.sign")
 _AUTH_MEMO_SIZE = 1024
@@ -58,6 +58,8 @@ class SignHandler:
         peer_of: the client's address for a request (the socket's peer; on the workers' internal
             socket, the address the worker saw).
         label: added to the log line of each request (which worker answered).
+        on_answer: told of each certificate answered (block, CSR, client address, chain): who
+            fetched which certificate, for the notifier.
     """
 
     def __init__(
@@ -67,8 +69,10 @@ class SignHandler:
         *,
         peer_of: Callable[[web.BaseRequest], str] = socket_peer,
         label: str = "",
+        on_answer: Callable[[AuthSettings, CsrInfo, str, bytes], None] | None = None,
     ) -> None:
         self.current = current
+        self.on_answer = on_answer
         self.metrics = metrics
         self.peer_of = peer_of
         self.label = label
@@ -108,6 +112,8 @@ class SignHandler:
         if isinstance(outcome, web.StreamResponse):
             return outcome  # answered elsewhere (a worker's forwarded request), counted and logged there
         self.answered_200.inc()
+        if self.on_answer is not None:
+            self.on_answer(block, csr, peer, outcome.chain)
         self._log(peer, 200, started, names, block_name, outcome.cache_hit, "", outcome.ca)
         return web.Response(body=outcome.chain, content_type="text/plain")
 
@@ -205,10 +211,33 @@ def metrics_page(metrics: Metrics) -> Handler:
     return answer
 
 
-def management_handler(sign: Handler, health: Handler, metrics: Handler) -> Handler:
-    """The handler for ``[mgmt] listener``: the three paths, every error answered in one place."""
-    routes = Routes(
-        {"/sign": (("POST",), sign), "/health": (("GET", "HEAD"), health), "/metrics": (("GET", "HEAD"), metrics)},
-        "not found: this server answers POST /sign, GET /health and GET /metrics",
-    )
+def admin_only(page: Handler, current: Callable[[], Runtime], peer_of: Callable[[web.BaseRequest], str]) -> Handler:
+    """``page`` for clients in ``[mgmt] admin-ip`` (the socket's peer); 403 for every other address."""
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        peer = peer_of(request)
+        allowed = current().settings.mgmt.admin_ip
+        if not any(peer_address(peer) in network for network in allowed):
+            raise AcmemsError(
+                f"{request.path} answers only the addresses in [mgmt] admin-ip, not {peer}",
+                kind=Kind.NOT_AUTHORIZED,
+            )
+        return await page(request)
+
+    return answer
+
+
+def management_handler(
+    sign: Handler,
+    pages: Mapping[str, Handler],
+    current: Callable[[], Runtime] | None = None,
+    peer_of: Callable[[web.BaseRequest], str] = socket_peer,
+) -> Handler:
+    """The handler for ``[mgmt] listener``: ``POST /sign`` and the admin ``pages`` (``/health``,
+    ``/metrics``, ``/status``: GET and HEAD; only for ``[mgmt] admin-ip`` when ``current`` is given),
+    every error answered in one place."""
+    table: dict[str, tuple[tuple[str, ...], Handler]] = {"/sign": (("POST",), sign)}
+    for path, page in pages.items():
+        table[path] = (("GET", "HEAD"), admin_only(page, current, peer_of) if current is not None else page)
+    routes = Routes(table, "not found: this server answers POST /sign, GET /health, GET /metrics and GET /status")
     return answering_errors(routes)

@@ -30,12 +30,13 @@ from typing import Protocol
 
 from aiohttp import web
 
+from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError
 from acmems.metrics import Metrics
-from acmems.settings import Listener
+from acmems.settings import AuthSettings, Listener
 from acmems.sign import Runtime, SignHandler, health_page, management_handler, metrics_page
 from acmems.storage import CertificateStore
-from acmems.web import OneLineErrorServer
+from acmems.web import Handler, OneLineErrorServer
 from acmems.worker_messages import REPORT_PATH, WorkerReport, forwarded_peer
 
 __all__ = ["WorkerPool", "bind_shared"]
@@ -109,11 +110,15 @@ class WorkerPool:
         metrics: Metrics,
         health: Callable[[], list[str]],
         label: str = "",
+        pages: Mapping[str, Handler] | None = None,
+        on_answer: Callable[[AuthSettings, CsrInfo, str, bytes], None] | None = None,
     ) -> None:
         self._current = current
         self._metrics = metrics
-        sign = SignHandler(current, metrics, peer_of=forwarded_peer, label=label)
-        self._handler = management_handler(sign, health_page(health), metrics_page(metrics))
+        sign = SignHandler(current, metrics, peer_of=forwarded_peer, label=label, on_answer=on_answer)
+        # The workers pass the admin pages on with the client's address: checked here against admin-ip.
+        admin = {"/health": health_page(health), "/metrics": metrics_page(metrics), **(pages or {})}
+        self._handler = management_handler(sign, admin, current, forwarded_peer)
         self._directory = Path(tempfile.mkdtemp(prefix="acmems-"))  # 0700: only this user reaches the socket
         self.socket_path = self._directory / "main.sock"
         self._runner: web.BaseRunner | None = None

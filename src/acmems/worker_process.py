@@ -190,7 +190,7 @@ async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequenc
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     forward = _Forwarder(session, settings.mgmt.request_timeout + 30)
     sign = _WorkerSignHandler(_WorkerRuntime(settings, _CacheSigner(caches, metrics)), metrics, forward, number)
-    handler = management_handler(sign, forward, forward)
+    handler = management_handler(sign, {"/health": forward, "/metrics": forward, "/status": forward})
     server = OneLineErrorServer(handler, access_log=None, keepalive_timeout=settings.mgmt.idle_timeout)
     runner = web.ServerRunner(server, shutdown_timeout=STOP_GRACE - 5, handle_signals=False)
     await runner.setup()

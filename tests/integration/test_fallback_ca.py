@@ -119,8 +119,10 @@ def test_a_certificate_from_the_fallback_is_renewed_at_the_first_ca_again(
         # acmems' own lines, not Pebble's count (Pebble logs "Issued" before acmems has the chain); a
         # renewal tried while the first CA was still starting is retried after its backoff (60 s).
         wait_for(
-            lambda: "(verification http, ca default)" in server.log_text()
-            and "renewed renew.example.test ahead of its clients" in server.log_text(),
+            lambda: (
+                "(verification http, ca default)" in server.log_text()
+                and "renewed renew.example.test ahead of its clients" in server.log_text()
+            ),
             100,
             "the renewal at the first CA",
         )

@@ -85,7 +85,8 @@ def serve() -> Callable[[Callable[[Server], Coroutine[Any, Any, None]]], None]:
             runtime = FakeRuntime(settings_from_sources([("test.ini", CONFIG)]))
             metrics = Metrics()
             sign = SignHandler(lambda: runtime, metrics)
-            handler = management_handler(sign, health_page(list), metrics_page(metrics))
+            pages = {"/health": health_page(list), "/metrics": metrics_page(metrics)}
+            handler = management_handler(sign, pages, lambda: runtime)
             runner = web.ServerRunner(OneLineErrorServer(handler, access_log=None), handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)

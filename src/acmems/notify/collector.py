@@ -1,0 +1,91 @@
+"""The notifier's part of ``/metrics``, read at every scrape: per-certificate series (expiry,
+renewal point, last pickup; labelled by the certificate's first name and storage, never by client),
+only totals above ``[notify] metrics-certificates``; the conditions in force; events sent, failed
+and dropped per receiver; the queue's length."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from acmems.notify.notifier import Notifier
+from acmems.storage.base import CachedCertificate
+
+__all__ = ["NotifyCollector"]
+
+
+class NotifyCollector(Collector):
+    """``stores()`` gives (storage name, its certificates) of the configuration in force."""
+
+    def __init__(self, notifier: Notifier, stores: Callable[[], list[tuple[str, list[CachedCertificate]]]]) -> None:
+        self.notifier = notifier
+        self.stores = stores
+
+    def collect(self) -> Iterable[Metric]:
+        n = self.notifier
+        yield GaugeMetricFamily(
+            "acmems_certificates_overdue",
+            "Certificates past their renewal point by [notify] overdue-grace and not renewed",
+            value=n.count("overdue"),
+        )
+        yield GaugeMetricFamily(
+            "acmems_certificates_expiring",
+            "Certificates still asked for with little lifetime left",
+            value=n.count("expiring"),
+        )
+        yield GaugeMetricFamily(
+            "acmems_certificates_not_picked_up",
+            "Clients that have not fetched the renewed certificate of the one they fetched before",
+            value=n.count("not-picked-up"),
+        )
+        yield GaugeMetricFamily("acmems_notify_queue_length", "Events not yet delivered", value=n.queue_length())
+        sent = CounterMetricFamily("acmems_notify_events_sent", "Events delivered, by receiver", labels=["receiver"])
+        failed = CounterMetricFamily(
+            "acmems_notify_events_failed", "Deliveries that failed (and are retried), by receiver", labels=["receiver"]
+        )
+        dropped = CounterMetricFamily(
+            "acmems_notify_events_dropped", "Events given up after a day of retries, by receiver", labels=["receiver"]
+        )
+        for name, receiver in n.receivers.items():
+            sent.add_metric([name], receiver.sent)
+            failed.add_metric([name], receiver.failed)
+            dropped.add_metric([name], receiver.dropped)
+        yield from (sent, failed, dropped)
+        yield from self._certificates()
+
+    def _certificates(self) -> Iterable[Metric]:
+        stores = self.stores()
+        total = sum(len(entries) for _, entries in stores)
+        if total > self.notifier.settings.metrics_certificates:
+            return  # only the totals (acmems_certificates_cached and the gauges above)
+        expiry = GaugeMetricFamily(
+            "acmems_certificate_expiry_timestamp_seconds", "When the certificate expires", labels=["name", "storage"]
+        )
+        renewal = GaugeMetricFamily(
+            "acmems_certificate_renewal_timestamp_seconds",
+            "When the certificate is due for renewal (ARI window or lifetime rule)",
+            labels=["name", "storage"],
+        )
+        pickup = GaugeMetricFamily(
+            "acmems_certificate_last_pickup_timestamp_seconds",
+            "When a client last fetched the certificate",
+            labels=["name", "storage"],
+        )
+        for storage, entries in stores:
+            newest: dict[str, CachedCertificate] = {}
+            for entry in entries:
+                first = entry.names[0] if entry.names else entry.digest[:16]
+                known = newest.get(first)
+                if known is None or entry.not_after > known.not_after:
+                    newest[first] = entry
+            for first, entry in sorted(newest.items()):
+                expiry.add_metric([first, storage], entry.not_after.timestamp())
+                renewal.add_metric([first, storage], entry.renew_at.timestamp())
+                track = self.notifier.pickups.get(storage, entry.digest)
+                last = max((f.when for f in track.fetches.values()), default=None) if track is not None else None
+                last = max(last or 0.0, entry.last_requested) or None
+                if last is not None:
+                    pickup.add_metric([first, storage], last)
+        yield from (expiry, renewal, pickup)

@@ -1,0 +1,90 @@
+"""The notifier as the server runs it: built from the configuration, fed by the issuer, the
+renewer and the sign handler, and shown on ``GET /status`` and ``/metrics``.
+
+Its outbox and state live in the default account's directory (``notify-outbox/``,
+``notify-state.json``), which every acmems has and keeps across restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from acmems.csr import CsrInfo
+from acmems.issuer import Issuer
+from acmems.notify.notifier import Notifier
+from acmems.notify.outbox import FileOutbox
+from acmems.notify.status import STATES, StatusRow, status_rows
+from acmems.notify.watch import Watched
+from acmems.renewer import block_of
+from acmems.settings import AuthSettings, Settings
+from acmems.status_page import render_status
+from acmems.storage import CachedCertificate, CertificateStore, csr_digest
+
+__all__ = ["OUTBOX", "STATE_FILE", "NotifyService"]
+
+OUTBOX = "notify-outbox"
+STATE_FILE = "notify-state.json"
+
+
+class _Runtime(Protocol):
+    settings: Settings
+    caches: dict[str, CertificateStore]
+    issuer: Issuer
+
+
+class NotifyService:
+    """One per server process; ``current`` gives the runtime of the configuration in force."""
+
+    def __init__(self, settings: Settings, directory: Path, current: Callable[[], _Runtime]) -> None:
+        self.current = current
+        self.notifier = Notifier(settings.notify, FileOutbox(directory / OUTBOX), directory / STATE_FILE)
+
+    def stores(self) -> list[tuple[str, list[CachedCertificate]]]:
+        """(storage, certificates) of every store that keeps certificates."""
+        return [(cache.name, cache.entries()) for cache in self.current().caches.values() if cache.where != "-"]
+
+    def watched(self) -> list[Watched]:
+        runtime = self.current()
+        items = []
+        for storage, entries in self.stores():
+            for entry in entries:
+                block = block_of(runtime.settings, storage, entry)
+                track = self.notifier.pickups.get(storage, entry.digest)
+                renewed = None
+                fetches = {}
+                if track is not None:
+                    fetches = track.fetches
+                    if track.renewed_serial == entry.serial:
+                        renewed = track.renewed
+                items.append(Watched(storage, block.name if block else "-", entry, renewed, fetches))
+        return items
+
+    def on_answer(self, block: AuthSettings, csr: CsrInfo, peer: str, chain: bytes) -> None:
+        """The sign handler answered ``peer`` with ``chain``."""
+        self.notifier.fetched(block.storage, csr_digest(csr.pem, block.profile), peer, chain)
+
+    def rows(self, now: datetime) -> list[StatusRow]:
+        runtime = self.current()
+        return status_rows(
+            self.stores(),
+            now,
+            runtime.settings.notify.thresholds,
+            runtime.issuer.running_digests(),
+            self.notifier.pickups.tracks,
+        )
+
+    async def status_page(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``GET /status`` (``?page=N``, ``?state=NAME``)."""
+        now = datetime.now(UTC)
+        try:
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            page = 1
+        state = request.query.get("state")
+        body = render_status(self.rows(now), now, page, state if state in STATES else None)
+        return web.Response(body=body, content_type="text/html", charset="utf-8")

@@ -1,0 +1,192 @@
+"""Notifications (``[notify "name"]``): events to a real webhook receiver, a real SMTP server with
+STARTTLS and AUTH, and a command; against a real Pebble."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests import ini
+from tests.conftest import AcmemsFactory, curl_post, make_csr
+from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
+from tests.receivers import Hook, MailServer, command_receiver
+
+pytestmark = pytest.mark.integration
+SECRET = "webhook-secret-value"
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    receiver = Hook().start()
+    yield receiver
+    receiver.stop()
+
+
+def _notify(name: str, **keys: ini.Value | None) -> str:
+    return ini.section(f'notify "{name}"', {k.replace("_", "-"): v for k, v in keys.items()})
+
+
+def _config(ca: Pebble, tmp_path: Path, port: int, *extra: str, mgmt: dict[str, ini.Value] | None = None) -> str:
+    return ini.ini(
+        ini.account(ca, tmp_path / "account"),
+        ini.mgmt(port, **(mgmt or {})),
+        ini.http01("http", ca.http_port),
+        ini.file_storage("file", tmp_path / "storage"),
+        ini.auth("local", ["*.example.test"], ip="127.0.0.0/8"),
+        *extra,
+    )
+
+
+def _sign(server: Acmems, names: list[str], csr: bytes | None = None, source: str = "127.0.0.1") -> tuple[int, bytes]:
+    body = csr if csr is not None else make_csr(names)[0]
+    status, answer, _ = curl_post(f"http://127.0.0.1:{server.mgmt_port}/sign", body, extra=["--interface", source])
+    return status, answer
+
+
+def _leaf(chain: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(chain)
+
+
+def test_issued_goes_to_webhook_mail_and_command_and_a_cache_hit_sends_nothing(
+    acmems_factory: AcmemsFactory, pebble: Pebble, hook: Hook, tmp_path: Path
+) -> None:
+    secret = tmp_path / "webhook.secret"
+    secret.write_text(SECRET + "\n\n")  # trailing whitespace is not part of the key
+    mail = MailServer(tmp_path / "smtp").start()
+    password = tmp_path / "smtp-password"
+    password.write_text(mail.password + "\n")
+    command, received = command_receiver(tmp_path / "cmd")
+    port = free_port()
+    config = _config(
+        pebble,
+        tmp_path,
+        port,
+        _notify("ops", type="webhook", url=hook.url, secret_file=secret, events="issued, failed"),
+        _notify(
+            "mail",
+            type="email",
+            smtp_server=f"127.0.0.1:{mail.port}",
+            security="starttls",
+            username=mail.user,
+            password_file=password,
+            ca_file=mail.ca_file,
+            **{"from": "acmems@example.test"},
+            to=["ops@example.test", "oncall@example.test"],
+            events="issued",
+        ),
+        _notify("script", type="command", command=command, events="issued"),
+    )
+    try:
+        server = acmems_factory(config, port)
+        csr, _ = make_csr(["Notify.example.test", "www.notify.example.test"])
+        status, chain = _sign(server, [], csr)
+        assert status == 200, chain
+        leaf = _leaf(chain)
+        (event,) = hook.wait("issued")
+        assert event["names"] == ["notify.example.test", "www.notify.example.test"]  # lower case, the CSR's order
+        assert event["serial"] == format(leaf.serial_number, "x")
+        assert event["not_after"] == leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert event["renewal"] is False and event["block"] == "local" and event["profile"] is None
+        assert len(event["id"]) >= 16 and event["time"].endswith("Z")
+        headers, body = hook.posts[0]
+        assert headers["content-type"] == "application/json"
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["x-acmems-signature"], expected)
+        mails = mail.wait(1)
+        sender, recipients, text = mails[0]
+        assert sender == "acmems@example.test" and recipients == ["ops@example.test", "oncall@example.test"]
+        message = email.message_from_bytes(text, policy=email.policy.default)
+        assert (
+            message["Subject"].strip() == "[acmems] certificate issued for notify.example.test, www.notify.example.test"
+        )
+        content = message.get_content()
+        assert format(leaf.serial_number, "x") in content and event["not_after"] in content
+        wait_for(lambda: received.exists() and received.read_text().strip(), 30, "the command's event")
+        assert json.loads(received.read_text().splitlines()[0])["id"] == event["id"]
+        status, again = _sign(server, [], csr)  # a cache hit
+        assert status == 200 and again == chain
+        time.sleep(2)
+        assert len(hook.posts) == 1 and len(mail.mails) == 1 and len(received.read_text().splitlines()) == 1
+        log = server.log_text()
+        assert SECRET not in log and mail.password not in log
+    finally:
+        mail.stop()
+
+
+def test_failed_carries_the_ca_s_problem_for_a_failed_validation_and_a_ca_that_is_down(
+    acmems_factory: AcmemsFactory, bind: Bind, hook: Hook, tmp_path: Path
+) -> None:
+    # Pebble checks HTTP-01 on a port where nothing listens: the validation fails.
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
+    port = free_port()
+    config = ini.ini(
+        ini.account(ca, tmp_path / "account"),
+        ini.mgmt(port),
+        ini.http01("http", free_port()),
+        ini.file_storage("file", tmp_path / "storage"),
+        ini.auth("local", ["*.example.test"], ip="127.0.0.1"),
+        _notify("ops", type="webhook", url=hook.url),
+    )
+    try:
+        server = acmems_factory(config, port)
+        status, body = _sign(server, ["refused.example.test"])
+        assert status == 421, body
+        (event,) = hook.wait("failed")
+        assert event["names"] == ["refused.example.test"] and event["block"] == "local"
+        assert "connection" in event["error"] and "\n" not in event["error"]
+        ca.stop()
+        status, body = _sign(server, ["down.example.test"])
+        assert status == 503, body
+        events = hook.wait("failed", 2)
+        assert events[1]["names"] == ["down.example.test"]
+        assert "cannot be reached" in events[1]["error"]
+        assert not hook.events("issued")  # not selected: the default filter leaves issued out
+    finally:
+        ca.stop()
+
+
+def test_a_receiver_answering_500_or_down_gets_the_event_later_also_after_a_restart_and_never_twice(
+    acmems_factory: AcmemsFactory, pebble: Pebble, tmp_path: Path
+) -> None:
+    hook = Hook().start()
+    hook.status = 500
+    port = free_port()
+    config = _config(pebble, tmp_path, port, _notify("ops", type="webhook", url=hook.url, events="issued"))
+    try:
+        server = acmems_factory(config, port)
+        assert _sign(server, ["retry.example.test"])[0] == 200
+        wait_for(lambda: hook.attempts >= 1, 30, "the first attempt")
+        hook.status = 200
+        (first,) = hook.wait("issued", timeout=30)  # the retry, within 10 s
+        assert "not delivered (HTTP 500" in server.log_text()
+        # The receiver is down; acmems stops with the event undelivered and starts again.
+        hook.stop()
+        assert _sign(server, ["restart.example.test"])[0] == 200
+        wait_for(
+            lambda: "restart.example.test" in server.log_text() and "next try in" in server.log_text(),
+            30,
+            "a failed try",
+        )
+        server.stop()
+        pending = list((tmp_path / "account" / "notify-outbox" / "ops").glob("*.json"))
+        assert len(pending) == 1
+        kept = json.loads(pending[0].read_text())["body"].encode()
+        hook.start()
+        server.start()
+        events = hook.wait("issued", 2, timeout=30)
+        assert events[0]["id"] == first["id"] and events[1]["names"] == ["restart.example.test"]
+        assert hook.posts[1][1] == kept  # byte for byte what was kept
+        time.sleep(7)  # longer than the first retry: nothing is sent twice
+        assert len(hook.posts) == 2
+        assert not list((tmp_path / "account" / "notify-outbox" / "ops").glob("*.json"))
+    finally:
+        hook.stop()
