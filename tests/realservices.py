@@ -72,6 +72,8 @@ TOOLS = {
     "initdb": "postgresql-15",
     "pg_isready": "postgresql-client-15",
     "psql": "postgresql-client-15",
+    "chromium-headless-shell": "chromium-headless-shell",  # renders /status (tests/integration/test_notify.py)
+    "promtool": "prometheus",  # checks contrib/prometheus/acmems-alerts.yml
 }
 
 

@@ -8,6 +8,8 @@ import email.policy
 import hashlib
 import hmac
 import json
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +19,12 @@ from cryptography import x509
 
 from tests import ini
 from tests.conftest import AcmemsFactory, curl_post, make_csr
-from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
+from tests.realservices import Acmems, Bind, Pebble, free_port, tool, wait_for
 from tests.receivers import Hook, MailServer, command_receiver
 
 pytestmark = pytest.mark.integration
 SECRET = "webhook-secret-value"
+OUTPUT = Path(__file__).resolve().parents[2] / ".cache" / "test-output"  # the status page's screenshot
 
 
 @pytest.fixture
@@ -190,3 +193,127 @@ def test_a_receiver_answering_500_or_down_gets_the_event_later_also_after_a_rest
         assert not list((tmp_path / "account" / "notify-outbox" / "ops").glob("*.json"))
     finally:
         hook.stop()
+
+
+@pytest.fixture
+def short_ca(bind: Bind, tmp_path: Path) -> Iterator[Pebble]:
+    """A Pebble whose ``short`` profile gives 30-second certificates (renewal point after 20 s)."""
+    ca = Pebble(tmp_path / "short-pebble", bind.port, free_port(), profiles={"default": 90 * 86400, "short": 30})
+    ca.start()
+    yield ca
+    ca.stop()
+
+
+def _short_config(ca: Pebble, tmp_path: Path, port: int, hook: Hook, **notify: ini.Value) -> str:
+    return ini.ini(
+        ini.account(ca, tmp_path / "account"),
+        ini.mgmt(port, renewal_interval=1),
+        ini.http01("http", ca.http_port),
+        ini.file_storage("file", tmp_path / "storage"),
+        ini.auth("short", ["*.example.test"], ip="127.0.0.0/8", profile="short"),
+        ini.section("notify", {"check-interval": 1, "remind-every": "10m", **notify}),
+        _notify("ops", type="webhook", url=hook.url, events="issued failed overdue expiring not-picked-up"),
+    )
+
+
+def _time(value: str) -> float:
+    return time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+
+
+def test_overdue_and_expiring_when_the_ca_is_gone_and_clients_keep_asking(
+    acmems_factory: AcmemsFactory, short_ca: Pebble, hook: Hook, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = acmems_factory(_short_config(short_ca, tmp_path, port, hook), port)
+    csr, _ = make_csr(["overdue.example.test"])
+    status, chain = _sign(server, [], csr)
+    assert status == 200, chain
+    leaf = _leaf(chain)
+    lifetime = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds()
+    renewal_point = leaf.not_valid_after_utc.timestamp() - lifetime / 3
+    short_ca.stop()
+    deadline = time.monotonic() + 60
+    while not hook.events("expiring") and time.monotonic() < deadline:
+        status, answer = _sign(server, [], csr)  # the old certificate, while it is valid
+        assert status == 200 and answer == chain
+        time.sleep(1.5)
+    (overdue,) = hook.events("overdue")
+    (expiring,) = hook.wait("expiring")
+    assert overdue["names"] == ["overdue.example.test"] and overdue["serial"] == format(leaf.serial_number, "x")
+    assert _time(overdue["time"]) >= int(renewal_point + 0.05 * lifetime)  # past the renewal point plus grace
+    assert _time(expiring["time"]) >= int(leaf.not_valid_after_utc.timestamp() - 0.10 * lifetime)
+    failed = hook.events("failed")
+    assert len(failed) >= 2  # one per renewal attempt (the clients' and the renewer's)
+    assert all("cannot be reached" in event["error"] for event in failed)
+    assert all(_time(event["time"]) >= int(renewal_point) for event in failed)
+    assert any("attempt" in event and "next_attempt" in event for event in failed)  # the renewer's
+    assert overdue["not_after"] == leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_not_picked_up_names_the_client_that_fetched_the_old_one_until_it_fetches_the_new(
+    acmems_factory: AcmemsFactory, short_ca: Pebble, hook: Hook, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = acmems_factory(_short_config(short_ca, tmp_path, port, hook), port)
+    csr, _ = make_csr(["pickup.example.test"])
+    status, old = _sign(server, [], csr, source="127.0.0.2")  # client A
+    assert status == 200, old
+    renewed = [e for e in hook.wait("issued", 2, timeout=60) if e["renewal"]]  # the renewer, ~20 s later
+    assert len(renewed) == 1 and renewed[0]["serial"] != format(_leaf(old).serial_number, "x")
+    status, new = _sign(server, [], csr, source="127.0.0.3")  # client B: only ever had the new one
+    assert status == 200 and new != old
+    (event,) = hook.wait("not-picked-up", timeout=30)
+    assert event["client"] == "127.0.0.2" and event["names"] == ["pickup.example.test"]
+    assert event["serial"] == renewed[0]["serial"]
+    assert _time(event["time"]) >= _time(renewed[0]["time"])
+    metrics = curl_post(f"http://127.0.0.1:{port}/metrics", b"", extra=["-X", "GET"])[1].decode()
+    assert "acmems_certificates_not_picked_up 1.0" in metrics
+    assert 'acmems_certificate_expiry_timestamp_seconds{name="pickup.example.test",storage="file"}' in metrics
+    status, fetched = _sign(server, [], csr, source="127.0.0.2")  # A picks it up
+    assert status == 200 and fetched == new
+    wait_for(
+        lambda: (
+            "acmems_certificates_not_picked_up 0.0"
+            in curl_post(f"http://127.0.0.1:{port}/metrics", b"", extra=["-X", "GET"])[1].decode()
+        ),
+        10,
+        "the condition to end",
+    )
+    time.sleep(3)
+    assert len(hook.events("not-picked-up")) == 1
+
+
+def _chromium(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    command = [tool("chromium-headless-shell"), "--no-sandbox", "--disable-gpu", "--window-size=1400,700", *args, url]
+    return subprocess.run(command, capture_output=True, timeout=90, check=True)
+
+
+def test_status_page_in_headless_chromium_and_admin_ip_enforced(
+    acmems_factory: AcmemsFactory, pebble: Pebble, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = _config(pebble, tmp_path, port, mgmt={"admin_ip": "127.0.0.1/32"})
+    server = acmems_factory(config, port)
+    names = ["status-a.example.test", "status-b.example.test"]
+    for name in names:
+        assert _sign(server, [name])[0] == 200
+    url = f"http://127.0.0.1:{port}/status"
+    dom = _chromium(url, "--dump-dom").stdout.decode()
+    rows = re.findall(r'<tr data-state="([^"]+)" data-storage="file">(.*?)</tr>', dom, re.DOTALL)
+    assert sorted(re.search(r'class="names">([^<]+)<', row).group(1) for _, row in rows) == names  # type: ignore[union-attr]
+    assert {state for state, _ in rows} == {"ok"}
+    assert all("<svg" in row and 'class="now"' in row and 'class="window"' in row for _, row in rows)
+    assert all("127.0.0.1" in row for _, row in rows)  # last fetched by
+    assert re.search(r'class="count" data-state="ok">2<', dom)
+    shot = OUTPUT / "status-page.png"
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    _chromium(url, f"--screenshot={shot}")
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 5000
+    for path in ("/status", "/metrics", "/health"):
+        status, body, _ = curl_post(
+            f"http://127.0.0.1:{port}{path}", b"", extra=["-X", "GET", "--interface", "127.0.0.2"]
+        )
+        assert status == 403, (path, body)
+        assert b"admin-ip" in body
+        status, _, _ = curl_post(f"http://127.0.0.1:{port}{path}", b"", extra=["-X", "GET"])
+        assert status == 200, path
