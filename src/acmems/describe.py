@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from acmems.settings import (
     AccountSettings,
+    CommandReceiver,
     DatabaseStorage,
     DnsUpdateVerification,
+    EmailReceiver,
     FileStorage,
     Http01Verification,
+    ReceiverSettings,
     Settings,
+    WebhookReceiver,
 )
 
 __all__ = ["describe_settings"]
@@ -38,6 +44,30 @@ def _account_lines(name: str, account: AccountSettings) -> list[str]:
     ]
 
 
+def _masked_url(url: str) -> str:
+    # A password in the URL, or a token in its query, is a secret too.
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}:********@" if parts.password else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "********" if parts.query else "", ""))
+
+
+def _receiver_line(receiver: ReceiverSettings) -> str:
+    head = f'[notify "{receiver.name}"] type = {receiver.type}'
+    if isinstance(receiver, WebhookReceiver):
+        what = f"url = {_masked_url(receiver.url)} secret-file = {receiver.secret_file or '-'}"
+    elif isinstance(receiver, EmailReceiver):
+        login = f"username = {receiver.username} password-file = {receiver.password_file}" if receiver.username else ""
+        what = (
+            f"smtp-server = {receiver.host}:{receiver.port} security = {receiver.security} from = {receiver.sender} "
+            f"to = {', '.join(receiver.to)} {login}".rstrip()
+        )
+    else:
+        assert isinstance(receiver, CommandReceiver)
+        what = f"command = {' '.join(receiver.argv)}"
+    return f"{head} {what} events = {', '.join(sorted(receiver.events))}"
+
+
 def describe_settings(settings: Settings) -> str:
     """The resolved configuration as text, secrets masked (``acmems check``)."""
     out = [f"configuration: {', '.join(settings.files)}"]
@@ -61,6 +91,7 @@ def describe_settings(settings: Settings) -> str:
         ),
         f"  default verification = {settings.default_verification or '- (disabled)'}",
         f"  default storage = {settings.default_storage or '- (disabled)'}",
+        f"  admin-ip (/status, /metrics, /health) = {', '.join(str(n) for n in settings.mgmt.admin_ip)}",
     ]
     if settings.cluster is not None:
         from acmems.cluster.database import masked  # psycopg's parser, loaded only for a cluster
@@ -113,6 +144,14 @@ def describe_settings(settings: Settings) -> str:
             f"  verification = {block.verification}, storage = {block.storage}, "
             f"profile = {block.profile or '- (the CA default)'}, ca = {' '.join(block.ca)}",
         ]
+    notify = settings.notify
+    t = notify.thresholds
+    out.append(
+        f"[notify] overdue-grace = {t.overdue_grace}, expiring = {t.expiring_left}, "
+        f"not-picked-up-grace = {t.pickup_grace}, remind-every = {t.remind_every}, "
+        f"check-interval = {notify.check_interval:g} s, metrics-certificates = {notify.metrics_certificates}"
+    )
+    out += [_receiver_line(receiver) for receiver in notify.receivers]
     log = settings.logging
     out.append(f"[logging] level = {log.level}, destination = {log.destination}, format = {log.format}")
     for warning in settings.warnings:

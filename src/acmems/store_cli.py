@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from acmems.errors import AcmemsError
+from acmems.notify.state import STATE_FILE, read_state
+from acmems.notify.status import certificate_state
 from acmems.settings import Settings
 from acmems.storage import CachedCertificate, CertificateStore, Origin, make_store
 
@@ -54,18 +56,24 @@ async def _loaded(settings: Settings, db: ClusterDb | None, names: list[str] | N
 async def list_certificates(settings: Settings) -> int:
     """``acmems list``: every storage's certificates (a cluster's from its database)."""
     now = datetime.now(UTC)
+    thresholds = settings.notify.thresholds
+    # The last errors the server noted (its notify-state.json); "renewing" is known only to the server.
+    tracks = {}
+    if settings.account.dir is not None:
+        tracks = read_state(settings.account.dir / STATE_FILE)[1].tracks
     async with _cluster(settings) as db:
         for store in await _loaded(settings, db):
             count = store.count()
             print(f'[storage "{store.name}"] {store.where}: {count} certificate(s)')
             lines = []
             if count:
-                lines.append(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<8} {'ca':<10} names")
+                lines.append(f"  {'not after (UTC)':<20} {'renew from (UTC)':<20} {'state':<11} {'ca':<10} names")
             for entry in store.entries():
-                state = "expired" if entry.not_after <= now else "due" if entry.renew_at <= now else "ok"
+                track = tracks.get((store.name, entry.digest))
+                state = certificate_state(entry, now, thresholds, False, track.error if track else None)
                 lines.append(
-                    f"  {_when(entry.not_after)}  {_when(entry.renew_at)}  {state:<8} {entry.ca or 'default':<10} "
-                    f"{', '.join(entry.names)}"
+                    f"  {_when(entry.not_after)}  {_when(entry.renew_at)}  {state.replace(' ', '-'):<11} "
+                    f"{entry.ca or 'default':<10} {', '.join(entry.names)}"
                 )
             if lines:
                 sys.stdout.write("\n".join(lines) + "\n")

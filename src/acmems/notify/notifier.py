@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -22,12 +21,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from acmems.fileio import write_atomic
 from acmems.lru import Lru
 from acmems.notify.events import Event, make_event, rfc3339
 from acmems.notify.outbox import GIVE_UP_AFTER, Outbox, Pending
 from acmems.notify.pickups import Pickups
 from acmems.notify.senders import DeliveryError, Sender, make_sender
+from acmems.notify.state import read_state, write_state
 from acmems.notify.watch import Mark, Watched, watch
 from acmems.settings import NotifySettings, ReceiverSettings
 
@@ -282,19 +281,9 @@ class Notifier:
     def _save_state(self) -> None:
         if self.state_path is None:
             return
-        state = {"marks": {k: [m.began, m.sent] for k, m in self.marks.items()}, "pickups": self.pickups.to_json()}
         self.pickups.changed = self._marks_changed = False
-        try:
-            write_atomic(self.state_path, json.dumps(state).encode(), mode=0o600)
-        except OSError as exc:
-            log.error("notify: cannot save %s: %s", self.state_path, exc)
+        write_state(self.state_path, self.marks, self.pickups)
 
     def _load_state(self) -> None:
-        if self.state_path is None or not self.state_path.exists():
-            return
-        try:
-            raw = json.loads(self.state_path.read_text())
-            self.marks = {str(k): Mark(float(v[0]), float(v[1])) for k, v in dict(raw["marks"]).items()}
-            self.pickups = Pickups.from_json(raw["pickups"])
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            log.error("notify: cannot read %s (%s); starting without it", self.state_path, exc)
+        if self.state_path is not None:
+            self.marks, self.pickups = read_state(self.state_path)

@@ -18,6 +18,7 @@ from acmems.csr import CsrInfo
 from acmems.issuer import Issuer
 from acmems.notify.notifier import Notifier
 from acmems.notify.outbox import FileOutbox
+from acmems.notify.state import STATE_FILE
 from acmems.notify.status import STATES, StatusRow, status_rows
 from acmems.notify.watch import Watched
 from acmems.renewer import block_of
@@ -25,10 +26,9 @@ from acmems.settings import AuthSettings, Settings
 from acmems.status_page import render_status
 from acmems.storage import CachedCertificate, CertificateStore, csr_digest
 
-__all__ = ["OUTBOX", "STATE_FILE", "NotifyService"]
+__all__ = ["OUTBOX", "NotifyService"]
 
 OUTBOX = "notify-outbox"
-STATE_FILE = "notify-state.json"
 
 
 class _Runtime(Protocol):
