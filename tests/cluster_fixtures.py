@@ -4,7 +4,7 @@ behind one nginx (plain round robin) on the port the session Pebble sends its HT
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +67,12 @@ def cluster_config(
     mgmt_port: int,
     http_port: int,
     bind: Bind | None = None,
+    extra: Sequence[str] = (),
+    auth: Mapping[str, str] | None = None,
     **mgmt: str | int,
 ) -> str:
-    """An instance of a cluster: HTTP-01 on ``http_port``, or with ``bind`` DNS-01 there."""
+    """An instance of a cluster: HTTP-01 on ``http_port``, or with ``bind`` DNS-01 there; ``extra``
+    sections and ``auth`` keys of its auth block added."""
     verification = ini.http01("http", http_port) if bind is None else ini.dns01("dns", bind, ttl=5, timeout=2)
     return ini.ini(
         ini.account(pebble, account_dir),
@@ -83,7 +86,9 @@ def cluster_config(
             ip="127.0.0.1",
             storage="shared",
             verification="http" if bind is None else "dns",
+            **(auth or {}),
         ),
+        *extra,
     )
 
 
@@ -102,13 +107,16 @@ def start_cluster(
     tmp_path: Path,
     count: int = 3,
     bind: Bind | None = None,
+    extra: Sequence[str] = (),
+    auth: Mapping[str, str] | None = None,
+    **mgmt: str | int,
 ) -> Cluster:
     """``count`` acmems on one database; nginx round-robins the CA's checks over their challenge listeners."""
     ports = [(free_port(), free_port()) for _ in range(count)]
     letters = "abcdefgh"[:count]
     configs = [
-        cluster_config(pebble, account_dir, db, f"acmems-{letter}", mgmt, http, bind)
-        for letter, (mgmt, http) in zip(letters, ports, strict=True)
+        cluster_config(pebble, account_dir, db, f"acmems-{letter}", port, http, bind, extra, auth, **mgmt)
+        for letter, (port, http) in zip(letters, ports, strict=True)
     ]
     proxy = Nginx(tmp_path / "nginx", pebble.http_port, [http for _, http in ports], retry_404=False).start()
     _RUNNING.append(("nginx", proxy.log))

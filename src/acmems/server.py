@@ -93,7 +93,7 @@ class Server:
         self._journals: dict[Path, PendingJournal] = {}
         self._rate_logs: dict[Path, FileRateLog] = {}
         # Events (webhook, mail, command), the watch for overdue certificates, and /status.
-        self.notify = NotifyService(settings, settings.account.dir or Path("."), lambda: self.runtime)
+        self.notify = NotifyService(settings, settings.account.dir or Path("."), lambda: self.runtime, self.cluster)
         self.runtime = self._build(settings, None)
         self.metrics.registry.register(NotifyCollector(self.notify.notifier, self.notify.stores))
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
@@ -246,6 +246,7 @@ class Server:
             self.log_label,
             {"/status": self.notify.status_page},
             self.notify.on_answer,
+            self.notify.notifier.fetched_serial,
         )
         await self.workers.start(shared[1:])
         await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", shared[0])

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from collections.abc import Mapping
@@ -45,7 +46,8 @@ class WorkerReport:
 
     ``ready``: the worker's number, in its first report once it accepts connections; ``requests``:
     answered ``POST /sign`` by HTTP status; ``cache_hits``; ``requested``: digests of certificates
-    asked for, by storage name.
+    asked for, by storage name; ``fetched``: who got which certificate (storage, digest, client
+    address, serial in hex, Unix time), for the notifier's pickups.
     """
 
     worker: int
@@ -53,11 +55,12 @@ class WorkerReport:
     requests: Mapping[int, float] = field(default_factory=dict)
     cache_hits: float = 0.0
     requested: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    fetched: tuple[Fetched, ...] = ()
 
     @property
     def empty(self) -> bool:
         """Nothing to tell."""
-        return not (self.ready or self.requests or self.cache_hits or self.requested)
+        return not (self.ready or self.requests or self.cache_hits or self.requested or self.fetched)
 
     def to_json(self) -> bytes:
         """The report as sent."""
@@ -68,6 +71,7 @@ class WorkerReport:
                 "requests": {str(k): v for k, v in self.requests.items()},
                 "cache_hits": self.cache_hits,
                 "requested": {k: list(v) for k, v in self.requested.items()},
+                "fetched": [list(f) for f in self.fetched],
             }
         ).encode()
 
@@ -95,4 +99,28 @@ class WorkerReport:
             if not isinstance(names, list) or not all(isinstance(n, str) and n.isalnum() for n in names):
                 raise ValueError(f"requested[{storage!r}] must be a list of digests")
             digests[storage] = tuple(names)
-        return cls(worker, ready, statuses, _count(raw.get("cache_hits", 0), "cache_hits"), digests)
+        fetched = _fetched(raw.get("fetched", []))
+        return cls(worker, ready, statuses, _count(raw.get("cache_hits", 0), "cache_hits"), digests, fetched)
+
+
+Fetched = tuple[str, str, str, str, float]  # storage, digest, client address, serial (hex), Unix time
+MAX_FETCHED = 10_000  # per report (a second's worth)
+
+
+def _fetched(raw: object) -> tuple[Fetched, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_FETCHED:
+        raise ValueError(f"fetched must be a list of at most {MAX_FETCHED}")
+    out = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 5 and all(isinstance(x, str) for x in item[:4])):
+            raise ValueError("each fetched entry is [storage, digest, client, serial, time]")
+        storage, digest, client, serial, when = item
+        try:
+            ipaddress.ip_address(client)
+            int(serial, 16)
+        except ValueError:
+            raise ValueError(f"fetched: {client!r} is not an address or {serial!r} not a hex serial") from None
+        if not digest.isalnum():
+            raise ValueError("fetched: the digest must be hex")
+        out.append((storage, digest, client, serial, _count(when, "fetched time")))
+    return tuple(out)

@@ -112,8 +112,10 @@ class WorkerPool:
         label: str = "",
         pages: Mapping[str, Handler] | None = None,
         on_answer: Callable[[AuthSettings, CsrInfo, str, bytes], None] | None = None,
+        on_fetched: Callable[[str, str, str, int, float], None] | None = None,
     ) -> None:
         self._current = current
+        self._on_fetched = on_fetched  # a worker's answers: who got which certificate (the notifier)
         self._metrics = metrics
         sign = SignHandler(current, metrics, peer_of=forwarded_peer, label=label, on_answer=on_answer)
         # The workers pass the admin pages on with the client's address: checked here against admin-ip.
@@ -168,6 +170,9 @@ class WorkerPool:
             if cache is not None:
                 for digest in digests:
                     cache.note_requested(digest, now)
+        if self._on_fetched is not None:
+            for storage, digest, client, serial, when in report.fetched:
+                self._on_fetched(storage, digest, client, int(serial, 16), when)
 
     async def _supervise(self, slot: _Slot) -> None:
         failures = 0

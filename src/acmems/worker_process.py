@@ -18,21 +18,24 @@ import pickle
 import signal
 import socket
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
 
 from acmems.csr import CsrInfo
 from acmems.errors import AcmemsError, Kind, RequestError
 from acmems.issuer import SignResult
+from acmems.lru import Lru
 from acmems.metrics import Metrics
 from acmems.settings import AuthSettings, Settings
 from acmems.sign import Runtime, SignHandler, management_handler
-from acmems.storage import CertificateStore, make_store
+from acmems.storage import CertificateStore, csr_digest, make_store
 from acmems.web import OneLineErrorServer
-from acmems.worker_messages import PEER_HEADER, REPORT_PATH, WorkerReport
+from acmems.worker_messages import MAX_FETCHED, PEER_HEADER, REPORT_PATH, WorkerReport
 from acmems.worker_pool import STOP_GRACE
 
 __all__ = ["main"]
@@ -107,8 +110,19 @@ class _WorkerSignHandler(SignHandler):
     def __init__(self, runtime: _WorkerRuntime, metrics: Metrics, forward: _Forwarder, number: int) -> None:
         cluster = runtime.settings.cluster
         instance = f" instance={cluster.name}" if cluster is not None else ""
-        super().__init__(lambda: runtime, metrics, label=f"{instance} worker={number}")
+        self.fetched: dict[tuple[str, str, str], tuple[str, float]] = {}  # reported to the main process
+        self._serials: Lru[bytes, str] = Lru(1024)
+        super().__init__(lambda: runtime, metrics, label=f"{instance} worker={number}", on_answer=self._note)
         self.forward = forward
+
+    def _note(self, block: AuthSettings, csr: CsrInfo, peer: str, chain: bytes) -> None:
+        # Who got which certificate: the main process's notifier keeps the pickups.
+        serial = self._serials.get(chain)
+        if serial is None:
+            serial = format(x509.load_pem_x509_certificate(chain).serial_number, "x")
+            self._serials.put(chain, serial)
+        if len(self.fetched) < MAX_FETCHED:
+            self.fetched[(block.storage, csr_digest(csr.pem, block.profile), peer)] = (serial, time.time())
 
     async def obtain(
         self, request: web.BaseRequest, body: bytes, csr: CsrInfo, block: AuthSettings, runtime: Runtime
@@ -123,11 +137,16 @@ class _Reporter:
     """Sends the growth of the counters since the last report, and the certificates asked for."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, metrics: Metrics, caches: Mapping[str, CertificateStore]
+        self,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        caches: Mapping[str, CertificateStore],
+        fetched: dict[tuple[str, str, str], tuple[str, float]],
     ) -> None:
         self.session = session
         self.metrics = metrics
         self.caches = caches
+        self.fetched = fetched  # the sign handler's: who got which certificate since the last report
         self.sent: dict[str, float] = {}
         self.pending: dict[str, set[str]] = {}  # digests not yet reported, by storage
 
@@ -154,6 +173,7 @@ class _Reporter:
             {int(k): v for k, v in growth.items() if k.isdigit()},
             growth.get("cache_hits", 0.0),
             {k: tuple(sorted(v)) for k, v in self.pending.items()},
+            tuple((st, digest, client, serial, when) for (st, digest, client), (serial, when) in self.fetched.items()),
         )
         if report.empty:
             return
@@ -169,6 +189,9 @@ class _Reporter:
             return
         self.sent.update(totals)
         self.pending.clear()
+        for st, digest, client, _, when in report.fetched:
+            if self.fetched.get((st, digest, client), ("", 0.0))[1] <= when:
+                self.fetched.pop((st, digest, client), None)
 
 
 async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequence[int], parent: int) -> int:
@@ -197,7 +220,7 @@ async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequenc
     for fd in fds:
         await web.SockSite(runner, socket.socket(fileno=fd), backlog=4096).start()
     log.info("worker %d serving (pid %d)", number, os.getpid())
-    reporter = _Reporter(session, metrics, caches)
+    reporter = _Reporter(session, metrics, caches, sign.fetched)
     watcher = asyncio.create_task(_watch_parent(parent, number, stop))
     await reporter.report(number, ready=True)
     while not stop.is_set():

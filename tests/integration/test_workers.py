@@ -137,3 +137,26 @@ def test_workers_stop_when_the_main_process_is_killed(pool: Acmems) -> None:
     assert workers
     pool.stop(signal.SIGKILL)
     wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "orphaned workers gone")
+
+
+def test_fetches_answered_by_workers_reach_the_status_page_and_admin_ip_holds_there(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = _workers_config(pebble, account_dir, port, tmp_path / "storage").replace(
+        "[mgmt]\n", "[mgmt]\nadmin-ip = 127.0.0.1\n"
+    )
+    server = acmems_factory(config, port)
+    csr, _ = make_csr(["status.sub.example2.test"])
+    headers = {"Authentication": hmac_header(csr, HMAC_KEY)}
+    url = f"http://127.0.0.1:{port}/sign"
+    assert curl_post(url, csr, headers)[0] == 200  # issued by the main process
+    for _ in range(12):  # cache hits, most answered by workers, from another address
+        assert curl_post(url, csr, headers, ["--interface", "127.0.0.2"])[0] == 200
+    assert "worker=" in server.log_text()
+    wait_for(lambda: "127.0.0.2" in _get(f"http://127.0.0.1:{port}/status"), 10, "the workers' fetches reported")
+    for _ in range(6):  # whichever process accepts it: the socket's peer decides
+        status, body, _ = curl_post(
+            f"http://127.0.0.1:{port}/status", b"", extra=["-X", "GET", "--interface", "127.0.0.2"]
+        )
+        assert status == 403 and b"admin-ip" in body

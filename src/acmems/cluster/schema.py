@@ -92,6 +92,44 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     ALTER TABLE acmems_accounts ADD COLUMN backoff_until timestamptz, ADD COLUMN backoff_reason text;
     ALTER TABLE acmems_certificates ADD COLUMN ca text;
     """,
+    """
+    CREATE TABLE acmems_notify_outbox (
+        receiver text NOT NULL,
+        id text NOT NULL,
+        kind text NOT NULL,
+        body bytea NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        first_at double precision NOT NULL,
+        next_at double precision NOT NULL,
+        last_error text NOT NULL DEFAULT '',
+        claimed_by text,
+        claimed_until timestamptz,
+        PRIMARY KEY (receiver, id)
+    );
+    CREATE TABLE acmems_pickups (
+        storage text NOT NULL,
+        digest text NOT NULL,
+        client text NOT NULL,
+        serial text NOT NULL,
+        at double precision NOT NULL,
+        PRIMARY KEY (storage, digest, client)
+    );
+    CREATE TABLE acmems_cert_notes (
+        storage text NOT NULL,
+        digest text NOT NULL,
+        renewed double precision,
+        renewed_serial text,
+        error text,
+        error_time double precision,
+        updated double precision NOT NULL,
+        PRIMARY KEY (storage, digest)
+    );
+    CREATE TABLE acmems_notify_marks (
+        key text PRIMARY KEY,
+        began double precision NOT NULL,
+        sent double precision NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,12 +1,15 @@
 """The notifier: turns what happens into events, keeps them until each receiver took them, and
 looks for overdue, expiring and not-picked-up certificates.
 
+One instance keeps its outbox and state in files; a cluster in its database (each event delivered by
+the instance that claimed it; the watch runs on one instance at a time).
+
 ``issued``/``failed``/``fetched`` are called on the event loop by the issuer, the renewer and the
 sign handler and never wait: each receiver has a task of its own that writes the event to the
 outbox, sends it, and retries on failure (:func:`acmems.notify.outbox.retry_delay`), so a slow or
 dead receiver never slows ``/sign``. The watch (every ``[notify] check-interval``) runs
 :func:`acmems.notify.watch.watch` over every store's certificates; its marks and the pickups are
-saved in ``notify-state.json`` beside the outbox.
+kept by a :class:`acmems.notify.state.NotifyState`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from cryptography import x509
 
@@ -26,7 +28,7 @@ from acmems.notify.events import Event, make_event, rfc3339
 from acmems.notify.outbox import GIVE_UP_AFTER, Outbox, Pending
 from acmems.notify.pickups import Pickups
 from acmems.notify.senders import DeliveryError, Sender, make_sender
-from acmems.notify.state import read_state, write_state
+from acmems.notify.state import NotifyState
 from acmems.notify.watch import Mark, Watched, watch
 from acmems.settings import NotifySettings, ReceiverSettings
 
@@ -59,16 +61,17 @@ class _Receiver:
 class Notifier:
     """Events to the receivers of ``settings``; state kept in ``state_path`` and ``outbox``."""
 
-    def __init__(self, settings: NotifySettings, outbox: Outbox, state_path: Path | None) -> None:
+    def __init__(self, settings: NotifySettings, outbox: Outbox, state: NotifyState) -> None:
         self.settings = settings
         self.outbox = outbox
-        self.state_path = state_path
+        self.state = state
         self.pickups = Pickups()
         self.marks: dict[str, Mark] = {}
         self.receivers: dict[str, _Receiver] = {}
         self._serials: Lru[bytes, int] = Lru(_SERIALS)
         self._watch_task: asyncio.Task[None] | None = None
         self._marks_changed = False
+        self._watching = False  # whether this instance ran the last pass of the watch
 
     # ------------------------------------------------------------------------- what happens
 
@@ -122,6 +125,10 @@ class Notifier:
             self._serials.put(chain, serial)
         self.pickups.fetched(storage, digest, client, serial, time.time())
 
+    def fetched_serial(self, storage: str, digest: str, client: str, serial: int, when: float) -> None:
+        """A worker process answered ``client`` with the certificate ``serial`` at ``when``."""
+        self.pickups.fetched(storage, digest, client, serial, when)
+
     def emit(self, event: Event) -> None:
         """Hand ``event`` to every receiver whose ``events`` select it; never waits."""
         for receiver in self.receivers.values():
@@ -132,7 +139,8 @@ class Notifier:
 
     async def start(self, watched: Callable[[], list[Watched]] | None) -> None:
         """Read the saved state and pending events; start a task per receiver and the watch."""
-        await asyncio.to_thread(self._load_state)
+        self.marks, self.pickups = await self.state.load()
+        await self._take_watch()
         await self.configure(self.settings)
         if watched is not None:
             self._watch_task = asyncio.create_task(self._watch_forever(watched))
@@ -170,7 +178,8 @@ class Notifier:
                 await self._watch_task
         for receiver in self.receivers.values():
             await self._stop_receiver(receiver)
-        await asyncio.to_thread(self._save_state)
+        await self.state.save(self.marks if self._watching else None, self.pickups)
+        await self.state.close()
 
     def queue_length(self) -> int:
         return sum(len(r.pending) + r.incoming.qsize() for r in self.receivers.values())
@@ -179,10 +188,17 @@ class Notifier:
 
     async def _deliver_forever(self, receiver: _Receiver) -> None:
         name = receiver.settings.name
+        adopted = time.monotonic()
         while True:
             now = time.time()
             soonest = min((p.next for p in receiver.pending), default=None)
             wait = None if soonest is None else max(0.0, soonest - now)
+            if self.outbox.adopt_every is not None:
+                # A shared outbox: events another instance kept and did not deliver (it is gone).
+                if time.monotonic() - adopted >= self.outbox.adopt_every:
+                    adopted = time.monotonic()
+                    await self._adopt(receiver)
+                wait = self.outbox.adopt_every if wait is None else min(wait, self.outbox.adopt_every)
             if receiver.incoming.empty() and (wait is None or wait > 0):
                 with contextlib.suppress(TimeoutError):
                     event = await asyncio.wait_for(receiver.incoming.get(), wait)
@@ -192,6 +208,18 @@ class Notifier:
             now = time.time()
             for pending in [p for p in receiver.pending if p.next <= now]:
                 await self._send(receiver, name, pending)
+
+    async def _adopt(self, receiver: _Receiver) -> None:
+        try:
+            found = await self.outbox.adopt(receiver.settings.name)
+        except Exception as exc:
+            log.debug("notify %s: cannot look for events to adopt: %s", receiver.settings.name, exc)
+            return
+        known = {p.id for p in receiver.pending}
+        fresh = [p for p in found if p.id not in known]
+        if fresh:
+            log.info("notify %s: took over %d undelivered event(s)", receiver.settings.name, len(fresh))
+            receiver.pending += fresh
 
     async def _keep(self, receiver: _Receiver, event: Event) -> None:
         try:
@@ -257,7 +285,12 @@ class Notifier:
                 log.exception("notify: the check for overdue and expiring certificates failed")
 
     async def check_once(self, items: list[Watched]) -> None:
-        """One pass of the watch: send what began or is due for a reminder; save the state."""
+        """One pass: save this instance's pickups and read everyone's; then, on the one instance that
+        watches, send what began or is due for a reminder and save the marks."""
+        await self.state.save(self.marks if self._watching else None, self.pickups)
+        self.pickups = await self.state.refresh(self.pickups)
+        if not await self._take_watch():
+            return
         events, marks = watch(items, datetime.now(UTC), self.settings.thresholds, self.marks)
         if marks != self.marks:
             self._marks_changed = True
@@ -270,20 +303,18 @@ class Notifier:
             known.setdefault(item.storage, set()).add(item.entry.digest)
         self.pickups.prune(time.time(), known)
         if self._marks_changed or self.pickups.changed:
-            await asyncio.to_thread(self._save_state)
+            self._marks_changed = self.pickups.changed = False
+            await self.state.save(self.marks, self.pickups)
+
+    async def _take_watch(self) -> bool:
+        watching = await self.state.may_watch()
+        if watching and not self._watching:
+            inherited = await self.state.watch_marks()
+            if inherited is not None:
+                self.marks = inherited  # the watch moved here: go on where the other instance was
+        self._watching = watching
+        return watching
 
     def count(self, kind: str) -> int:
         """How many conditions of ``kind`` are in force."""
         return sum(1 for key in self.marks if key.startswith(kind + "/"))
-
-    # ------------------------------------------------------------------------- state file
-
-    def _save_state(self) -> None:
-        if self.state_path is None:
-            return
-        self.pickups.changed = self._marks_changed = False
-        write_state(self.state_path, self.marks, self.pickups)
-
-    def _load_state(self) -> None:
-        if self.state_path is not None:
-            self.marks, self.pickups = read_state(self.state_path)

@@ -52,6 +52,12 @@ class Pending:
 class Outbox(Protocol):
     """Where the notifier keeps what it has not delivered (files here; the cluster's database)."""
 
+    adopt_every: float | None  # a shared outbox: how often to look for events others left (seconds)
+
+    async def adopt(self, receiver: str) -> list[Pending]:
+        """Events for ``receiver`` that no live instance is delivering, now claimed by this one."""
+        ...
+
     async def add(self, receiver: str, event: Event, now: float) -> Pending: ...
 
     async def load(self, receiver: str) -> list[Pending]:
@@ -74,8 +80,13 @@ def _folder_name(receiver: str) -> str:
 class FileOutbox:
     """One JSON file per pending event under ``directory/<receiver>/``."""
 
+    adopt_every: float | None = None  # only this process uses it: everything is loaded at start
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    async def adopt(self, receiver: str) -> list[Pending]:
+        return []
 
     def _path(self, receiver: str, event_id: str) -> Path:
         return self.directory / _folder_name(receiver) / f"{event_id}.json"

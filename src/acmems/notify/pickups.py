@@ -28,6 +28,7 @@ class Track:
     renewed_serial: int | None = None
     error: str | None = None  # the last failed issuance's error, until one succeeds
     error_time: float | None = None
+    updated: float = 0.0  # when ``renewed`` or ``error`` last changed (a cluster keeps the latest)
 
 
 class Pickups:
@@ -36,6 +37,7 @@ class Pickups:
     def __init__(self) -> None:
         self.tracks: dict[tuple[str, str], Track] = {}
         self.changed = False
+        self.dirty: set[tuple[str, str]] = set()  # changed since the last save (a cluster writes only these)
 
     def _track(self, storage: str, digest: str) -> Track:
         key = (storage, digest)
@@ -53,19 +55,25 @@ class Pickups:
         if len(track.fetches) > _CLIENTS_PER_CERTIFICATE:
             oldest = min(track.fetches, key=lambda c: track.fetches[c].when)
             del track.fetches[oldest]
+        self._changed(storage, digest)
+
+    def _changed(self, storage: str, digest: str) -> None:
         self.changed = True
+        self.dirty.add((storage, digest))
 
     def issued(self, storage: str, digest: str, serial: int, when: float, renewal: bool) -> None:
         track = self._track(storage, digest)
         if renewal:
             track.renewed, track.renewed_serial = when, serial
         track.error = track.error_time = None
-        self.changed = True
+        track.updated = when
+        self._changed(storage, digest)
 
     def failed(self, storage: str, digest: str, error: str, when: float) -> None:
         track = self._track(storage, digest)
         track.error, track.error_time = error, when
-        self.changed = True
+        track.updated = when
+        self._changed(storage, digest)
 
     def get(self, storage: str, digest: str) -> Track | None:
         return self.tracks.get((storage, digest))
@@ -94,6 +102,7 @@ class Pickups:
                 "renewed_serial": t.renewed_serial,
                 "error": t.error,
                 "error_time": t.error_time,
+                "updated": t.updated,
             }
             for (storage, digest), t in self.tracks.items()
         ]
@@ -115,6 +124,7 @@ class Pickups:
                     None if item.get("renewed_serial") is None else int(item["renewed_serial"]),
                     None if item.get("error") is None else str(item["error"]),
                     None if item.get("error_time") is None else float(item["error_time"]),
+                    float(item.get("updated", 0.0)),
                 )
                 pickups.tracks[(str(item["storage"]), str(item["digest"]))] = track
             except (KeyError, TypeError, ValueError, IndexError) as exc:

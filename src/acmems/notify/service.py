@@ -10,21 +10,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
 from acmems.csr import CsrInfo
 from acmems.issuer import Issuer
 from acmems.notify.notifier import Notifier
-from acmems.notify.outbox import FileOutbox
-from acmems.notify.state import STATE_FILE
+from acmems.notify.outbox import FileOutbox, Outbox
+from acmems.notify.state import STATE_FILE, FileState, NotifyState
 from acmems.notify.status import STATES, StatusRow, status_rows
 from acmems.notify.watch import Watched
 from acmems.renewer import block_of
 from acmems.settings import AuthSettings, Settings
 from acmems.status_page import render_status
 from acmems.storage import CachedCertificate, CertificateStore, csr_digest
+
+if TYPE_CHECKING:
+    from acmems.cluster import ClusterDb
 
 __all__ = ["OUTBOX", "NotifyService"]
 
@@ -40,9 +43,19 @@ class _Runtime(Protocol):
 class NotifyService:
     """One per server process; ``current`` gives the runtime of the configuration in force."""
 
-    def __init__(self, settings: Settings, directory: Path, current: Callable[[], _Runtime]) -> None:
+    def __init__(
+        self, settings: Settings, directory: Path, current: Callable[[], _Runtime], cluster: ClusterDb | None = None
+    ) -> None:
         self.current = current
-        self.notifier = Notifier(settings.notify, FileOutbox(directory / OUTBOX), directory / STATE_FILE)
+        outbox: Outbox
+        state: NotifyState
+        if cluster is not None:
+            from acmems.cluster.notify_store import DatabaseOutbox, DatabaseState
+
+            outbox, state = DatabaseOutbox(cluster), DatabaseState(cluster)
+        else:
+            outbox, state = FileOutbox(directory / OUTBOX), FileState(directory / STATE_FILE)
+        self.notifier = Notifier(settings.notify, outbox, state)
 
     def stores(self) -> list[tuple[str, list[CachedCertificate]]]:
         """(storage, certificates) of every store that keeps certificates."""

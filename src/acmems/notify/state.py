@@ -1,17 +1,20 @@
-"""``notify-state.json``: the conditions in force (their marks) and the pickups, saved by the
-server and read by it at start and by ``acmems list``."""
+"""Where the notifier keeps the conditions in force (their marks) and the pickups: ``notify-state.json``
+for one instance (:class:`FileState`; ``acmems list`` reads it too), the cluster database for a
+cluster (:class:`acmems.cluster.notify_store.DatabaseState`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from acmems.fileio import write_atomic
 from acmems.notify.pickups import Pickups
 from acmems.notify.watch import Mark
 
-__all__ = ["STATE_FILE", "read_state", "write_state"]
+__all__ = ["STATE_FILE", "FileState", "NotifyState", "read_state", "write_state"]
 
 log = logging.getLogger("acmems.notify")
 STATE_FILE = "notify-state.json"  # in the default account's directory
@@ -37,3 +40,57 @@ def read_state(path: Path) -> tuple[dict[str, Mark], Pickups]:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         log.error("notify: cannot read %s (%s); starting without it", path, exc)
         return {}, Pickups()
+
+
+class NotifyState(Protocol):
+    """The notifier's memory between passes and restarts."""
+
+    async def load(self) -> tuple[dict[str, Mark], Pickups]:
+        """At start: the marks and pickups saved."""
+        ...
+
+    async def save(self, marks: dict[str, Mark] | None, pickups: Pickups) -> None:
+        """Save what changed (``marks`` None: this instance does not run the watch). Never raises."""
+        ...
+
+    async def refresh(self, pickups: Pickups) -> Pickups:
+        """The pickups of every instance (``pickups``: this one's, saved just before)."""
+        ...
+
+    async def may_watch(self) -> bool:
+        """Whether this instance runs the watch now (one instance of a cluster at a time)."""
+        ...
+
+    async def watch_marks(self) -> dict[str, Mark] | None:
+        """The marks to go on from when the watch moved here from another instance (else None)."""
+        ...
+
+    async def close(self) -> None:
+        """This process stops (a cluster: let another instance watch at once)."""
+        ...
+
+
+class FileState:
+    """``notify-state.json``, written atomically after each pass that changed something."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def load(self) -> tuple[dict[str, Mark], Pickups]:
+        return await asyncio.to_thread(read_state, self.path)
+
+    async def save(self, marks: dict[str, Mark] | None, pickups: Pickups) -> None:
+        pickups.dirty.clear()
+        await asyncio.to_thread(write_state, self.path, marks or {}, pickups)
+
+    async def refresh(self, pickups: Pickups) -> Pickups:
+        return pickups  # one instance sees every fetch itself
+
+    async def may_watch(self) -> bool:
+        return True
+
+    async def watch_marks(self) -> dict[str, Mark] | None:
+        return None
+
+    async def close(self) -> None:
+        """Nothing held."""
