@@ -46,6 +46,7 @@ from bench.loadgen import (  # noqa: E402
     summary,
     wrk,
 )
+from bench.status import bench_status  # noqa: E402
 
 HMAC_KEY = "bench-hmac-key"
 Result = dict[str, Any]
@@ -327,6 +328,9 @@ def bench_acmems(work: Path, bind: Bind, seconds: int, samples: int) -> Result:
     results["cache_100k_added_mb"] = results["start_100k"]["rss_mb"] - results["start_empty"]["rss_mb"]
     results["list_100k_s"] = list_seconds(work, large)
     pebble.stop()
+    log("acmems: GET /status and /metrics with 10,000 and 100,000 certificates")
+    results["status_10k"] = bench_status(work, bind, full, 10_000)
+    results["status_100k"] = bench_status(work, bind, large, 100_000)
     return results
 
 

@@ -147,7 +147,7 @@ def test_two_instances_starting_at_once_on_an_empty_database(
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         started = list(pool.map(lambda i: acmems_factory(configs[i], ports[i][0], name=f"start-{i}"), range(2)))
     assert all(_health(s)[0] == 200 for s in started)
-    assert database.query("SELECT count(*), max(version) FROM acmems_schema") == "2|2"
+    assert database.query("SELECT count(*), max(version) FROM acmems_schema") == "3|3"
     check = subprocess.run(
         [sys.executable, "-m", "acmems", "check", str(started[0].config)], capture_output=True, text=True, check=False
     )

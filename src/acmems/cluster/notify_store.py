@@ -29,7 +29,7 @@ log = logging.getLogger("acmems.notify")
 WATCH_LEASE = "notify/watch"
 # A claim lasts beyond the next retry (and a send, at most 10 s): while this instance lives, nobody
 # else sends the event.
-_CLAIM_SECONDS = 20.0
+_CLAIM_SECONDS = 15.0
 _ADOPT_EVERY = 5.0
 _PRUNE_AFTER = 400 * 86400.0
 
@@ -114,6 +114,8 @@ class DatabaseState:
 
     async def save(self, marks: dict[str, Mark] | None, pickups: Pickups) -> None:
         dirty = list(pickups.dirty)
+        if not dirty and marks is None:
+            return
         try:
             async with self.db.transaction() as cursor:
                 fetches = [
@@ -207,7 +209,10 @@ class DatabaseState:
 
     async def close(self) -> None:
         if self._lease is not None:
-            await self._lease.release()  # another instance takes the watch over at its next pass
+            if self.db.available:  # else it lapses (the database is away: do not wait for it)
+                await self._lease.release()  # another instance takes the watch over at its next pass
+            else:
+                self._lease.abandon()
             self._lease = None
 
 

@@ -178,7 +178,7 @@ class Notifier:
                 await self._watch_task
         for receiver in self.receivers.values():
             await self._stop_receiver(receiver)
-        await self.state.save(self.marks if self._watching else None, self.pickups)
+        await self.state.save(self._changed_marks(), self.pickups)
         await self.state.close()
 
     def queue_length(self) -> int:
@@ -287,7 +287,7 @@ class Notifier:
     async def check_once(self, items: list[Watched]) -> None:
         """One pass: save this instance's pickups and read everyone's; then, on the one instance that
         watches, send what began or is due for a reminder and save the marks."""
-        await self.state.save(self.marks if self._watching else None, self.pickups)
+        await self.state.save(self._changed_marks(), self.pickups)
         self.pickups = await self.state.refresh(self.pickups)
         if not await self._take_watch():
             return
@@ -303,8 +303,16 @@ class Notifier:
             known.setdefault(item.storage, set()).add(item.entry.digest)
         self.pickups.prune(time.time(), known)
         if self._marks_changed or self.pickups.changed:
-            self._marks_changed = self.pickups.changed = False
-            await self.state.save(self.marks, self.pickups)
+            changed = self._changed_marks()
+            self.pickups.changed = False
+            await self.state.save(changed, self.pickups)
+
+    def _changed_marks(self) -> dict[str, Mark] | None:
+        """The marks to save: only from the instance that watches, only when they changed."""
+        if not (self._watching and self._marks_changed):
+            return None
+        self._marks_changed = False
+        return self.marks
 
     async def _take_watch(self) -> bool:
         watching = await self.state.may_watch()

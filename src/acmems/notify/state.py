@@ -75,13 +75,19 @@ class FileState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._marks: dict[str, Mark] = {}  # as last saved: one file holds both
 
     async def load(self) -> tuple[dict[str, Mark], Pickups]:
-        return await asyncio.to_thread(read_state, self.path)
+        self._marks, pickups = await asyncio.to_thread(read_state, self.path)
+        return dict(self._marks), pickups
 
     async def save(self, marks: dict[str, Mark] | None, pickups: Pickups) -> None:
+        if marks is None and not pickups.dirty:
+            return
+        if marks is not None:
+            self._marks = dict(marks)
         pickups.dirty.clear()
-        await asyncio.to_thread(write_state, self.path, marks or {}, pickups)
+        await asyncio.to_thread(write_state, self.path, self._marks, pickups)
 
     async def refresh(self, pickups: Pickups) -> Pickups:
         return pickups  # one instance sees every fetch itself
