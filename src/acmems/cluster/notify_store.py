@@ -207,12 +207,17 @@ class DatabaseState:
             return None
         return {str(k): Mark(float(b), float(s)) for k, b, s in rows}
 
-    async def close(self) -> None:
+    async def close(self, marks: dict[str, Mark] | None, pickups: Pickups) -> None:
+        if not self.db.available:
+            if pickups.dirty or marks is not None:
+                log.warning("notify: the cluster database is away at stop: the last pickups are not saved")
+            if self._lease is not None:
+                self._lease.abandon()  # it lapses
+                self._lease = None
+            return
+        await self.save(marks, pickups)
         if self._lease is not None:
-            if self.db.available:  # else it lapses (the database is away: do not wait for it)
-                await self._lease.release()  # another instance takes the watch over at its next pass
-            else:
-                self._lease.abandon()
+            await self._lease.release()  # another instance takes the watch over at its next pass
             self._lease = None
 
 

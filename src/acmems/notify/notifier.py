@@ -178,8 +178,7 @@ class Notifier:
                 await self._watch_task
         for receiver in self.receivers.values():
             await self._stop_receiver(receiver)
-        await self.state.save(self._changed_marks(), self.pickups)
-        await self.state.close()
+        await self.state.close(self._changed_marks(), self.pickups)
 
     def queue_length(self) -> int:
         return sum(len(r.pending) + r.incoming.qsize() for r in self.receivers.values())

@@ -65,8 +65,9 @@ class NotifyState(Protocol):
         """The marks to go on from when the watch moved here from another instance (else None)."""
         ...
 
-    async def close(self) -> None:
-        """This process stops (a cluster: let another instance watch at once)."""
+    async def close(self, marks: dict[str, Mark] | None, pickups: Pickups) -> None:
+        """This process stops: save the last changes (where that need not wait for a store known to
+        be away) and give up what is held (a cluster: another instance may watch at once)."""
         ...
 
 
@@ -98,5 +99,5 @@ class FileState:
     async def watch_marks(self) -> dict[str, Mark] | None:
         return None
 
-    async def close(self) -> None:
-        """Nothing held."""
+    async def close(self, marks: dict[str, Mark] | None, pickups: Pickups) -> None:
+        await self.save(marks, pickups)
