@@ -34,7 +34,7 @@ def _get_ms(url: str, times: int) -> tuple[float, int]:
 
 def bench_status(work: Path, bind: Bind, storage: Path, count: int) -> Result:
     """Figures of ``/status`` and ``/metrics`` with the ``count`` certificates in ``storage``."""
-    pebble = Pebble(work / "pebble-status", bind.port, free_port()).start()
+    pebble = Pebble(work / f"pebble-status-{count}", bind.port, free_port()).start()
     mgmt = free_port()
     config = ini.ini(
         ini.account(pebble, work / "status-account"),
@@ -43,7 +43,7 @@ def bench_status(work: Path, bind: Bind, storage: Path, count: int) -> Result:
         ini.file_storage("file", storage),
         ini.auth("local", ["*.example.test"], ip="127.0.0.1"),
     )
-    server = Acmems(work / "acmems-status", config, mgmt).start()
+    server = Acmems(work / f"acmems-status-{count}", config, mgmt).start()
     try:
         wait_for(lambda: "indexed in" in server.log_text(), 300, "the cache index")
         base = f"http://127.0.0.1:{mgmt}"

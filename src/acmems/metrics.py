@@ -19,6 +19,7 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise
         self.registry = CollectorRegistry(auto_describe=True)
+        self._texts: list[Callable[[], bytes]] = []
         r = self.registry
         self.requests = Counter("acmems_sign_requests", "POST /sign requests by answer status", ["status"], registry=r)
         self.issuances = Counter(
@@ -71,9 +72,13 @@ class Metrics:
         """Export the cluster database's state and how many transactions this process ran on it."""
         self.registry.register(_ClusterCollector(up, transactions))
 
+    def add_text(self, series: Callable[[], bytes]) -> None:
+        """Append ``series()`` (exposition text of many samples, written by its owner) to every scrape."""
+        self._texts.append(series)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + b"".join(text() for text in self._texts)
 
 
 class _ClusterCollector(Collector):

@@ -6,11 +6,9 @@ renewal window, now, expiry)."""
 from __future__ import annotations
 
 import html
-from collections import Counter
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from acmems.notify.status import STATES, StatusRow
+from acmems.notify.status import STATES, StatusList, StatusRow
 
 __all__ = ["PAGE_SIZE", "render_status"]
 
@@ -83,13 +81,12 @@ def _row(row: StatusRow, now: datetime) -> str:
     return f'<tr data-state="{e(row.state)}" data-storage="{e(row.storage)}">' + "".join(cells) + "</tr>"
 
 
-def render_status(rows: Sequence[StatusRow], now: datetime, page: int = 1, state: str | None = None) -> bytes:
-    """The page ``page`` (from 1) of ``rows``, only ``state`` if given."""
-    counts = Counter(row.state for row in rows)
-    shown = [row for row in rows if row.state == state] if state is not None else list(rows)
-    pages = max(1, -(-len(shown) // PAGE_SIZE))
+def render_status(status: StatusList, now: datetime, page: int = 1, state: str | None = None) -> bytes:
+    """The page ``page`` (from 1) of ``status``, only ``state`` if given."""
+    counts = status.counts
+    pages = max(1, -(-status.total(state) // PAGE_SIZE))
     page = min(max(page, 1), pages)
-    chunk = shown[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    chunk = [status.row(*item) for item in status.select(state, (page - 1) * PAGE_SIZE, page * PAGE_SIZE)]
     e = html.escape
     summary = "".join(
         f'<span><a href="?state={e(s)}">{e(s)}</a>: <b class="count" data-state="{e(s)}">{counts.get(s, 0)}</b></span>'
@@ -106,7 +103,7 @@ def render_status(rows: Sequence[StatusRow], now: datetime, page: int = 1, state
     text = (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>acmems status</title>"
         f"<style>{_STYLE}</style></head><body>"
-        f"<h1>acmems: {len(rows)} certificate(s)</h1>"
+        f"<h1>acmems: {len(status)} certificate(s)</h1>"
         f'<p class="sum">{summary} <span>as of {_when(now)} UTC</span></p>'
         f"<nav>page {page} of {pages}: {nav}</nav>"
         f'<table id="certificates"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'

@@ -15,7 +15,7 @@ import pytest
 from acmems.notify.events import DEFAULT_EVENTS, EVENT_KINDS, make_event, parse_events, rfc3339
 from acmems.notify.mail_text import mail_body, mail_subject
 from acmems.notify.outbox import GIVE_UP_AFTER, FileOutbox, retry_delay
-from acmems.notify.pickups import Pickups
+from acmems.notify.pickups import Pickups, Track
 from acmems.notify.senders import signature
 from acmems.notify.status import STATES, certificate_state, status_rows
 from acmems.notify.thresholds import Span, Thresholds, parse_span
@@ -211,15 +211,34 @@ def test_states_problems_first() -> None:
     assert certificate_state(entry, entry.renew_at, t, False, "DNS refused") == "failed"
     assert certificate_state(entry, entry.renew_at + timedelta(days=5), t, False, None) == "overdue"
     assert certificate_state(entry, entry.not_after, t, False, None) == "expired"
+    failing = Track(error="the CA refused: unauthorized")
     rows = status_rows(
-        [("file", [cert(name="ok", requested=wanted), cert(name="bad", requested=wanted)])],
+        [("file", [cert(name="ok", requested=wanted), cert(name="bad", requested=wanted)]), ("b", [cert(name="f")])],
         T0 + timedelta(days=1),
         t,
         {("file", "d-bad")},
-        {},
-    )
-    assert [(r.entry.names[0], r.state) for r in rows] == [("bad.example.org", "renewing"), ("ok.example.org", "ok")]
+        {("b", "d-f"): failing},
+    ).rows()
+    assert [(r.entry.names[0], r.state) for r in rows] == [
+        ("f.example.org", "failed"),
+        ("bad.example.org", "renewing"),
+        ("ok.example.org", "ok"),
+    ]
+    assert rows[0].error == "the CA refused: unauthorized"
     assert STATES[0] == "expired" and STATES[-1] == "ok"
+
+
+def test_pages_over_several_states_are_cut_at_the_right_places() -> None:
+    now = T0 + timedelta(days=89, hours=23)
+    expired = [cert(name=f"x{i}", lifetime=timedelta(days=1)) for i in range(150)]
+    due = [cert(name=f"d{i}") for i in range(30)]  # past the renewal point and the grace, still asked for
+    fine = [cert(name=f"k{i}", lifetime=timedelta(days=900)) for i in range(120)]
+    status = status_rows([("file", [*expired, *due, *fine])], now, Thresholds(), set(), {})
+    assert status.counts["expired"] == 150 and status.counts["overdue"] == 30 and status.counts["ok"] == 120
+    everything = status.select()
+    for start, stop in ((0, 100), (100, 200), (200, 300), (140, 160), (175, 185)):
+        assert status.select(None, start, stop) == everything[start:stop]
+    assert status.select("ok", 100, 200) == status.select("ok")[100:]
 
 
 def test_the_status_page_pages_escapes_and_filters() -> None:
@@ -234,3 +253,29 @@ def test_the_status_page_pages_escapes_and_filters() -> None:
     expired = render_status(rows, T0 + timedelta(hours=2), state="expired").decode()
     assert expired.count("<tr data-state=") == 1
     assert "<svg" in first and 'src="http' not in first and 'href="http' not in first  # no outside assets
+
+
+def test_the_per_certificate_series_are_valid_exposition_text_and_stop_above_the_limit(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from acmems.notify.collector import NotifyCollector
+    from acmems.notify.notifier import Notifier
+    from acmems.notify.state import FileState
+    from acmems.settings import NotifySettings
+
+    entries = [cert(name=f"n{i}", requested=T0) for i in range(3)]
+    entries.append(CachedCertificate("d-q", ('we"ird\\.example.org',), 9, T0, T0 + timedelta(days=1), T0))
+    notifier = Notifier(NotifySettings(metrics_certificates=4), FileOutbox(tmp_path), FileState(tmp_path / "s"))
+    collector = NotifyCollector(notifier, lambda: [("file", entries)])
+    families = {f.name: f for f in text_string_to_metric_families(collector.certificate_series().decode())}
+    expiry = families["acmems_certificate_expiry_timestamp_seconds"]
+    assert {s.labels["name"] for s in expiry.samples} == {
+        "n0.example.org",
+        "n1.example.org",
+        "n2.example.org",
+        'we"ird\\.example.org',
+    }
+    assert all(s.labels["storage"] == "file" for s in expiry.samples)
+    assert len(families["acmems_certificate_last_pickup_timestamp_seconds"].samples) == 3  # the one never fetched: none
+    entries.append(cert(name="n5"))
+    assert collector.certificate_series() == b""  # above metrics-certificates: only the totals

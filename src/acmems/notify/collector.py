@@ -1,7 +1,8 @@
-"""The notifier's part of ``/metrics``, read at every scrape: per-certificate series (expiry,
-renewal point, last pickup; labelled by the certificate's first name and storage, never by client),
-only totals above ``[notify] metrics-certificates``; the conditions in force; events sent, failed
-and dropped per receiver; the queue's length."""
+"""The notifier's part of ``/metrics``, read at every scrape: the conditions in force; events sent,
+failed and dropped per receiver; the queue's length (:meth:`NotifyCollector.collect`), and the
+per-certificate series (expiry, renewal point, last pickup; labelled by the certificate's first name
+and storage, never by client), left out above ``[notify] metrics-certificates``
+(:meth:`NotifyCollector.certificate_series`)."""
 
 from __future__ import annotations
 
@@ -53,26 +54,15 @@ class NotifyCollector(Collector):
             failed.add_metric([name], receiver.failed)
             dropped.add_metric([name], receiver.dropped)
         yield from (sent, failed, dropped)
-        yield from self._certificates()
 
-    def _certificates(self) -> Iterable[Metric]:
+    def certificate_series(self) -> bytes:
+        """The per-certificate series as exposition text, written here rather than through the
+        client library's objects: 10,000 certificates are 30,000 samples, which the library takes
+        most of a second to build and print (the event loop would stall for it at every scrape)."""
         stores = self.stores()
-        total = sum(len(entries) for _, entries in stores)
-        if total > self.notifier.settings.metrics_certificates:
-            return  # only the totals (acmems_certificates_cached and the gauges above)
-        expiry = GaugeMetricFamily(
-            "acmems_certificate_expiry_timestamp_seconds", "When the certificate expires", labels=["name", "storage"]
-        )
-        renewal = GaugeMetricFamily(
-            "acmems_certificate_renewal_timestamp_seconds",
-            "When the certificate is due for renewal (ARI window or lifetime rule)",
-            labels=["name", "storage"],
-        )
-        pickup = GaugeMetricFamily(
-            "acmems_certificate_last_pickup_timestamp_seconds",
-            "When a client last fetched the certificate",
-            labels=["name", "storage"],
-        )
+        if sum(len(entries) for _, entries in stores) > self.notifier.settings.metrics_certificates:
+            return b""  # only the totals (acmems_certificates_cached and the gauges above)
+        expiry, renewal, pickup = [], [], []
         for storage, entries in stores:
             newest: dict[str, CachedCertificate] = {}
             for entry in entries:
@@ -80,12 +70,30 @@ class NotifyCollector(Collector):
                 known = newest.get(first)
                 if known is None or entry.not_after > known.not_after:
                     newest[first] = entry
+            where = _label(storage)
             for first, entry in sorted(newest.items()):
-                expiry.add_metric([first, storage], entry.not_after.timestamp())
-                renewal.add_metric([first, storage], entry.renew_at.timestamp())
+                labels = f'{{name="{_label(first)}",storage="{where}"}}'
+                expiry.append(f"acmems_certificate_expiry_timestamp_seconds{labels} {entry.not_after.timestamp()!r}\n")
+                renewal.append(f"acmems_certificate_renewal_timestamp_seconds{labels} {entry.renew_at.timestamp()!r}\n")
                 track = self.notifier.pickups.get(storage, entry.digest)
-                last = max((f.when for f in track.fetches.values()), default=None) if track is not None else None
-                last = max(last or 0.0, entry.last_requested) or None
-                if last is not None:
-                    pickup.add_metric([first, storage], last)
-        yield from (expiry, renewal, pickup)
+                last = max((f.when for f in track.fetches.values()), default=0.0) if track is not None else 0.0
+                last = max(last, entry.last_requested)
+                if last:
+                    pickup.append(f"acmems_certificate_last_pickup_timestamp_seconds{labels} {last!r}\n")
+        parts = []
+        for name, help_text, lines in (
+            ("acmems_certificate_expiry_timestamp_seconds", "When the certificate expires", expiry),
+            (
+                "acmems_certificate_renewal_timestamp_seconds",
+                "When the certificate is due for renewal (ARI window or lifetime rule)",
+                renewal,
+            ),
+            ("acmems_certificate_last_pickup_timestamp_seconds", "When a client last fetched the certificate", pickup),
+        ):
+            parts.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+            parts += lines
+        return "".join(parts).encode()
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -19,7 +19,7 @@ from acmems.issuer import Issuer
 from acmems.notify.notifier import Notifier
 from acmems.notify.outbox import FileOutbox, Outbox
 from acmems.notify.state import STATE_FILE, FileState, NotifyState
-from acmems.notify.status import STATES, StatusRow, status_rows
+from acmems.notify.status import STATES, StatusList, status_rows
 from acmems.notify.watch import Watched
 from acmems.renewer import block_of
 from acmems.settings import AuthSettings, Settings
@@ -81,7 +81,7 @@ class NotifyService:
         """The sign handler answered ``peer`` with ``chain``."""
         self.notifier.fetched(block.storage, csr_digest(csr.pem, block.profile), peer, chain)
 
-    def rows(self, now: datetime) -> list[StatusRow]:
+    def rows(self, now: datetime) -> StatusList:
         runtime = self.current()
         return status_rows(
             self.stores(),
