@@ -233,7 +233,8 @@ def test_pages_over_several_states_are_cut_at_the_right_places() -> None:
     expired = [cert(name=f"x{i}", lifetime=timedelta(days=1)) for i in range(150)]
     due = [cert(name=f"d{i}") for i in range(30)]  # past the renewal point and the grace, still asked for
     fine = [cert(name=f"k{i}", lifetime=timedelta(days=900)) for i in range(120)]
-    status = status_rows([("file", [*expired, *due, *fine])], now, Thresholds(), set(), {})
+    listed = sorted([*expired, *due, *fine], key=lambda e: e.renew_at)
+    status = status_rows([("file", listed)], now, Thresholds(), set(), {})
     assert status.counts["expired"] == 150 and status.counts["overdue"] == 30 and status.counts["ok"] == 120
     everything = status.select()
     for start, stop in ((0, 100), (100, 200), (200, 300), (140, 160), (175, 185)):
@@ -244,7 +245,8 @@ def test_pages_over_several_states_are_cut_at_the_right_places() -> None:
 def test_the_status_page_pages_escapes_and_filters() -> None:
     entries = [cert(name=f"n{i:03}") for i in range(250)]
     evil = CachedCertificate("d-x", ("<script>alert(1)</script>.example.org",), 1, T0, T0 + timedelta(hours=1), T0)
-    rows = status_rows([("file", [*entries, evil])], T0 + timedelta(hours=2), Thresholds(), set(), {})
+    listed = sorted([*entries, evil], key=lambda e: e.renew_at)  # as a store gives them
+    rows = status_rows([("file", listed)], T0 + timedelta(hours=2), Thresholds(), set(), {})
     first = render_status(rows, T0 + timedelta(hours=2)).decode()
     assert first.count("<tr data-state=") == PAGE_SIZE and "page 1 of 3" in first
     assert "<script>" not in first and "&lt;script&gt;" in first  # the expired one comes first, escaped

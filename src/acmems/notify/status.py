@@ -5,13 +5,14 @@ overdue-grace`` and still asked for), ``failed`` (its last order failed), ``rene
 runs now), ``renewal due`` (past its renewal point), ``ok``.
 
 :func:`status_rows` must stay fast with 100,000 certificates (the page is rendered on the event
-loop): it puts each certificate into its state's list with the cheapest test first (most are not
-yet due), and builds a full :class:`StatusRow` only for the rows a page shows.
+loop): the certificates not yet due (most of them) go to ``ok`` as one slice of the store's sorted
+list, and a full :class:`StatusRow` is built only for the rows a page shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from acmems.notify.pickups import Track
 from acmems.notify.thresholds import Thresholds
 from acmems.storage.base import CachedCertificate
 
-__all__ = ["STATES", "StatusList", "StatusRow", "certificate_state", "status_rows"]
+__all__ = ["STATES", "Segment", "StatusList", "StatusRow", "certificate_state", "status_rows"]
 
 STATES = ("expired", "overdue", "failed", "renewing", "renewal due", "ok")
 
@@ -54,15 +55,18 @@ def certificate_state(
     return "renewal due"
 
 
-class StatusList:
-    """Every certificate by state, problems first, soonest renewal first within a state."""
+Segment = tuple[str, list[CachedCertificate]]  # one store's certificates in one state, in order
 
-    def __init__(
-        self, buckets: Mapping[str, list[tuple[str, CachedCertificate]]], tracks: Mapping[tuple[str, str], Track]
-    ):
+
+class StatusList:
+    """Every certificate by state, problems first; within a state by store, soonest renewal first.
+    Each state holds segments (a store and a list of its certificates), not one tuple per
+    certificate: 100,000 small objects per request would cost more than everything else."""
+
+    def __init__(self, buckets: Mapping[str, list[Segment]], tracks: Mapping[tuple[str, str], Track]) -> None:
         self.buckets = buckets
         self.tracks = tracks
-        self.counts = {state: len(buckets.get(state, ())) for state in STATES}
+        self.counts = {state: sum(len(part) for _, part in buckets.get(state, ())) for state in STATES}
 
     def __len__(self) -> int:
         return sum(self.counts.values())
@@ -81,13 +85,13 @@ class StatusList:
         for s in STATES:
             if state not in (None, s):
                 continue
-            if stop is not None and offset >= stop:
-                break
-            bucket = self.buckets.get(s, [])
-            first = max(start - offset, 0)
-            last = len(bucket) if stop is None else max(0, min(stop - offset, len(bucket)))
-            picked += [(s, storage, entry) for storage, entry in bucket[first:last]]
-            offset += len(bucket)
+            for storage, part in self.buckets.get(s, ()):
+                if stop is not None and offset >= stop:
+                    return picked
+                first = max(start - offset, 0)
+                last = len(part) if stop is None else max(0, min(stop - offset, len(part)))
+                picked += [(s, storage, entry) for entry in part[first:last]]
+                offset += len(part)
         return picked
 
     def row(self, state: str, storage: str, entry: CachedCertificate) -> StatusRow:
@@ -106,29 +110,49 @@ class StatusList:
 
 
 def status_rows(
-    stores: Iterable[tuple[str, Iterable[CachedCertificate]]],
+    stores: Iterable[tuple[str, Sequence[CachedCertificate]]],
     now: datetime,
     thresholds: Thresholds,
     running: set[tuple[str, str]],
     tracks: Mapping[tuple[str, str], Track],
 ) -> StatusList:
-    """Every certificate by its state (the stores give their entries soonest renewal first)."""
-    buckets: dict[str, list[tuple[str, CachedCertificate]]] = {state: [] for state in STATES}
-    ok = buckets["ok"]
-    several = False
-    for number, (storage, entries) in enumerate(stores):
-        several = several or number > 0
-        for entry in entries:
+    """Every certificate by its state. Each store gives its entries soonest renewal first, so those
+    not yet due are one tail of the list (found by bisection): it goes to ``ok`` as one slice, but
+    for the few that are renewing or whose last order failed."""
+    buckets: dict[str, list[Segment]] = {state: [] for state in STATES}
+    special = set(running) | {key for key, track in tracks.items() if track.error is not None}
+
+    def put(state: str, storage: str, entry: CachedCertificate) -> None:
+        bucket = buckets[state]
+        if not bucket or bucket[-1][0] != storage:
+            bucket.append((storage, []))
+        bucket[-1][1].append(entry)
+
+    for storage, entries in stores:
+        due_end = bisect.bisect_right(entries, now, key=_renew_at)
+        exceptions = {digest for where, digest in special if where == storage}
+        for entry in entries[:due_end]:
             key = (storage, entry.digest)
-            if now < entry.renew_at and key not in running:
-                track = tracks.get(key)
-                if track is None or track.error is None:
-                    ok.append((storage, entry))  # the common case, without the full test
-                    continue
             track = tracks.get(key)
-            state = certificate_state(entry, now, thresholds, key in running, track.error if track else None)
-            buckets[state].append((storage, entry))
-    if several:  # each store's entries come in order; together they need sorting
-        for bucket in buckets.values():
-            bucket.sort(key=lambda item: item[1].renew_at)
+            put(
+                certificate_state(entry, now, thresholds, key in running, track.error if track else None),
+                storage,
+                entry,
+            )
+        if not exceptions:
+            buckets["ok"].append((storage, list(entries[due_end:])))
+            continue
+        for entry in entries[due_end:]:
+            if entry.digest in exceptions:
+                track = tracks.get((storage, entry.digest))
+                error = track.error if track else None
+                put(
+                    certificate_state(entry, now, thresholds, (storage, entry.digest) in running, error), storage, entry
+                )
+            else:
+                put("ok", storage, entry)
     return StatusList(buckets, tracks)
+
+
+def _renew_at(entry: CachedCertificate) -> datetime:
+    return entry.renew_at
