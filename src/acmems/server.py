@@ -95,7 +95,7 @@ class Server:
         # Events (webhook, mail, command), the watch for overdue certificates, and /status.
         self.notify = NotifyService(settings, settings.account.dir or Path("."), lambda: self.runtime, self.cluster)
         self.runtime = self._build(settings, None)
-        collector = NotifyCollector(self.notify.notifier, self.notify.stores)
+        collector = NotifyCollector(self.notify.notifier, self.notify.stores, self.notify.count)
         self.metrics.registry.register(collector)
         self.metrics.add_text(collector.certificate_series)
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)

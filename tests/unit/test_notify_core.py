@@ -268,7 +268,7 @@ def test_the_per_certificate_series_are_valid_exposition_text_and_stop_above_the
     entries = [cert(name=f"n{i}", requested=T0) for i in range(3)]
     entries.append(CachedCertificate("d-q", ('we"ird\\.example.org',), 9, T0, T0 + timedelta(days=1), T0))
     notifier = Notifier(NotifySettings(metrics_certificates=4), FileOutbox(tmp_path), FileState(tmp_path / "s"))
-    collector = NotifyCollector(notifier, lambda: [("file", entries)])
+    collector = NotifyCollector(notifier, lambda: [("file", entries)], lambda: len(entries))
     families = {f.name: f for f in text_string_to_metric_families(collector.certificate_series().decode())}
     expiry = families["acmems_certificate_expiry_timestamp_seconds"]
     assert {s.labels["name"] for s in expiry.samples} == {

@@ -20,9 +20,15 @@ __all__ = ["NotifyCollector"]
 class NotifyCollector(Collector):
     """``stores()`` gives (storage name, its certificates) of the configuration in force."""
 
-    def __init__(self, notifier: Notifier, stores: Callable[[], list[tuple[str, list[CachedCertificate]]]]) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        stores: Callable[[], list[tuple[str, list[CachedCertificate]]]],
+        count: Callable[[], int],
+    ) -> None:
         self.notifier = notifier
         self.stores = stores
+        self.count = count  # how many certificates, without listing them
 
     def collect(self) -> Iterable[Metric]:
         n = self.notifier
@@ -59,9 +65,9 @@ class NotifyCollector(Collector):
         """The per-certificate series as exposition text, written here rather than through the
         client library's objects: 10,000 certificates are 30,000 samples, which the library takes
         most of a second to build and print (the event loop would stall for it at every scrape)."""
-        stores = self.stores()
-        if sum(len(entries) for _, entries in stores) > self.notifier.settings.metrics_certificates:
+        if self.count() > self.notifier.settings.metrics_certificates:
             return b""  # only the totals (acmems_certificates_cached and the gauges above)
+        stores = self.stores()
         expiry, renewal, pickup = [], [], []
         for storage, entries in stores:
             newest: dict[str, CachedCertificate] = {}

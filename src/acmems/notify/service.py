@@ -61,6 +61,10 @@ class NotifyService:
         """(storage, certificates) of every store that keeps certificates."""
         return [(cache.name, cache.entries()) for cache in self.current().caches.values() if cache.where != "-"]
 
+    def count(self) -> int:
+        """How many certificates the stores keep."""
+        return sum(cache.count() for cache in self.current().caches.values() if cache.where != "-")
+
     def watched(self) -> list[Watched]:
         runtime = self.current()
         items = []
