@@ -7,7 +7,9 @@ one HTTP-01 certificate and one wildcard DNS-01 certificate. Everything stops at
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -120,6 +122,10 @@ def main() -> int:
                 )
             ):
                 print("  " + line)
+        say(f"GET /status (an HTML page; open http://127.0.0.1:{mgmt_port}/status in a browser on this host)")
+        page = run(f"curl -sS http://127.0.0.1:{mgmt_port}/status", work)
+        for state, names in re.findall(r'<tr data-state="([^"]+)"[^>]*><td class="names">([^<]*)<', page):
+            print(f"  {state:<12} {html.unescape(names)}")
         say("what you saw")
         print(
             textwrap.dedent(f"""\
