@@ -12,15 +12,12 @@ import functools
 import logging
 import resource
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 from acmems.acme_ca import AcmeCa
 from acmems.challenges import (
@@ -34,16 +31,17 @@ from acmems.challenges import (
 from acmems.config import load_settings
 from acmems.errors import AcmemsError
 from acmems.issuer import Issuer
+from acmems.listeners import Listeners
 from acmems.metrics import Metrics
 from acmems.notify.collector import NotifyCollector
 from acmems.notify.service import NotifyService
 from acmems.rate_log import FileRateLog, RateLog
 from acmems.renewer import Renewer
 from acmems.sdnotify import notify
-from acmems.settings import DEFAULT_ACCOUNT, AccountSettings, Http01Verification, Listener, Settings
+from acmems.settings import DEFAULT_ACCOUNT, AccountSettings, Http01Verification, Settings
 from acmems.sign import SignHandler, health_page, management_handler, metrics_page
 from acmems.storage import CertificateStore, make_store
-from acmems.web import Handler, OneLineErrorServer, challenge_handler
+from acmems.web import challenge_handler
 from acmems.worker_pool import WorkerPool, bind_shared
 
 if TYPE_CHECKING:
@@ -53,8 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["Runtime", "Server", "run"]
 
 log = logging.getLogger(__name__)
-_SHUTDOWN_GRACE = 30.0
-_BACKLOG = 4096
 DNS_JOURNAL = "dns01-pending.json"
 RATE_LOG = "rate-events.json"  # in the account directory: what the rate limits count
 DNS_SWEEP_EVERY = 5.0  # a cluster looks this often for DNS-01 values of instances that are gone
@@ -102,10 +98,9 @@ class Server:
         if self.cluster is not None:
             cluster = self.cluster
             self.metrics.watch_cluster(lambda: cluster.available, lambda: cluster.transactions)
-        self._runners: list[web.BaseRunner] = []
+        self.listeners = Listeners()
         self._background: set[asyncio.Task[None]] = set()
         self.renewer = Renewer(lambda: self.runtime)
-        self.bound: list[str] = []
         self.workers: WorkerPool | None = None
 
     def _build(self, settings: Settings, previous: Runtime | None) -> Runtime:
@@ -224,6 +219,7 @@ class Server:
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
+        idle = mgmt.idle_timeout
         await self.notify.notifier.start(self.notify.watched)
         sign = SignHandler(lambda: self.runtime, self.metrics, label=self.log_label, on_answer=self.notify.on_answer)
         pages = {
@@ -237,9 +233,9 @@ class Server:
         for name, solver in self._http01.items():
             verification = runtime.settings.verifications[name]
             assert isinstance(verification, Http01Verification)
-            await self._serve_lowlevel(challenge_handler(solver), verification.listeners, f"http01 {name!r}")
+            await self.listeners.serve(challenge_handler(solver), verification.listeners, f"http01 {name!r}", idle)
         if shared is None:
-            await self._serve_lowlevel(handler, mgmt.listeners, "mgmt")
+            await self.listeners.serve(handler, mgmt.listeners, "mgmt", idle)
             return
         self.workers = WorkerPool(
             lambda: self.runtime,
@@ -251,7 +247,7 @@ class Server:
             self.notify.notifier.fetched_serial,
         )
         await self.workers.start(shared[1:])
-        await self._serve_lowlevel(handler, mgmt.listeners, "mgmt", shared[0])
+        await self.listeners.serve(handler, mgmt.listeners, "mgmt", idle, shared[0])
 
     @property
     def log_label(self) -> str:
@@ -350,7 +346,7 @@ class Server:
     def health(self) -> list[str]:
         """Problems that make this acmems unhealthy (empty: healthy)."""
         problems = []
-        if not self.bound:
+        if not self.listeners.bound:
             problems.append("no listener is open")
         if self.workers is not None:
             problems += self.workers.problems()
@@ -369,42 +365,6 @@ class Server:
             return float("nan")
         return (min(soonest) - datetime.now(UTC)).total_seconds()
 
-    async def _serve_lowlevel(
-        self,
-        handler: Handler,
-        listeners: tuple[Listener, ...],
-        what: str,
-        sockets: list[socket.socket] | None = None,
-    ) -> None:
-        # aiohttp closes a connection that has not completed a request within keepalive_timeout of
-        # connecting: the defence against clients that trickle their headers (slowloris).
-        server = OneLineErrorServer(handler, access_log=None, keepalive_timeout=self.runtime.settings.mgmt.idle_timeout)
-        runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE, handle_signals=False)
-        await self._open(runner, listeners, what, sockets)
-
-    async def _open(
-        self,
-        runner: web.BaseRunner,
-        listeners: tuple[Listener, ...],
-        what: str,
-        sockets: list[socket.socket] | None = None,
-    ) -> None:
-        await runner.setup()
-        self._runners.append(runner)
-        if sockets is not None:
-            # Bound already (shared with worker processes); listening starts here.
-            for sock in sockets:
-                await web.SockSite(runner, sock, backlog=_BACKLOG).start()
-            self.bound += [f"{what} {listener}" for listener in listeners]
-            return
-        for listener in listeners:
-            site = web.TCPSite(runner, listener.host, listener.port, backlog=_BACKLOG, reuse_address=True)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise AcmemsError(f"cannot listen on {listener} for {what}: {exc.strerror}") from None
-            self.bound.append(f"{what} {listener}")
-
     async def stop(self) -> None:
         """Stop accepting, let running requests finish (bounded), close everything.
 
@@ -416,8 +376,7 @@ class Server:
         if self.workers is not None:
             # First: their running requests may still need this process (and its challenge listeners).
             await self.workers.stop()
-        for runner in reversed(self._runners):  # management listeners first (opened last)
-            await runner.cleanup()
+        await self.listeners.close()  # management listeners first (opened last)
         for ca in self.runtime.cas.values():
             ca.close()
         await self.notify.notifier.stop()  # what is not delivered stays in the outbox
@@ -453,7 +412,7 @@ async def _main(settings: Settings) -> int:
         log.error("%s", exc.message)
         await server.stop()
         return 1
-    log.info("acmems ready: %s", ", ".join(server.bound))
+    log.info("acmems ready: %s", ", ".join(server.listeners.bound))
     server.start_renewer()
     notify("READY=1\nSTATUS=serving")
     await stop.wait()
