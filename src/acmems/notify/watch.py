@@ -9,7 +9,7 @@ is left to expire on purpose. A condition is reported once when it begins and re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,7 +17,7 @@ from acmems.notify.events import Event, make_event, rfc3339
 from acmems.notify.thresholds import Thresholds
 from acmems.storage.base import CachedCertificate
 
-__all__ = ["Fetch", "Mark", "Watched", "counts", "watch"]
+__all__ = ["Fetch", "Mark", "Watched", "watch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +103,3 @@ def watch(
             else:
                 kept[key] = mark
     return events, kept
-
-
-def counts(marks: Mapping[str, Mark]) -> Callable[[str], int]:
-    """How many conditions of a kind are in force (for the gauges)."""
-    return lambda kind: sum(1 for key in marks if key.startswith(kind + "/"))
