@@ -42,6 +42,7 @@ __all__ = [
     "Nginx",
     "Pebble",
     "ServiceError",
+    "axfr_txt",
     "free_port",
     "make_tls",
     "missing_tools",
@@ -211,8 +212,12 @@ def make_tls(directory: Path, names: Sequence[str] = ("localhost",)) -> tuple[Pa
 class Bind:
     """BIND 9, authoritative for :data:`ZONES`, taking TXT updates only when TSIG-signed."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, zones: dict[str, str] | None = None, locked: Sequence[str] = ()) -> None:
+        """``zones``: zone -> further records (default: :data:`ZONES`, none); the key may update
+        TXT records in every zone but those ``locked``."""
         self.dir = directory
+        self.zones = zones if zones is not None else dict.fromkeys(ZONES, "")
+        self.locked = tuple(locked)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "named.log"
@@ -229,21 +234,19 @@ class Bind:
             f'key "{self.key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{self.key_secret}";\n}};\n'
         )
         zones = []
-        for zone in ZONES:
+        for zone, records in self.zones.items():
             (self.dir / "zones" / f"{zone}.zone").write_text(
                 f"$TTL 5\n@ IN SOA ns.{zone}. hostmaster.{zone}. 1 60 60 600 5\n"
-                f"@ IN NS ns.{zone}.\n@ IN A 127.0.0.1\nns IN A 127.0.0.1\n* IN A 127.0.0.1\n"
+                f"@ IN NS ns.{zone}.\n@ IN A 127.0.0.1\nns IN A 127.0.0.1\n* IN A 127.0.0.1\n{records}"
             )
-            zones.append(
-                f'zone "{zone}" {{ type primary; file "zones/{zone}.zone"; '
-                f"update-policy {{ grant {self.key_name} zonesub TXT; }}; }};"
-            )
+            policy = "" if zone in self.locked else f"update-policy {{ grant {self.key_name} zonesub TXT; }}; "
+            zones.append(f'zone "{zone}" {{ type primary; file "zones/{zone}.zone"; {policy}}};')
         d = self.dir
         (d / "named.conf").write_text(
             f'include "{self.key_file}";\n'
             f'options {{ directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";\n'
             f'  managed-keys-directory "{d}"; listen-on port {self.port} {{ 127.0.0.1; }};\n'
-            "  listen-on-v6 { none; }; recursion no; allow-query { 127.0.0.0/8; };\n"
+            "  listen-on-v6 { none; }; recursion no; allow-query { 127.0.0.0/8; }; allow-transfer { 127.0.0.1; };\n"
             "  dnssec-validation no; notify no; };\ncontrols { };\n" + "\n".join(zones) + "\n"
         )
         self.proc = spawn([named, "-g", "-c", str(d / "named.conf"), "-n", "2"], self.log)
@@ -254,7 +257,7 @@ class Bind:
         import dns.message
         import dns.query
 
-        query = dns.message.make_query(ZONES[0], "SOA")
+        query = dns.message.make_query(next(iter(self.zones)), "SOA")
         answer = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.5)
         return bool(answer.answer)
 
@@ -269,8 +272,26 @@ class Bind:
             b"".join(r.strings).decode() for rrset in answer.answer if rrset.rdtype == dns.rdatatype.TXT for r in rrset
         ]
 
+    def transfer(self, zone: str) -> list[tuple[str, str]]:
+        """Every TXT record of ``zone`` by a zone transfer (AXFR): (name, value) pairs."""
+        return axfr_txt(zone, self.port)
+
     def stop(self) -> None:
         _stop(self.proc)
+
+
+def axfr_txt(zone: str, port: int, host: str = "127.0.0.1") -> list[tuple[str, str]]:
+    """The TXT records of ``zone`` (name, value), by AXFR from the server on ``port``."""
+    import dns.query
+    import dns.rdatatype
+
+    return sorted(
+        (rrset.name.to_text(omit_final_dot=True), b"".join(r.strings).decode())
+        for message in dns.query.xfr(host, zone, port=port, timeout=5, lifetime=10, relativize=False)
+        for rrset in message.answer
+        if rrset.rdtype == dns.rdatatype.TXT
+        for r in rrset
+    )
 
 
 class Pebble:

@@ -1,4 +1,5 @@
-"""The ``acmems`` command: ``serve`` (the default), ``check``, ``list``, ``revoke``, ``import``, ``db init``.
+"""The ``acmems`` command: ``serve`` (the default), ``check``, ``list``, ``revoke``, ``import``, ``db init``,
+``dns-check``.
 
 ``acme-register`` is :mod:`acmems.register_cli`.
 """
@@ -44,6 +45,12 @@ _COMMANDS = {
         "Copy every certificate of --from (a file cache, the original's layout too) into --to "
         "(e.g. a type = database storage of a cluster).",
     ),
+    "dns-check": (
+        "show where each name's DNS-01 TXT value would go",
+        "For each NAME: the CNAME chain of _acme-challenge.NAME at the dns-server, the zone and server "
+        "its TXT value would go to, and with --try whether the key can add and delete a probe value there. "
+        "Exit 0 if every name can be served, 1 if not.",
+    ),
     "db": (
         "set up the cluster database",
         "'acmems db init CONFIG': create or upgrade the tables of the [cluster] database (run it as "
@@ -70,7 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parsers[name] = commands.add_parser(name, help=summary, description=description)
         if name == "db":
             parsers[name].add_argument("action", choices=["init"])
+        if name == "dns-check":
+            parsers[name].add_argument("configs", nargs=1, metavar="CONFIG", help="the INI file")
+            parsers[name].add_argument("names", nargs="+", metavar="NAME", help="names (a wildcard: *.NAME)")
+            continue
         parsers[name].add_argument("configs", nargs="+", metavar="CONFIG", help="INI files, merged in order")
+    parsers["dns-check"].add_argument(
+        "--try", dest="try_key", action="store_true", help="add and delete a probe TXT value with the key"
+    )
+    parsers["dns-check"].add_argument("--verification", metavar="BLOCK", help="the verification block to use")
     parsers["import"].add_argument("--from", dest="source", required=True, metavar="STORAGE")
     parsers["import"].add_argument("--to", dest="target", required=True, metavar="STORAGE")
     revoke = parsers["revoke"]
@@ -96,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(database)
         print("configuration is valid")
         return 0
+    if args.command == "dns-check":
+        from acmems.dns_cli import dns_check
+
+        return _run(dns_check(settings, args.names, try_key=args.try_key, chosen=args.verification))
     if args.command in ("list", "import", "db"):
         work: Coroutine[Any, Any, int]
         if args.command == "list":

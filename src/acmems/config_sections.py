@@ -245,10 +245,8 @@ def read_verification(section: Section, keys: Keys) -> VerificationSettings:
     if vtype == "http01":
         listeners = keys.values("listener", parse_listener)
         return Http01Verification(section.name, tuple(listeners) or DEFAULT_HTTP01_LISTENERS)
-    server_entry = keys.one("dns-server")
-    host, port = "127.0.0.1", 53
-    if server_entry is not None:
-        host, port = keys.convert(server_entry, dns_server)
+    servers = keys.values("dns-server", dns_server) or [("127.0.0.1", 53)]
+    host, port = servers[0]
     key_file = keys.value("tsig-key-file", Path, None)
     name = keys.value("tsig-key-name", nonempty, None)
     secret = keys.value("tsig-key-secret", base64_secret, None)
@@ -275,6 +273,8 @@ def read_verification(section: Section, keys: Keys) -> VerificationSettings:
         zone=zone,
         propagation_timeout=keys.value("propagation-timeout", positive_number, 60.0),
         check_servers=tuple(keys.values("check-server", dns_server)),
+        more_dns_servers=tuple(servers[1:]),
+        follow_cname=keys.value("follow-cname", parse_bool, True),
     )
 
 

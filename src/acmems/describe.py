@@ -110,7 +110,11 @@ def describe_settings(settings: Settings) -> str:
             out.append(f"  listeners = {', '.join(str(x) for x in verification.listeners)}")
         elif isinstance(verification, DnsUpdateVerification):
             out += [
-                f"  dns-server = {verification.dns_server}:{verification.dns_port}",
+                "  dns-server = "
+                + ", ".join(f"{h}:{p}" for h, p in verification.dns_servers)
+                + (" (tried in this order)" if verification.more_dns_servers else ""),
+                "  follow-cname = "
+                + ("yes (_acme-challenge CNAMEs are followed)" if verification.follow_cname else "no"),
                 f"  ttl = {verification.ttl}, timeout = {verification.timeout:g} s, "
                 f"propagation-timeout = {verification.propagation_timeout:g} s",
                 f"  zone = {verification.zone or '(discovered)'}, check-server = "
@@ -118,6 +122,7 @@ def describe_settings(settings: Settings) -> str:
                 (
                     f"  tsig = {verification.tsig_key_name} {verification.tsig_algorithm}, secret "
                     f"{_mask(verification.tsig_key_secret)}"
+                    + (" (weak: prefer hmac-sha256)" if verification.tsig_algorithm == "hmac-md5" else "")
                     if verification.tsig_key_name
                     else "  tsig = none (updates are unsigned: anyone who reaches the server could send them)"
                 ),

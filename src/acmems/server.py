@@ -193,14 +193,8 @@ class Server:
                 await self._load_index(cache)
         for solver in runtime.solvers.values():
             if isinstance(solver, DnsUpdateSolver):
-                if solver.key is None:
-                    log.warning(
-                        "verification %r sends DNS updates without TSIG: anyone who can reach %s:%d "
-                        "could change the zone the same way; set tsig-key-file",
-                        solver.name,
-                        solver.settings.dns_server,
-                        solver.settings.dns_port,
-                    )
+                for warning in solver.warnings():
+                    log.warning("%s", warning)
                 if at_start:
                     # Only at start: later, the journal also lists the values of orders still running.
                     await solver.recover()

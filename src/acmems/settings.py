@@ -121,7 +121,14 @@ class DnsUpdateVerification:
     zone: str | None = None
     propagation_timeout: float = 60.0
     check_servers: tuple[tuple[str, int], ...] = ()
+    more_dns_servers: tuple[tuple[str, int], ...] = ()  # further primaries (dns-server repeated), in order
+    follow_cname: bool = True
     type: str = "dns01-dnsUpdate"
+
+    @property
+    def dns_servers(self) -> tuple[tuple[str, int], ...]:
+        """Every primary, tried in this order."""
+        return ((self.dns_server, self.dns_port), *self.more_dns_servers)
 
 
 VerificationSettings = Http01Verification | DnsUpdateVerification

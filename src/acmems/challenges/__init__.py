@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from acmems.challenges.dns01_update import DnsJournal, DnsRecord, DnsUpdateSolver, PendingJournal
+from acmems.challenges.dns01_update import DnsUpdateSolver
+from acmems.challenges.dns_journal import DnsJournal, DnsRecord, PendingJournal
 from acmems.challenges.http01 import Http01Solver
 from acmems.settings import DnsUpdateVerification, Http01Verification, VerificationSettings
 

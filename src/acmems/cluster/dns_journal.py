@@ -6,7 +6,7 @@ only taken off the list, not deleted from the zone."""
 
 from __future__ import annotations
 
-from acmems.challenges.dns01_update import DnsRecord
+from acmems.challenges.dns_journal import DnsRecord
 from acmems.cluster.database import ClusterDb
 
 __all__ = ["DatabaseJournal"]
