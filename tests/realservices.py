@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".cache" / "bin"
 ZONES = ("example.test", "sub.example2.test")
 TSIG_KEY_NAME = "acme-update"
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha224", "hmac-sha384", "hmac-sha512", "hmac-sha1", "hmac-md5")
 
 __all__ = [
     "ZONES",
@@ -75,7 +76,14 @@ TOOLS = {
     "psql": "postgresql-client-15",
     "chromium-headless-shell": "chromium-headless-shell",  # renders /status (tests/integration/test_notify.py)
     "promtool": "prometheus",  # checks contrib/prometheus/acmems-alerts.yml
+    "knotd": "knot",  # DNS-01 against Knot DNS (tests/dnsservers.py)
+    "pdns_server": "pdns-server",  # DNS-01 against PowerDNS, by RFC 2136 and through lexicon
+    "pdnsutil": "pdns-server",
+    # not a program: PowerDNS' sqlite3 backend, found by its schema file (see _find)
+    "pdns-backend-sqlite3": "pdns-backend-sqlite3",
 }
+# files that stand for a package with no program of its own
+_FILES = {"pdns-backend-sqlite3": "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql"}
 
 
 class MissingTool(ServiceError):
@@ -88,6 +96,8 @@ def missing_tools() -> dict[str, str]:
 
 
 def _find(name: str) -> str | None:
+    if name in _FILES:
+        return _FILES[name] if os.path.exists(_FILES[name]) else None
     found = shutil.which(name)
     if found is None:
         for folder in ("/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin"):  # not on every user's PATH
@@ -224,6 +234,15 @@ class Bind:
         self.key_secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self.key_name = TSIG_KEY_NAME
         self.key_file = directory / "tsig.key"
+        # a key per TSIG algorithm too, named acme-<algorithm> (tests/integration/test_dns_servers.py)
+        self.secrets = {alg: base64.b64encode(secrets.token_bytes(32)).decode() for alg in TSIG_ALGORITHMS}
+
+    def key_setting(self, algorithm: str = "hmac-sha256") -> str:
+        """A verification block's lines for this server and its key of ``algorithm``."""
+        return (
+            f"dns-server = 127.0.0.1:{self.port}\ntsig-key-name = acme-{algorithm}\n"
+            f"tsig-key-secret = {self.secrets[algorithm]}\ntsig-algorithm = {algorithm}\n"
+        )
 
     def start(self) -> Bind:
         named = tool("named")
@@ -239,12 +258,14 @@ class Bind:
                 f"$TTL 5\n@ IN SOA ns.{zone}. hostmaster.{zone}. 1 60 60 600 5\n"
                 f"@ IN NS ns.{zone}.\n@ IN A 127.0.0.1\nns IN A 127.0.0.1\n* IN A 127.0.0.1\n{records}"
             )
-            policy = "" if zone in self.locked else f"update-policy {{ grant {self.key_name} zonesub TXT; }}; "
+            grants = "".join(f"grant {k} zonesub TXT; " for k in (self.key_name, *(f"acme-{a}" for a in self.secrets)))
+            policy = "" if zone in self.locked else f"update-policy {{ {grants}}}; "
             zones.append(f'zone "{zone}" {{ type primary; file "zones/{zone}.zone"; {policy}}};')
         d = self.dir
         (d / "named.conf").write_text(
             f'include "{self.key_file}";\n'
-            f'options {{ directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";\n'
+            + "".join(f'key "acme-{a}" {{ algorithm {a}; secret "{k}"; }};\n' for a, k in self.secrets.items())
+            + f'options {{ directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";\n'
             f'  managed-keys-directory "{d}"; listen-on port {self.port} {{ 127.0.0.1; }};\n'
             "  listen-on-v6 { none; }; recursion no; allow-query { 127.0.0.0/8; }; allow-transfer { 127.0.0.1; };\n"
             "  dnssec-validation no; notify no; };\ncontrols { };\n" + "\n".join(zones) + "\n"

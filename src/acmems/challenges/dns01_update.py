@@ -47,7 +47,12 @@ class DnsUpdateSolver:
         self.name = settings.name
         self.settings = settings
         self.key = (
-            dns.tsig.Key(settings.tsig_key_name, settings.tsig_key_secret, settings.tsig_algorithm)
+            dns.tsig.Key(
+                settings.tsig_key_name,
+                settings.tsig_key_secret,
+                # RFC 8945 names MD5 by its old long name; the others as configured
+                dns.tsig.HMAC_MD5 if settings.tsig_algorithm == "hmac-md5" else settings.tsig_algorithm,
+            )
             if settings.tsig_key_name and settings.tsig_key_secret
             else None
         )

@@ -4,6 +4,7 @@ server can refuse (:data:`UPDATE_ANSWERS`, :data:`TSIG_ANSWERS`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 # The update's rcode -> what to fix ({key} names the key, {zone} and {name} the record's place).
 UPDATE_ANSWERS = {
     "REFUSED": "the server refuses this change: allow key {key} to update TXT records of {name} in zone {zone} "
-    "(BIND update-policy, Knot acl, PowerDNS TSIG-ALLOW-DNSUPDATE)",
+    "(BIND update-policy, Knot acl, PowerDNS TSIG-ALLOW-DNSUPDATE); PowerDNS also refuses a wrong "
+    "tsig-key-secret, an unknown key or a clock off by minutes: its log says which",
     "NOTAUTH": "the server is not the primary of zone {zone}: point dns-server at the zone's primary",
     "NOTZONE": "{name} does not lie in zone {zone}: correct 'zone' in the verification block",
     "SERVFAIL": "the server failed to apply it; see its log",
@@ -35,7 +37,8 @@ TSIG_ANSWERS = {
     "PeerBadSignature": ("BADSIG", "the TSIG secret differs from the server's for key {key}: check tsig-key-secret"),
     "PeerBadKey": (
         "BADKEY",
-        "the server does not know key {key} ({algorithm}): check tsig-key-name and tsig-algorithm",
+        "the server does not know key {key} ({algorithm}), or (Knot) its acl does not let the key update zone "
+        "{zone}: check tsig-key-name, tsig-algorithm and the zone's acl",
     ),
     "PeerBadTime": (
         "BADTIME",
@@ -124,17 +127,45 @@ class DnsServers:
         assert error is not None
         raise error
 
+    async def _has_zone(self, server: tuple[str, int], zone: str) -> bool:
+        try:
+            response = await self.query(zone, dns.rdatatype.SOA, f"SOA of {zone}", server)
+        except DnsUpdateError:
+            return True  # cannot tell: keep the server's own answer
+        return any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.answer)
+
     def _fix(self, text: str, zone: str, name: str) -> str:
         algorithm = self.key.algorithm.to_text(omit_final_dot=True) if self.key else "-"
         key = self.key.name.to_text(omit_final_dot=True) if self.key else "(none: unsigned)"
         return text.format(key=key, algorithm=algorithm, zone=zone, name=name)
+
+    async def _exchange(self, update: dns.update.UpdateMessage, server: tuple[str, int]) -> dns.message.Message:
+        """Send over TCP, read the answer, check its TSIG. An error answer may come unsigned (a server
+        not authoritative for the zone cannot sign): then its rcode is taken, but never as success."""
+        wire = update.to_wire()
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(*server)
+            try:
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+                await writer.drain()
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                data = await reader.readexactly(size)
+            finally:
+                writer.close()
+        try:
+            response = dns.message.from_wire(data, keyring=update.keyring, request_mac=update.mac)
+        except dns.exception.FormError:
+            response = dns.message.from_wire(data, keyring=False)
+            if update.keyring is None or response.rcode() == dns.rcode.NOERROR:
+                raise
+        return response
 
     async def _send(
         self, update: dns.update.UpdateMessage, server: tuple[str, int], zone: str, name: str, action: str
     ) -> None:
         at = where(server)
         try:
-            response = await dns.asyncquery.tcp(update, server[0], timeout=self.timeout, port=server[1])
+            response = await self._exchange(update, server)
         except dns.tsig.PeerError as exc:
             error, fix = TSIG_ANSWERS.get(type(exc).__name__, ("TSIG error", "check the TSIG key"))
             raise DnsUpdateError(
@@ -154,11 +185,19 @@ class DnsServers:
                 kind=Kind.DNS_REFUSED,
                 log_detail=repr(exc),
             ) from None
+        if not update.is_response(response):
+            raise DnsUpdateError(
+                f"DNS server {at} sent an answer that does not belong to the {action} in zone {zone}",
+                kind=Kind.DNS_REFUSED,
+            )
         rcode = response.rcode()
         if rcode == dns.rcode.NOERROR:
             return
         text = dns.rcode.to_text(rcode)
-        fix = self._fix(UPDATE_ANSWERS.get(text, "the update failed; see the server's log"), zone, name)
+        if text == "REFUSED" and not await self._has_zone(server, zone):
+            text = "REFUSED (it has no zone " + zone + ")"  # PowerDNS refuses what it does not serve
+            rcode = dns.rcode.NOTAUTH
+        fix = self._fix(UPDATE_ANSWERS.get(dns.rcode.to_text(rcode), "the update failed; see its log"), zone, name)
         raise DnsUpdateError(
             f"DNS server {at} answered {text} to the {action} of {name} TXT in zone {zone}: {fix}",
             kind=Kind.DNS_UNREACHABLE if text == "SERVFAIL" else Kind.DNS_REFUSED,
