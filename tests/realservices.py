@@ -328,8 +328,10 @@ class Pebble:
         nonce_reject: int = 0,
         profiles: dict[str, int] | None = None,
         va_sleep: bool = False,
+        caa_identities: Sequence[str] = (),
     ) -> None:
         self.dir = directory
+        self.caa_identities = tuple(caa_identities)  # the issuer domain names of dns-persist-01
         self.dns_port = dns_port
         self.http_port = http_port
         self.eab_keys = eab_keys
@@ -369,6 +371,8 @@ class Pebble:
         }
         if self.eab_keys is not None:
             config["externalAccountMACKeys"] = self.eab_keys
+        if self.caa_identities:
+            config["caaIdentities"] = list(self.caa_identities)
         if self.profiles is not None:
             config["profiles"] = {
                 name: {"description": name, "validityPeriod": seconds} for name, seconds in self.profiles.items()

@@ -13,14 +13,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
+from acme import challenges, crypto_util, messages
 from acme import client as acme_client
-from acme import crypto_util, messages
 from cryptography import x509
 from josepy.json_util import field as jose_field
 
 __all__ = [
     "BAD_NONCE_RETRIES",
     "CaNetwork",
+    "answer_challenge",
     "ari_identifier",
     "fetch_authorization",
     "fetch_order",
@@ -78,6 +79,15 @@ def post_as_get(client: acme_client.ClientV2, url: str) -> requests.Response:
     """POST-as-GET (RFC 8555 §6.3). Private API: ``ClientV2._post_as_get``; the public methods that
     use it also poll or parse in ways we do not want (fixed sleeps, one answer type)."""
     return client._post_as_get(url)
+
+
+def answer_challenge(
+    client: acme_client.ClientV2, challb: messages.ChallengeBody, response: challenges.ChallengeResponse
+) -> requests.Response:
+    """Tell the CA to check the challenge (RFC 8555 §7.5.1). Private API: ``ClientV2._post``; the
+    public ``answer_challenge`` insists on a ``Link: rel="up"`` that RFC 8555 does not require (Pebble
+    sends none for dns-persist-01), and we do not use what it parses."""
+    return client._post(challb.uri, response)
 
 
 def fetch_authorization(

@@ -300,7 +300,8 @@ class AcmeCa:
         record: OrderRecord | None,
     ) -> bytes:
         assert self._key is not None
-        return await OrderRun(self._blocking, client, self._key, solver).run(csr_pem, profile, replaces, record)
+        run = OrderRun(self._blocking, client, self._key, solver, ca=self.settings.acme_server)
+        return await run.run(csr_pem, profile, replaces, record)
 
 
 def _net(client: acme_client.ClientV2) -> CaNetwork:

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
+from acme import challenges, messages
 from acme import client as acme_client
-from acme import messages
 from josepy.jwk import JWK
 
 from acmems import acme_adapter
@@ -22,6 +22,7 @@ from acmems import order_steps as steps
 from acmems.acme_adapter import CaNetwork
 from acmems.acme_problems import format_chain, problem_of, retry_after_seconds
 from acmems.challenges import ChallengeSolver
+from acmems.challenges.dns_persist import persist_record
 from acmems.errors import AcmemsError, CaError, Kind
 
 __all__ = ["BlockingCall", "OrderRecord", "OrderRun"]
@@ -56,10 +57,14 @@ class OrderRun:
         client: the ``ClientV2`` this order uses (its own nonces and HTTP session).
         key: the account key (for key authorizations).
         solver: publishes what the CA checks.
+        ca: the CA's directory URL (for messages).
     """
 
-    def __init__(self, blocking: BlockingCall, client: acme_client.ClientV2, key: JWK, solver: ChallengeSolver):
+    def __init__(
+        self, blocking: BlockingCall, client: acme_client.ClientV2, key: JWK, solver: ChallengeSolver, ca: str = ""
+    ):
         self.blocking = blocking
+        self.ca = ca  # the directory URL, named when the CA offers no challenge of the solver's type
         self.client = client
         self.net = cast(CaNetwork, client.net)
         self.key = key
@@ -126,15 +131,37 @@ class OrderRun:
         """Publish every validation first, then tell the CA (it may check one while we publish the next)."""
         answers = []
         for authzr in authorizations:
-            challb = _find_challenge(authzr, self.solver)
-            response, validation = challb.response_and_validation(self.key)
-            identifier, token = authzr.body.identifier.value, challb.chall.encode("token")
+            challb = _find_challenge(authzr, self.solver, self.ca)
+            if isinstance(challb.chall, challenges.UnrecognizedChallenge):  # dns-persist-01
+                response, identifier, token, validation = self._persist_answer(authzr, challb.chall)
+            else:
+                response, validation = challb.response_and_validation(self.key)
+                identifier, token = authzr.body.identifier.value, challb.chall.encode("token")
             await self.solver.present(identifier, token, validation)
             self.published.append((identifier, token, validation))
             if challb.status == messages.STATUS_PENDING:  # a resumed order's may be processing already
                 answers.append((challb, response))
         for challb, response in answers:
-            await self.blocking(self.client.answer_challenge, challb, response, net=self.net)
+            await self.blocking(acme_adapter.answer_challenge, self.client, challb, response, net=self.net)
+
+    def _persist_answer(
+        self, authzr: messages.AuthorizationResource, chall: challenges.UnrecognizedChallenge
+    ) -> tuple[challenges.ChallengeResponse, str, str, str]:
+        """dns-persist-01: the answer is ``{}``; the solver gets the record the CA looks for (with the
+        first issuer domain name the CA names) and every issuer name (as the token)."""
+        issuers = tuple(str(i) for i in chall.jobj.get("issuer-domain-names") or ())
+        account = self.net.account
+        if not issuers or account is None or not account.uri:
+            raise CaError(
+                f"the CA {self.ca}'s dns-persist-01 challenge for {authzr.body.identifier.value} names no "
+                "issuer domain (issuer-domain-names)",
+                kind=Kind.CA_REFUSED,
+            )
+        identifier = authzr.body.identifier.value
+        if authzr.body.wildcard:
+            identifier = f"*.{identifier}"
+        record = persist_record(issuers[0], account.uri, wildcard=bool(authzr.body.wildcard))
+        return _EmptyResponse(), identifier, ",".join(issuers), record
 
     async def _poll_authorizations(self, which: tuple[int, ...], state: steps.OrderState) -> steps.OrderState:
         polled = await asyncio.gather(
@@ -199,16 +226,34 @@ def authorization_state(authzr: messages.AuthorizationResource) -> steps.Authori
     return steps.AuthorizationState(name, _status(body.status), problem)
 
 
-def _find_challenge(authzr: messages.AuthorizationResource, solver: ChallengeSolver) -> messages.ChallengeBody:
+class _EmptyResponse(challenges.ChallengeResponse):
+    """The answer to a challenge that takes no payload (``{}``), such as dns-persist-01."""
+
+    typ = "dns-persist-01"
+
+    def __bool__(self) -> bool:
+        # An object without fields is falsy, and ``acme`` would then send an empty payload
+        # (a POST-as-GET, which only reads the challenge) instead of ``{}``.
+        return True
+
+
+def challenge_type(chall: challenges.Challenge) -> str:
+    """The challenge's type as the CA names it (also for types the ``acme`` library does not know)."""
+    if isinstance(chall, challenges.UnrecognizedChallenge):
+        return str(chall.jobj.get("type", "?"))
+    return str(chall.typ)
+
+
+def _find_challenge(authzr: messages.AuthorizationResource, solver: ChallengeSolver, ca: str) -> messages.ChallengeBody:
     for challb in authzr.body.challenges:
-        if challb.chall.typ == solver.challenge_type:
+        if challenge_type(challb.chall) == solver.challenge_type:
             return challb
-    offered = ", ".join(c.chall.typ for c in authzr.body.challenges) or "none"
+    offered = ", ".join(challenge_type(c.chall) for c in authzr.body.challenges) or "none"
     name = authzr.body.identifier.value
     if authzr.body.wildcard:
         name = f"*.{name}"
     raise CaError(
-        f"the CA offers no {solver.challenge_type} challenge for {name} (offered: {offered}); "
+        f"the CA {ca or '(unnamed)'} offers no {solver.challenge_type} challenge for {name} (offered: {offered}); "
         f"use a verification of another type for it",
-        kind=Kind.VALIDATION_FAILED,
+        kind=Kind.CA_REFUSED,
     )

@@ -1,5 +1,5 @@
 """The ``acmems`` command: ``serve`` (the default), ``check``, ``list``, ``revoke``, ``import``, ``db init``,
-``dns-check``.
+``dns-check``, ``persist-record``.
 
 ``acme-register`` is :mod:`acmems.register_cli`.
 """
@@ -51,6 +51,12 @@ _COMMANDS = {
         "its TXT value would go to, and with --try whether the key can add and delete a probe value there. "
         "Exit 0 if every name can be served, 1 if not.",
     ),
+    "persist-record": (
+        "print the dns-persist-01 TXT record of each name",
+        "For each NAME (*.NAME: with policy=wildcard): the _validation-persist TXT record that lets this "
+        "account be issued certificates for it by dns-persist-01, with the issuer domain name the CA names. "
+        "--publish adds it at the verification block's dns-server (once; acmems never deletes it).",
+    ),
     "db": (
         "set up the cluster database",
         "'acmems db init CONFIG': create or upgrade the tables of the [cluster] database (run it as "
@@ -77,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parsers[name] = commands.add_parser(name, help=summary, description=description)
         if name == "db":
             parsers[name].add_argument("action", choices=["init"])
-        if name == "dns-check":
+        if name in ("dns-check", "persist-record"):
             parsers[name].add_argument("configs", nargs=1, metavar="CONFIG", help="the INI file")
             parsers[name].add_argument("names", nargs="+", metavar="NAME", help="names (a wildcard: *.NAME)")
             continue
@@ -86,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--try", dest="try_key", action="store_true", help="add and delete a probe TXT value with the key"
     )
     parsers["dns-check"].add_argument("--verification", metavar="BLOCK", help="the verification block to use")
+    persist = parsers["persist-record"]
+    persist.add_argument("--publish", action="store_true", help="add it at the block's dns-server")
+    persist.add_argument("--issuer", help="the issuer domain name (default: the CA's first caaIdentities)")
+    persist.add_argument("--verification", metavar="BLOCK", help="the verification block to use")
     parsers["import"].add_argument("--from", dest="source", required=True, metavar="STORAGE")
     parsers["import"].add_argument("--to", dest="target", required=True, metavar="STORAGE")
     revoke = parsers["revoke"]
@@ -115,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from acmems.dns_cli import dns_check
 
         return _run(dns_check(settings, args.names, try_key=args.try_key, chosen=args.verification))
+    if args.command == "persist-record":
+        from acmems.persist_cli import persist_records
+
+        return _run(
+            persist_records(settings, args.names, publish=args.publish, issuer=args.issuer, chosen=args.verification)
+        )
     if args.command in ("list", "import", "db"):
         work: Coroutine[Any, Any, int]
         if args.command == "list":

@@ -48,6 +48,7 @@ from acmems.settings import (
     AuthSettings,
     ClusterSettings,
     DatabaseStorage,
+    DnsPersistVerification,
     DnsUpdateVerification,
     FileStorage,
     Http01Verification,
@@ -240,34 +241,42 @@ def _first_key_type(section: Section, valid: Sequence[str]) -> str:
 
 def read_verification(section: Section, keys: Keys) -> VerificationSettings:
     assert section.name is not None
-    vtype = _first_key_type(section, ("http01", "dns01-dnsUpdate"))
+    vtype = _first_key_type(section, ("http01", "dns01-dnsUpdate", "dns01-persist"))
     keys.one("type")
     if vtype == "http01":
         listeners = keys.values("listener", parse_listener)
         return Http01Verification(section.name, tuple(listeners) or DEFAULT_HTTP01_LISTENERS)
+    if vtype == "dns01-persist":
+        # A dns-server is optional here: where to check the record, and where --publish adds it.
+        update = _read_dns_update(section.name, keys) if keys.all("dns-server") else None
+        return DnsPersistVerification(section.name, update)
+    return _read_dns_update(section.name, keys)
+
+
+def _read_dns_update(name: str, keys: Keys) -> DnsUpdateVerification:
     servers = keys.values("dns-server", dns_server) or [("127.0.0.1", 53)]
     host, port = servers[0]
     key_file = keys.value("tsig-key-file", Path, None)
-    name = keys.value("tsig-key-name", nonempty, None)
+    key_name = keys.value("tsig-key-name", nonempty, None)
     secret = keys.value("tsig-key-secret", base64_secret, None)
     algorithm = keys.value("tsig-algorithm", tsig_algorithm, "hmac-sha256")
     if key_file is not None:
         entry = keys.one("tsig-key-file")
         assert entry is not None
-        if name is not None or secret is not None:
+        if key_name is not None or secret is not None:
             raise keys._error(entry, "give either tsig-key-file or tsig-key-name + tsig-key-secret")
-        name, file_algorithm, secret = keys.convert(entry, lambda v: read_tsig_key_file(Path(v)))
+        key_name, file_algorithm, secret = keys.convert(entry, lambda v: read_tsig_key_file(Path(v)))
         algorithm = keys.convert(entry, lambda v: tsig_algorithm(file_algorithm))
     else:
-        keys.together("tsig-key-name", "tsig-key-secret", (name, secret))
+        keys.together("tsig-key-name", "tsig-key-secret", (key_name, secret))
     zone = keys.value("zone", zone_name, None)
     return DnsUpdateVerification(
-        name=section.name,
+        name=name,
         dns_server=host,
         dns_port=port,
         ttl=keys.value("ttl", positive_int, 60),
         timeout=keys.value("timeout", positive_number, 5.0),
-        tsig_key_name=name,
+        tsig_key_name=key_name,
         tsig_key_secret=secret,
         tsig_algorithm=algorithm,
         zone=zone,

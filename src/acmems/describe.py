@@ -8,6 +8,7 @@ from acmems.settings import (
     AccountSettings,
     CommandReceiver,
     DatabaseStorage,
+    DnsPersistVerification,
     DnsUpdateVerification,
     EmailReceiver,
     FileStorage,
@@ -108,25 +109,14 @@ def describe_settings(settings: Settings) -> str:
         out.append(f'[verification "{name}"] type = {verification.type}{implicit}{used}')
         if isinstance(verification, Http01Verification):
             out.append(f"  listeners = {', '.join(str(x) for x in verification.listeners)}")
-        elif isinstance(verification, DnsUpdateVerification):
-            out += [
-                "  dns-server = "
-                + ", ".join(f"{h}:{p}" for h, p in verification.dns_servers)
-                + (" (tried in this order)" if verification.more_dns_servers else ""),
-                "  follow-cname = "
-                + ("yes (_acme-challenge CNAMEs are followed)" if verification.follow_cname else "no"),
-                f"  ttl = {verification.ttl}, timeout = {verification.timeout:g} s, "
-                f"propagation-timeout = {verification.propagation_timeout:g} s",
-                f"  zone = {verification.zone or '(discovered)'}, check-server = "
-                + (", ".join(f"{h}:{p}" for h, p in verification.check_servers) or "-"),
-                (
-                    f"  tsig = {verification.tsig_key_name} {verification.tsig_algorithm}, secret "
-                    f"{_mask(verification.tsig_key_secret)}"
-                    + (" (weak: prefer hmac-sha256)" if verification.tsig_algorithm == "hmac-md5" else "")
-                    if verification.tsig_key_name
-                    else "  tsig = none (updates are unsigned: anyone who reaches the server could send them)"
-                ),
-            ]
+        elif isinstance(verification, DnsPersistVerification):
+            if verification.update is None:
+                out.append("  no dns-server: the CA alone checks the _validation-persist records")
+            else:
+                out.append("  records checked (and published by persist-record --publish) at:")
+                out += _dns_update_lines(verification.update)
+        else:
+            out += _dns_update_lines(verification)
     for name, storage in settings.storages.items():
         out.append(f'[storage "{name}"] type = {storage.type}')
         if isinstance(storage, FileStorage):
@@ -162,3 +152,23 @@ def describe_settings(settings: Settings) -> str:
     for warning in settings.warnings:
         out.append(f"warning: {warning}")
     return "\n".join(out)
+
+
+def _dns_update_lines(verification: DnsUpdateVerification) -> list[str]:
+    return [
+        "  dns-server = "
+        + ", ".join(f"{h}:{p}" for h, p in verification.dns_servers)
+        + (" (tried in this order)" if verification.more_dns_servers else ""),
+        "  follow-cname = " + ("yes (_acme-challenge CNAMEs are followed)" if verification.follow_cname else "no"),
+        f"  ttl = {verification.ttl}, timeout = {verification.timeout:g} s, "
+        f"propagation-timeout = {verification.propagation_timeout:g} s",
+        f"  zone = {verification.zone or '(discovered)'}, check-server = "
+        + (", ".join(f"{h}:{p}" for h, p in verification.check_servers) or "-"),
+        (
+            f"  tsig = {verification.tsig_key_name} {verification.tsig_algorithm}, secret "
+            f"{_mask(verification.tsig_key_secret)}"
+            + (" (weak: prefer hmac-sha256)" if verification.tsig_algorithm == "hmac-md5" else "")
+            if verification.tsig_key_name
+            else "  tsig = none (updates are unsigned: anyone who reaches the server could send them)"
+        ),
+    ]

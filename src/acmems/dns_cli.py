@@ -9,29 +9,34 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import TypeVar
 
 from acmems.challenges.dns01_update import DnsUpdateSolver, challenge_name
 from acmems.challenges.dns_servers import where
 from acmems.errors import AcmemsError, DnsUpdateError
 from acmems.policy import domain_allowed
-from acmems.settings import DnsUpdateVerification, Settings
+from acmems.settings import DnsPersistVerification, DnsUpdateVerification, Settings
 
 __all__ = ["dns_check", "verification_for"]
 
+V = TypeVar("V", DnsUpdateVerification, DnsPersistVerification)
 
-def verification_for(settings: Settings, name: str, chosen: str | None = None) -> DnsUpdateVerification | str:
-    """The DNS verification block for ``name``, or why there is none."""
+
+def verification_for(settings: Settings, name: str, chosen: str | None, want: type[V]) -> V | str:
+    """The verification block of type ``want`` for ``name`` (the first auth block allowing it, or
+    the default; ``chosen`` names it), or why there is none."""
     block_name = chosen
     if block_name is None:
-        block = next((b for b in settings.auth_blocks if domain_allowed(b, name)), None)
+        block = next((b for b in settings.auth_blocks if domain_allowed(b, name.removeprefix("*."))), None)
         block_name = block.verification if block is not None else settings.default_verification
     if block_name is None:
         return "no auth block allows it and there is no default verification"
     verification = settings.verifications.get(block_name)
     if verification is None:
         return f"there is no [verification {block_name!r}]"
-    if not isinstance(verification, DnsUpdateVerification):
-        return f'[verification "{block_name}"] is type = {verification.type}, not DNS-01'
+    if not isinstance(verification, want):
+        wanted = "dns01-dnsUpdate" if want is DnsUpdateVerification else "dns01-persist"
+        return f'[verification "{block_name}"] is type = {verification.type}, not {wanted}'
     return verification
 
 
@@ -65,7 +70,7 @@ async def dns_check(settings: Settings, names: Sequence[str], *, try_key: bool, 
     solvers: dict[str, DnsUpdateSolver] = {}
     for name in names:
         name = name.strip().rstrip(".").lower()
-        verification = verification_for(settings, name, chosen)
+        verification = verification_for(settings, name, chosen, DnsUpdateVerification)
         if isinstance(verification, str):
             print(f"{name}: not checked: {verification}")
             failed += 1

@@ -86,7 +86,7 @@ class Issuer:
         """
         cache = self.caches[block.storage]
         solver = self.solvers[block.verification]
-        if csr.has_wildcard and solver.challenge_type != "dns-01":
+        if csr.has_wildcard and solver.challenge_type not in ("dns-01", "dns-persist-01"):
             wildcards = ", ".join(n for n in csr.names if n.startswith("*."))
             raise AcmemsError(
                 f"{wildcards} needs DNS-01 validation, but auth block {block.name!r} uses "

@@ -21,6 +21,7 @@ __all__ = [
     "ClusterSettings",
     "CommandReceiver",
     "DatabaseStorage",
+    "DnsPersistVerification",
     "DnsUpdateVerification",
     "EmailReceiver",
     "FileStorage",
@@ -131,7 +132,18 @@ class DnsUpdateVerification:
         return ((self.dns_server, self.dns_port), *self.more_dns_servers)
 
 
-VerificationSettings = Http01Verification | DnsUpdateVerification
+@dataclass(frozen=True, slots=True)
+class DnsPersistVerification:
+    """``type = dns01-persist``: answer dns-persist-01 with a TXT record published once; ``update``
+    (when the block names a dns-server) is where acmems checks it, and ``persist-record --publish``
+    adds it."""
+
+    name: str
+    update: DnsUpdateVerification | None = None
+    type: str = "dns01-persist"
+
+
+VerificationSettings = Http01Verification | DnsUpdateVerification | DnsPersistVerification
 
 
 @dataclass(frozen=True, slots=True)

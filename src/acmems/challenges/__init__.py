@@ -6,12 +6,14 @@ from typing import Protocol
 
 from acmems.challenges.dns01_update import DnsUpdateSolver
 from acmems.challenges.dns_journal import DnsJournal, DnsRecord, PendingJournal
+from acmems.challenges.dns_persist import DnsPersistSolver
 from acmems.challenges.http01 import Http01Solver
-from acmems.settings import DnsUpdateVerification, Http01Verification, VerificationSettings
+from acmems.settings import DnsPersistVerification, Http01Verification, VerificationSettings
 
 __all__ = [
     "ChallengeSolver",
     "DnsJournal",
+    "DnsPersistSolver",
     "DnsRecord",
     "DnsUpdateSolver",
     "Http01Solver",
@@ -24,7 +26,7 @@ class ChallengeSolver(Protocol):
     """Publishes what the CA checks for one challenge type (RFC 8555 §8) and removes it after."""
 
     name: str
-    challenge_type: str  # "http-01" or "dns-01", as the CA names it
+    challenge_type: str  # "http-01", "dns-01" or "dns-persist-01", as the CA names it
 
     async def present(self, identifier: str, token: str, validation: str) -> None:
         """Make ``validation`` visible for ``identifier`` (key authorization or TXT value)."""
@@ -39,5 +41,6 @@ def make_solver(settings: VerificationSettings, journal: DnsJournal | None = Non
     """The solver for a ``[verification]`` block; DNS solvers record pending values in ``journal``."""
     if isinstance(settings, Http01Verification):
         return Http01Solver(settings.name)
-    assert isinstance(settings, DnsUpdateVerification)
+    if isinstance(settings, DnsPersistVerification):
+        return DnsPersistSolver(settings)
     return DnsUpdateSolver(settings, journal)
