@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -34,7 +34,7 @@ ZONES = ("example.test", "sub.example2.test", "locked.test")
 
 class Primary(Protocol):
     port: int
-    zones: tuple[str, ...] | dict[str, str]
+    secrets: dict[str, str]  # algorithm -> secret of its key acme-<algorithm>
     log: Path
 
     def key_setting(self, algorithm: str = ...) -> str: ...
@@ -130,11 +130,12 @@ def _skewed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dns.message, "time", Clock)
 
 
-REFUSALS = {
+Refusal = tuple[str, str, Callable[[Primary], str] | None, list[str]]  # name, block lines, key lines, says
+REFUSALS: dict[str, Refusal] = {
     "badsig": (
         "wrong.example.test",
         "",
-        lambda s: s.key_setting().replace(s.key_setting().split("tsig-key-secret = ")[1].split("\n")[0], "d3Jvbmc="),
+        lambda s: s.key_setting().replace(s.secrets["hmac-sha256"], "d3Jvbmc="),
         ["(NOTAUTH, BADSIG)", "check tsig-key-secret"],
     ),
     "badkey": (

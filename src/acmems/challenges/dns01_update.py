@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 import dns.name
 import dns.rcode
@@ -25,7 +26,15 @@ from acmems.challenges.dns_servers import DnsServers, build_update, where
 from acmems.errors import DnsUpdateError, Kind
 from acmems.settings import DnsUpdateVerification
 
-__all__ = ["DnsJournal", "DnsRecord", "DnsUpdateSolver", "PendingJournal", "build_update", "challenge_name"]
+__all__ = [
+    "DnsJournal",
+    "DnsRecord",
+    "DnsUpdateSolver",
+    "PendingJournal",
+    "RecordWriter",
+    "build_update",
+    "challenge_name",
+]
 
 log = logging.getLogger(__name__)
 _POLL_FIRST = 0.02
@@ -38,12 +47,36 @@ def challenge_name(identifier: str) -> str:
     return "_acme-challenge." + identifier.removeprefix("*.").rstrip(".").lower()
 
 
+class RecordWriter(Protocol):
+    """Adds and deletes one TXT value: RFC 2136 (:class:`DnsServers`) or a provider's API
+    (:class:`acmems.challenges.dns_lexicon.LexiconWriter`)."""
+
+    @property
+    def places(self) -> tuple[tuple[str, int], ...]:
+        """How journal records name where this writer puts values (server, port)."""
+        ...
+
+    async def add(self, zone: str, name: str, value: str, ttl: int) -> tuple[str, int]:
+        """Add the value beside any others; which of :attr:`places` took it."""
+        ...
+
+    async def delete(self, record: DnsRecord, ttl: int) -> None:
+        """Delete exactly that value."""
+        ...
+
+    def check_at(self, record: DnsRecord) -> list[tuple[str, int]]:
+        """The DNS servers that must serve the value before the CA is told."""
+        ...
+
+
 class DnsUpdateSolver:
     """Publishes DNS-01 TXT records on the primaries named by ``dns-server``."""
 
     challenge_type = "dns-01"
 
-    def __init__(self, settings: DnsUpdateVerification, journal: DnsJournal | None = None) -> None:
+    def __init__(
+        self, settings: DnsUpdateVerification, journal: DnsJournal | None = None, writer: RecordWriter | None = None
+    ) -> None:
         self.name = settings.name
         self.settings = settings
         self.key = (
@@ -56,7 +89,8 @@ class DnsUpdateSolver:
             if settings.tsig_key_name and settings.tsig_key_secret
             else None
         )
-        self.servers = DnsServers(settings.dns_servers, self.key, settings.timeout)
+        self.servers = DnsServers(settings.dns_servers, self.key, settings.timeout)  # queries (and updates)
+        self.writer: RecordWriter = writer or self.servers
         self.journal: DnsJournal = journal or PendingJournal(None)
         self._zones: dict[str, str] = {}
         # (challenge name, value) -> the record present() added: cleanup deletes it, never resolving again
@@ -66,7 +100,9 @@ class DnsUpdateSolver:
 
     def warnings(self) -> list[str]:
         """What the operator should know at start about this block's key."""
-        out = []
+        out: list[str] = []
+        if self.writer is not self.servers:
+            return out  # the provider's API has its own credentials
         if self.key is None:
             out.append(
                 f"verification {self.name!r} sends DNS updates without TSIG: anyone who can reach "
@@ -89,10 +125,10 @@ class DnsUpdateSolver:
             zone = await self.zone_for(target)
         except DnsUpdateError as exc:
             raise self.via(chain, exc) from None
-        record = DnsRecord(*self.servers.servers[0], zone, target, validation)
+        record = DnsRecord(*self.writer.places[0], zone, target, validation)
         await self.journal.add(record)
         try:
-            server = await self.servers.update(zone, target, validation, self.settings.ttl, delete=False)
+            server = await self.writer.add(zone, target, validation, self.settings.ttl)
         except DnsUpdateError as exc:
             await self.journal.remove(record)
             raise self.via(chain, exc) from None
@@ -159,9 +195,7 @@ class DnsUpdateSolver:
             log.info("removed the left-over %s TXT value of an earlier order", record.name)
 
     async def _delete(self, record: DnsRecord) -> None:
-        await self.servers.update(
-            record.zone, record.name, record.value, self.settings.ttl, delete=True, first=(record.server, record.port)
-        )
+        await self.writer.delete(record, self.settings.ttl)
         await self.journal.remove(record)
 
     async def recover(self) -> int:
@@ -169,7 +203,7 @@ class DnsUpdateSolver:
         removed; how many were removed."""
         removed = 0
         for record in await self.journal.records():
-            if (record.server, record.port) not in self.servers.servers:
+            if (record.server, record.port) not in self.writer.places:
                 continue
             try:
                 await self._delete(record)
@@ -235,7 +269,7 @@ class DnsUpdateSolver:
         any of them)."""
         deadline = time.monotonic() + self.settings.propagation_timeout
         delay = _POLL_FIRST
-        waiting = [(record.server, record.port), *self.settings.check_servers]
+        waiting = [*self.writer.check_at(record), *self.settings.check_servers]
         while True:
             served = await asyncio.gather(*(self._serves(record.name, record.value, s) for s in waiting))
             waiting = [server for server, ok in zip(waiting, served, strict=True) if not ok]

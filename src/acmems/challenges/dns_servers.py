@@ -17,6 +17,7 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
+from acmems.challenges.dns_journal import DnsRecord
 from acmems.errors import DnsUpdateError, Kind
 
 __all__ = ["TSIG_ANSWERS", "UPDATE_ANSWERS", "DnsServers", "build_update", "where"]
@@ -81,6 +82,21 @@ class DnsServers:
 
     def describe(self) -> str:
         return ", ".join(where(s) for s in self.servers)
+
+    # -- RecordWriter (acmems.challenges.dns01_update): RFC 2136 updates to the primaries
+
+    @property
+    def places(self) -> tuple[tuple[str, int], ...]:
+        return self.servers
+
+    async def add(self, zone: str, name: str, value: str, ttl: int) -> tuple[str, int]:
+        return await self.update(zone, name, value, ttl, delete=False)
+
+    async def delete(self, record: DnsRecord, ttl: int) -> None:
+        await self.update(record.zone, record.name, record.value, ttl, delete=True, first=(record.server, record.port))
+
+    def check_at(self, record: DnsRecord) -> list[tuple[str, int]]:
+        return [(record.server, record.port)]  # the primary that took it
 
     async def query(
         self,
