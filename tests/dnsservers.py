@@ -158,8 +158,11 @@ class PowerDns(_Primary):
 
     kind = "powerdns"
 
-    def __init__(self, directory: Path, zones: Sequence[str], locked: Sequence[str] = ()) -> None:
+    def __init__(
+        self, directory: Path, zones: Sequence[str], locked: Sequence[str] = (), records: dict[str, str] | None = None
+    ) -> None:
         super().__init__(directory, zones, locked)
+        self.records = records or {}  # zone -> more zone-file lines
         self.api_port = 0
         self.api_key = secrets.token_hex(16)
 
@@ -192,7 +195,7 @@ class PowerDns(_Primary):
             for alg, secret in self.secrets.items():
                 self._pdnsutil("import-tsig-key", f"acme-{alg}", alg, secret)
             for zone in self.zones:
-                (d / f"{zone}.zone").write_text(_zone_text(zone))
+                (d / f"{zone}.zone").write_text(_zone_text(zone) + self.records.get(zone, ""))
                 self._pdnsutil("load-zone", zone, str(d / f"{zone}.zone"))
                 if zone not in self.locked:  # from loopback, signed with one of the keys
                     self._pdnsutil("set-meta", zone, "ALLOW-DNSUPDATE-FROM", "127.0.0.0/8")

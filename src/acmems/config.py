@@ -25,8 +25,8 @@ from acmems.config_sections import (
     read_logging,
     read_mgmt,
     read_storage,
-    read_verification,
 )
+from acmems.config_verification import read_verification
 from acmems.errors import ConfigError
 from acmems.inifile import Entry, Section, parse_ini
 from acmems.settings import (

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from acmems.config_values import (
-    base64_secret,
     database_conninfo,
-    dns_server,
     domain_glob,
     eab_hmac_key,
     email_address,
@@ -33,10 +31,7 @@ from acmems.config_values import (
     positive_number,
     profile_name,
     read_secret_file,
-    read_tsig_key_file,
-    tsig_algorithm,
     worker_count,
-    zone_name,
 )
 from acmems.errors import ConfigError
 from acmems.inifile import Entry, Section
@@ -48,16 +43,12 @@ from acmems.settings import (
     AuthSettings,
     ClusterSettings,
     DatabaseStorage,
-    DnsPersistVerification,
-    DnsUpdateVerification,
     FileStorage,
-    Http01Verification,
     Listener,
     LoggingSettings,
     MgmtSettings,
     NoneStorage,
     StorageSettings,
-    VerificationSettings,
 )
 
 __all__ = [
@@ -71,7 +62,6 @@ __all__ = [
     "read_logging",
     "read_mgmt",
     "read_storage",
-    "read_verification",
 ]
 
 T = TypeVar("T")
@@ -229,7 +219,7 @@ def read_mgmt(keys: Keys) -> MgmtSettings:
     )
 
 
-def _first_key_type(section: Section, valid: Sequence[str]) -> str:
+def first_key_type(section: Section, valid: Sequence[str]) -> str:
     if not section.entries or section.entries[0].key != "type":
         first = section.entries[0] if section.entries else None
         raise section.error(f"the first key must be 'type' (one of {', '.join(valid)})", entry=first)
@@ -239,57 +229,9 @@ def _first_key_type(section: Section, valid: Sequence[str]) -> str:
     return entry.value
 
 
-def read_verification(section: Section, keys: Keys) -> VerificationSettings:
-    assert section.name is not None
-    vtype = _first_key_type(section, ("http01", "dns01-dnsUpdate", "dns01-persist"))
-    keys.one("type")
-    if vtype == "http01":
-        listeners = keys.values("listener", parse_listener)
-        return Http01Verification(section.name, tuple(listeners) or DEFAULT_HTTP01_LISTENERS)
-    if vtype == "dns01-persist":
-        # A dns-server is optional here: where to check the record, and where --publish adds it.
-        update = _read_dns_update(section.name, keys) if keys.all("dns-server") else None
-        return DnsPersistVerification(section.name, update)
-    return _read_dns_update(section.name, keys)
-
-
-def _read_dns_update(name: str, keys: Keys) -> DnsUpdateVerification:
-    servers = keys.values("dns-server", dns_server) or [("127.0.0.1", 53)]
-    host, port = servers[0]
-    key_file = keys.value("tsig-key-file", Path, None)
-    key_name = keys.value("tsig-key-name", nonempty, None)
-    secret = keys.value("tsig-key-secret", base64_secret, None)
-    algorithm = keys.value("tsig-algorithm", tsig_algorithm, "hmac-sha256")
-    if key_file is not None:
-        entry = keys.one("tsig-key-file")
-        assert entry is not None
-        if key_name is not None or secret is not None:
-            raise keys._error(entry, "give either tsig-key-file or tsig-key-name + tsig-key-secret")
-        key_name, file_algorithm, secret = keys.convert(entry, lambda v: read_tsig_key_file(Path(v)))
-        algorithm = keys.convert(entry, lambda v: tsig_algorithm(file_algorithm))
-    else:
-        keys.together("tsig-key-name", "tsig-key-secret", (key_name, secret))
-    zone = keys.value("zone", zone_name, None)
-    return DnsUpdateVerification(
-        name=name,
-        dns_server=host,
-        dns_port=port,
-        ttl=keys.value("ttl", positive_int, 60),
-        timeout=keys.value("timeout", positive_number, 5.0),
-        tsig_key_name=key_name,
-        tsig_key_secret=secret,
-        tsig_algorithm=algorithm,
-        zone=zone,
-        propagation_timeout=keys.value("propagation-timeout", positive_number, 60.0),
-        check_servers=tuple(keys.values("check-server", dns_server)),
-        more_dns_servers=tuple(servers[1:]),
-        follow_cname=keys.value("follow-cname", parse_bool, True),
-    )
-
-
 def read_storage(section: Section, keys: Keys) -> StorageSettings:
     assert section.name is not None
-    stype = _first_key_type(section, ("none", "file", "database"))
+    stype = first_key_type(section, ("none", "file", "database"))
     keys.one("type")
     if stype == "none":
         return NoneStorage(section.name)

@@ -13,6 +13,7 @@ from acmems.settings import (
     EmailReceiver,
     FileStorage,
     Http01Verification,
+    LexiconVerification,
     ReceiverSettings,
     Settings,
     WebhookReceiver,
@@ -115,6 +116,12 @@ def describe_settings(settings: Settings) -> str:
             else:
                 out.append("  records checked (and published by persist-record --publish) at:")
                 out += _dns_update_lines(verification.update)
+        elif isinstance(verification, LexiconVerification):
+            shown = ", ".join(
+                f"{k} = {'***' if v in verification.secrets else v}" for k, v in verification.options.items()
+            )
+            out.append(f"  provider = {verification.provider} (dns-lexicon), options: {shown or '-'}")
+            out += [line for line in _dns_update_lines(verification.lookup) if not line.startswith("  tsig")]
         else:
             out += _dns_update_lines(verification)
     for name, storage in settings.storages.items():

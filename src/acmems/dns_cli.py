@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from typing import TypeVar
 
+from acmems.challenges import make_solver
 from acmems.challenges.dns01_update import DnsUpdateSolver, challenge_name
+from acmems.challenges.dns_journal import DnsRecord
 from acmems.challenges.dns_servers import where
 from acmems.errors import AcmemsError, DnsUpdateError
 from acmems.policy import domain_allowed
-from acmems.settings import DnsPersistVerification, DnsUpdateVerification, Settings
+from acmems.settings import Settings, VerificationSettings
 
 __all__ = ["dns_check", "verification_for"]
 
-V = TypeVar("V", DnsUpdateVerification, DnsPersistVerification)
 
-
-def verification_for(settings: Settings, name: str, chosen: str | None, want: type[V]) -> V | str:
-    """The verification block of type ``want`` for ``name`` (the first auth block allowing it, or
-    the default; ``chosen`` names it), or why there is none."""
+def verification_for(
+    settings: Settings, name: str, chosen: str | None, types: tuple[str, ...]
+) -> VerificationSettings | str:
+    """The verification block for ``name`` (the first auth block allowing it, or the default;
+    ``chosen`` names it) if it is of one of ``types``, or why there is none."""
     block_name = chosen
     if block_name is None:
         block = next((b for b in settings.auth_blocks if domain_allowed(b, name.removeprefix("*."))), None)
@@ -34,9 +35,8 @@ def verification_for(settings: Settings, name: str, chosen: str | None, want: ty
     verification = settings.verifications.get(block_name)
     if verification is None:
         return f"there is no [verification {block_name!r}]"
-    if not isinstance(verification, want):
-        wanted = "dns01-dnsUpdate" if want is DnsUpdateVerification else "dns01-persist"
-        return f'[verification "{block_name}"] is type = {verification.type}, not {wanted}'
+    if verification.type not in types:
+        return f'[verification "{block_name}"] is type = {verification.type}, not {" or ".join(types)}'
     return verification
 
 
@@ -45,14 +45,14 @@ async def _check_one(solver: DnsUpdateSolver, name: str, try_key: bool) -> None:
     print(f"  chain: {chain.describe()}" + ("" if chain.hops else " (no CNAME)"))
     try:
         zone = await solver.zone_for(chain.target)
-        print(f"  TXT goes to {chain.target} in zone {zone} at {where(solver.servers.servers[0])}")
+        print(f"  TXT goes to {chain.target} in zone {zone} at {where(solver.writer.places[0])}")
         if not try_key:
             return
         probe = "acmems-probe-" + secrets.token_hex(8)
         ttl = solver.settings.ttl
-        server = await solver.servers.update(zone, chain.target, probe, ttl, delete=False)
+        server = await solver.writer.add(zone, chain.target, probe, ttl)
         try:
-            await solver.servers.update(zone, chain.target, probe, ttl, delete=True, first=server)
+            await solver.writer.delete(DnsRecord(*server, zone, chain.target, probe), ttl)
         except DnsUpdateError as exc:
             raise DnsUpdateError(
                 f"the probe was added but cannot be deleted ({exc.message}); remove {chain.target} TXT "
@@ -70,13 +70,17 @@ async def dns_check(settings: Settings, names: Sequence[str], *, try_key: bool, 
     solvers: dict[str, DnsUpdateSolver] = {}
     for name in names:
         name = name.strip().rstrip(".").lower()
-        verification = verification_for(settings, name, chosen, DnsUpdateVerification)
+        verification = verification_for(settings, name, chosen, ("dns01-dnsUpdate", "dns01-lexicon"))
         if isinstance(verification, str):
             print(f"{name}: not checked: {verification}")
             failed += 1
             continue
         print(f'{name} (verification "{verification.name}")')
-        solver = solvers.setdefault(verification.name, DnsUpdateSolver(verification))
+        if verification.name not in solvers:
+            made = make_solver(verification)
+            assert isinstance(made, DnsUpdateSolver)
+            solvers[verification.name] = made
+        solver = solvers[verification.name]
         try:
             await _check_one(solver, name, try_key)
         except AcmemsError as exc:

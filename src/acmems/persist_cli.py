@@ -82,11 +82,12 @@ async def persist_records(
     failed = 0
     for base, wildcard in wanted.items():
         shown = f"*.{base}" if wildcard else base
-        verification = verification_for(settings, base, chosen, DnsPersistVerification)
+        verification = verification_for(settings, base, chosen, ("dns01-persist",))
         if isinstance(verification, str):
             print(f"{shown}: {verification}")
             failed += 1
             continue
+        assert isinstance(verification, DnsPersistVerification)
         try:
             uri, issuer_name = account_and_issuer(_account_for(settings, base), issuer)
             value = persist_record(issuer_name, uri, wildcard=wildcard)

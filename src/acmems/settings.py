@@ -26,6 +26,7 @@ __all__ = [
     "EmailReceiver",
     "FileStorage",
     "Http01Verification",
+    "LexiconVerification",
     "Listener",
     "LoggingSettings",
     "MgmtSettings",
@@ -143,7 +144,20 @@ class DnsPersistVerification:
     type: str = "dns01-persist"
 
 
-VerificationSettings = Http01Verification | DnsUpdateVerification | DnsPersistVerification
+@dataclass(frozen=True, slots=True)
+class LexiconVerification:
+    """``type = dns01-lexicon``: DNS-01 TXT values written through a dns-lexicon provider's API;
+    ``lookup`` holds where acmems queries (zone, CNAMEs, served yet) and the timings."""
+
+    name: str
+    provider: str
+    options: dict[str, str] = field(repr=False)  # the provider's, secrets included (read from files)
+    secrets: tuple[str, ...] = field(repr=False)  # the values read from -file options: never shown
+    lookup: DnsUpdateVerification = field(default_factory=lambda: DnsUpdateVerification("lexicon"))
+    type: str = "dns01-lexicon"
+
+
+VerificationSettings = Http01Verification | DnsUpdateVerification | DnsPersistVerification | LexiconVerification
 
 
 @dataclass(frozen=True, slots=True)

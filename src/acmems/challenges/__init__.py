@@ -8,7 +8,7 @@ from acmems.challenges.dns01_update import DnsUpdateSolver
 from acmems.challenges.dns_journal import DnsJournal, DnsRecord, PendingJournal
 from acmems.challenges.dns_persist import DnsPersistSolver
 from acmems.challenges.http01 import Http01Solver
-from acmems.settings import DnsPersistVerification, Http01Verification, VerificationSettings
+from acmems.settings import DnsPersistVerification, Http01Verification, LexiconVerification, VerificationSettings
 
 __all__ = [
     "ChallengeSolver",
@@ -43,4 +43,8 @@ def make_solver(settings: VerificationSettings, journal: DnsJournal | None = Non
         return Http01Solver(settings.name)
     if isinstance(settings, DnsPersistVerification):
         return DnsPersistSolver(settings)
+    if isinstance(settings, LexiconVerification):
+        from acmems.challenges.dns_lexicon import LexiconWriter  # dns-lexicon, an optional extra
+
+        return DnsUpdateSolver(settings.lookup, journal, LexiconWriter(settings))
     return DnsUpdateSolver(settings, journal)

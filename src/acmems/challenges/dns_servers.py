@@ -50,7 +50,10 @@ TSIG_ANSWERS = {
 
 
 def where(server: tuple[str, int]) -> str:
+    """``host:port`` (``[v6]:port``); a place without a port (``lexicon:<provider>``) as it is."""
     host, port = server
+    if port == 0:
+        return host
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
