@@ -45,6 +45,8 @@ def test_loop_too_many_dname_and_servfail_are_refused() -> None:
     dname = dns.rrset.from_text("d.test.", 5, "IN", "DNAME", "acme.test.")
     with pytest.raises(ChainError, match="does not follow DNAME"):
         CnameWalk("_acme-challenge.x.d.test").feed(dns.rcode.NOERROR, [dname, cname("_acme-challenge.x.d.test", "y")])
+    with pytest.raises(ChainError, match="points at the DNS root"):
+        CnameWalk("x.test").feed(dns.rcode.NOERROR, [dns.rrset.from_text("x.test.", 5, "IN", "CNAME", ".")])
     with pytest.raises(ChainError, match=r"SERVFAIL.*loop"):
         CnameWalk("x.test").feed(dns.rcode.SERVFAIL, [])
 

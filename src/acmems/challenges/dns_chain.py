@@ -64,6 +64,8 @@ class CnameWalk:
         return Chain(self.name, tuple(self.hops))
 
     def _step(self, target: str) -> None:
+        if not target:
+            raise ChainError(f"the CNAME of {self.query} points at the DNS root; fix the CNAME record")
         seen = {self.name, *self.hops}
         self.hops.append(target)
         if target in seen:
