@@ -8,8 +8,6 @@ With ``--publish``, where the verification block names a dns-server, the record 
 
 from __future__ import annotations
 
-import dns.rdatatype
-
 from acmems import acme_account
 from acmems.account import AccountFiles, jwk_and_alg
 from acmems.challenges.dns01_update import DnsUpdateSolver
@@ -58,10 +56,8 @@ async def _publish(verification: DnsPersistVerification, name: str, value: str) 
     solver = DnsUpdateSolver(verification.update)
     chain = await solver.chain(name)
     target = chain.target
-    response = await solver.servers.query(target, dns.rdatatype.TXT, f"TXT of {target}")
-    for rrset in response.answer:
-        if rrset.rdtype == dns.rdatatype.TXT and any(b"".join(r.strings).decode() == value for r in rrset):
-            return f"  already published at {where(solver.servers.servers[0])}"
+    if value in await solver.servers.txt_values(target):
+        return f"  already published at {where(solver.servers.servers[0])}"
     try:
         zone = await solver.zone_for(target)
         server = await solver.servers.update(zone, target, value, verification.update.ttl, delete=False)

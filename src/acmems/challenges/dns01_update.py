@@ -257,12 +257,7 @@ class DnsUpdateSolver:
         )
 
     async def _serves(self, name: str, value: str, server: tuple[str, int]) -> bool:
-        response = await self.servers.query(name, dns.rdatatype.TXT, f"TXT of {name}", server)
-        return any(
-            rrset.rdtype == dns.rdatatype.TXT
-            and any(b"".join(rdata.strings).decode(errors="replace") == value for rdata in rrset)
-            for rrset in response.answer
-        )
+        return value in await self.servers.txt_values(name, server)
 
     async def _wait_served(self, record: DnsRecord) -> None:
         """Until the primary that took it and every ``check-server`` serve the value (the CA may ask

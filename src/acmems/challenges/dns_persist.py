@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dns.rdatatype
-
 from acmems.challenges.dns01_update import DnsUpdateSolver
 from acmems.errors import DnsUpdateError, Kind
 from acmems.settings import DnsPersistVerification
@@ -93,13 +91,7 @@ class DnsPersistSolver:
         issuers = tuple(token.split(","))
         name = persist_name(identifier)
         chain = await self.lookup.chain(name)
-        response = await self.lookup.servers.query(chain.target, dns.rdatatype.TXT, f"TXT of {chain.target}")
-        found = [
-            b"".join(r.strings).decode(errors="replace")
-            for rrset in response.answer
-            if rrset.rdtype == dns.rdatatype.TXT
-            for r in rrset
-        ]
+        found = await self.lookup.servers.txt_values(chain.target)
         wildcard = identifier.startswith("*.")
         if any(persist_matches(f, issuers, expected.params["accounturi"], wildcard=wildcard) for f in found):
             return

@@ -123,6 +123,16 @@ class DnsServers:
             log_detail="; ".join(failures),
         )
 
+    async def txt_values(self, name: str, server: tuple[str, int] | None = None) -> list[str]:
+        """The TXT values ``server`` (or the first primary that answers) serves at ``name`` now."""
+        response = await self.query(name, dns.rdatatype.TXT, f"TXT of {name}", server)
+        return [
+            b"".join(rdata.strings).decode(errors="replace")
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.TXT
+            for rdata in rrset
+        ]
+
     async def update(
         self, zone: str, name: str, value: str, ttl: int, *, delete: bool, first: tuple[str, int] | None = None
     ) -> tuple[str, int]:
