@@ -7,15 +7,27 @@ Like :mod:`tests.realservices`: direct child processes on free loopback ports, s
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.realservices import TSIG_ALGORITHMS as ALGORITHMS
-from tests.realservices import _stop, axfr_txt, free_port, spawn, tool, wait_for
+from tests.realservices import (
+    Pebble,
+    _stop,
+    axfr_txt,
+    free_port,
+    served_txt,
+    spawn,
+    tool,
+    tsig_key_setting,
+    wait_for,
+    write_key_file,
+)
 
-__all__ = ["ALGORITHMS", "Knot", "PowerDns", "Resolver"]
+__all__ = ["ALGORITHMS", "Knot", "PowerDns", "Resolver", "resolving_pebble"]
 
 
 def _answers(port: int, name: str) -> bool:
@@ -23,6 +35,21 @@ def _answers(port: int, name: str) -> bool:
     import dns.query
 
     return bool(dns.query.udp(dns.message.make_query(name, "SOA"), "127.0.0.1", port=port, timeout=0.5).answer)
+
+
+@contextlib.contextmanager
+def resolving_pebble(directory: Path, upstream: int, probe: str) -> Iterator[Pebble]:
+    """Pebble asking a :class:`Resolver` in front of the authoritative server on ``upstream`` (so
+    that CNAMEs into other zones are followed, as a CA's resolver does); both stopped after."""
+    resolver = Resolver(directory / "resolver", upstream, probe).start()
+    try:
+        ca = Pebble(directory / "pebble", resolver.port, free_port()).start()
+        try:
+            yield ca
+        finally:
+            ca.stop()
+    finally:
+        resolver.stop()
 
 
 class Resolver:
@@ -85,27 +112,15 @@ class _Primary:
 
     def key_setting(self, algorithm: str = "hmac-sha256") -> str:
         """The verification block's lines for this server and one of its keys."""
-        return (
-            f"dns-server = 127.0.0.1:{self.port}\ntsig-key-name = acme-{algorithm}\n"
-            f"tsig-key-secret = {self.secrets[algorithm]}\ntsig-algorithm = {algorithm}\n"
-        )
+        return tsig_key_setting(self.port, self.secrets, algorithm)
 
     def _prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        self.key_file.write_text(
-            f'key "{self.key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{self.key_secret}";\n}};\n'
-        )
+        write_key_file(self.key_file, self.key_name, self.key_secret)
 
     def txt(self, name: str) -> list[str]:
-        import dns.message
-        import dns.query
-        import dns.rdatatype
-
-        answer = dns.query.udp(dns.message.make_query(name, "TXT"), "127.0.0.1", port=self.port, timeout=2)
-        return [
-            b"".join(r.strings).decode() for rrset in answer.answer if rrset.rdtype == dns.rdatatype.TXT for r in rrset
-        ]
+        return served_txt(name, self.port)
 
     def transfer(self, zone: str) -> list[tuple[str, str]]:
         return axfr_txt(zone, self.port)

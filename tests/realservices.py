@@ -47,9 +47,12 @@ __all__ = [
     "free_port",
     "make_tls",
     "missing_tools",
+    "served_txt",
     "spawn",
     "tool",
+    "tsig_key_setting",
     "wait_for",
+    "write_key_file",
 ]
 
 
@@ -239,19 +242,14 @@ class Bind:
 
     def key_setting(self, algorithm: str = "hmac-sha256") -> str:
         """A verification block's lines for this server and its key of ``algorithm``."""
-        return (
-            f"dns-server = 127.0.0.1:{self.port}\ntsig-key-name = acme-{algorithm}\n"
-            f"tsig-key-secret = {self.secrets[algorithm]}\ntsig-algorithm = {algorithm}\n"
-        )
+        return tsig_key_setting(self.port, self.secrets, algorithm)
 
     def start(self) -> Bind:
         named = tool("named")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "zones").mkdir(exist_ok=True)
         self.port = self.port or free_port()  # a restart keeps its port
-        self.key_file.write_text(
-            f'key "{self.key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{self.key_secret}";\n}};\n'
-        )
+        write_key_file(self.key_file, self.key_name, self.key_secret)
         zones = []
         for zone, records in self.zones.items():
             (self.dir / "zones" / f"{zone}.zone").write_text(
@@ -284,14 +282,7 @@ class Bind:
 
     def txt(self, name: str) -> list[str]:
         """The TXT values BIND serves for ``name`` now."""
-        import dns.message
-        import dns.query
-        import dns.rdatatype
-
-        answer = dns.query.udp(dns.message.make_query(name, "TXT"), "127.0.0.1", port=self.port, timeout=2)
-        return [
-            b"".join(r.strings).decode() for rrset in answer.answer if rrset.rdtype == dns.rdatatype.TXT for r in rrset
-        ]
+        return served_txt(name, self.port)
 
     def transfer(self, zone: str) -> list[tuple[str, str]]:
         """Every TXT record of ``zone`` by a zone transfer (AXFR): (name, value) pairs."""
@@ -299,6 +290,29 @@ class Bind:
 
     def stop(self) -> None:
         _stop(self.proc)
+
+
+def served_txt(name: str, port: int) -> list[str]:
+    """The TXT values the DNS server on 127.0.0.1:``port`` serves for ``name`` now."""
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    answer = dns.query.udp(dns.message.make_query(name, "TXT"), "127.0.0.1", port=port, timeout=2)
+    return [b"".join(r.strings).decode() for rrset in answer.answer if rrset.rdtype == dns.rdatatype.TXT for r in rrset]
+
+
+def tsig_key_setting(port: int, secrets: dict[str, str], algorithm: str) -> str:
+    """A verification block's lines for the server on ``port`` and its key ``acme-<algorithm>``."""
+    return (
+        f"dns-server = 127.0.0.1:{port}\ntsig-key-name = acme-{algorithm}\n"
+        f"tsig-key-secret = {secrets[algorithm]}\ntsig-algorithm = {algorithm}\n"
+    )
+
+
+def write_key_file(path: Path, name: str, secret: str) -> None:
+    """A BIND key file (as tsig-keygen writes it) for an hmac-sha256 key."""
+    path.write_text(f'key "{name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n')
 
 
 def axfr_txt(zone: str, port: int, host: str = "127.0.0.1") -> list[tuple[str, str]]:

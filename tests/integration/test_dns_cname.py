@@ -19,7 +19,7 @@ from acmems.errors import DnsUpdateError
 from acmems.settings import DnsUpdateVerification
 from tests import ini
 from tests.conftest import _RUNNING, AcmemsFactory, curl_post, make_csr
-from tests.dnsservers import Resolver
+from tests.dnsservers import resolving_pebble
 from tests.integration.chain import assert_valid_chain
 from tests.realservices import Acmems, Bind, Pebble, free_port
 
@@ -50,12 +50,9 @@ def corp_bind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bind]:
 
 @pytest.fixture(scope="module")
 def corp_pebble(tmp_path_factory: pytest.TempPathFactory, corp_bind: Bind) -> Iterator[Pebble]:
-    resolver = Resolver(tmp_path_factory.mktemp("resolver"), corp_bind.port, "corp.test").start()
-    ca = Pebble(tmp_path_factory.mktemp("corp-pebble"), resolver.port, free_port()).start()
-    _RUNNING.append(("pebble (corp)", ca.log))
-    yield ca
-    ca.stop()
-    resolver.stop()
+    with resolving_pebble(tmp_path_factory.mktemp("corp-pebble"), corp_bind.port, "corp.test") as ca:
+        _RUNNING.append(("pebble (corp)", ca.log))
+        yield ca
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from tests import ini
 from tests.conftest import _RUNNING, AcmemsFactory, curl_post, make_csr
-from tests.dnsservers import PowerDns, Resolver
+from tests.dnsservers import PowerDns, resolving_pebble
 from tests.integration.chain import assert_valid_chain
 from tests.realservices import Acmems, Pebble, free_port
 
@@ -35,12 +35,9 @@ def pdns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PowerDns]:
 
 @pytest.fixture(scope="module")
 def pdns_pebble(tmp_path_factory: pytest.TempPathFactory, pdns: PowerDns) -> Iterator[Pebble]:
-    resolver = Resolver(tmp_path_factory.mktemp("pdns-resolver"), pdns.port, "example.com").start()
-    ca = Pebble(tmp_path_factory.mktemp("pdns-pebble"), resolver.port, free_port()).start()
-    _RUNNING.append(("pebble (pdns)", ca.log))
-    yield ca
-    ca.stop()
-    resolver.stop()
+    with resolving_pebble(tmp_path_factory.mktemp("pdns-pebble"), pdns.port, "example.com") as ca:
+        _RUNNING.append(("pebble (pdns)", ca.log))
+        yield ca
 
 
 def lexicon_config(pebble: Pebble, pdns: PowerDns, tmp_path: Path, port: int, token: str | None = None) -> str:
