@@ -8,7 +8,7 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from acmems.settings import LoggingSettings
+from acmems.core.settings import LoggingSettings
 
 __all__ = ["setup_logging"]
 

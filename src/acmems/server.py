@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acmems.acme_ca import AcmeCa
+from acmems.ca.session import AcmeCa
 from acmems.challenges import (
     ChallengeSolver,
     DnsJournal,
@@ -29,20 +29,20 @@ from acmems.challenges import (
     make_solver,
 )
 from acmems.config import load_settings
+from acmems.core.settings import DEFAULT_ACCOUNT, AccountSettings, Http01Verification, Settings
 from acmems.errors import AcmemsError
-from acmems.issuer import Issuer
-from acmems.listeners import Listeners
+from acmems.http.listeners import Listeners
+from acmems.http.mgmt import SignHandler, health_page, management_handler, metrics_page
+from acmems.http.plumbing import challenge_handler
+from acmems.issuance.issuer import Issuer
+from acmems.issuance.notify_feed import NotifyService
+from acmems.issuance.renewer import Renewer
 from acmems.metrics import Metrics
 from acmems.notify.collector import NotifyCollector
-from acmems.notify.service import NotifyService
-from acmems.rate_log import FileRateLog, RateLog
-from acmems.renewer import Renewer
 from acmems.sdnotify import notify
-from acmems.settings import DEFAULT_ACCOUNT, AccountSettings, Http01Verification, Settings
-from acmems.sign import SignHandler, health_page, management_handler, metrics_page
 from acmems.storage import CertificateStore, make_store
-from acmems.web import challenge_handler
-from acmems.worker_pool import WorkerPool, bind_shared
+from acmems.storage.rate_log import FileRateLog, RateLog
+from acmems.workers.pool import WorkerPool, bind_shared
 
 if TYPE_CHECKING:
     from acmems.cluster import ClusterDb
@@ -154,7 +154,7 @@ class Server:
         if all(other.settings.rate_limits is None for other in cas.values()):
             return None
         if self.cluster is not None:
-            from acmems.rate_log import DatabaseRateLog
+            from acmems.storage.rate_log import DatabaseRateLog
 
             return DatabaseRateLog(self.cluster)
         path = ca.files.directory / RATE_LOG

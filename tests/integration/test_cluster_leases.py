@@ -13,7 +13,7 @@ import pytest
 
 from acmems.cluster import ClusterDb, DatabaseStore, prepare
 from acmems.cluster.leases import DatabaseClaim
-from acmems.settings import ClusterSettings, DatabaseStorage
+from acmems.core.settings import ClusterSettings, DatabaseStorage
 from acmems.storage import Origin, StaleFence, csr_digest
 from tests.cluster_fixtures import Database, database, postgres
 from tests.pgservice import PASSWORD

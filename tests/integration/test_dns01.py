@@ -214,8 +214,8 @@ def test_a_cleanup_that_failed_is_retried_once_the_server_is_back(
     import acmems.challenges.dns01_update as dns01
     from acmems.challenges.dns01_update import DnsUpdateSolver, PendingJournal
     from acmems.config import settings_from_sources
+    from acmems.core.settings import DnsUpdateVerification
     from acmems.errors import DnsUpdateError
-    from acmems.settings import DnsUpdateVerification
 
     monkeypatch.setattr(dns01, "_CLEANUP_RETRY_INTERVAL", 0.0)
     server = Bind(tmp_path / "bind").start()

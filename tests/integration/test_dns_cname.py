@@ -15,8 +15,8 @@ import pytest
 
 from acmems.challenges.dns01_update import DnsUpdateSolver, PendingJournal
 from acmems.config import settings_from_sources
+from acmems.core.settings import DnsUpdateVerification
 from acmems.errors import DnsUpdateError
-from acmems.settings import DnsUpdateVerification
 from tests import ini
 from tests.conftest import _RUNNING, AcmemsFactory, curl_post, make_csr
 from tests.dnsservers import resolving_pebble

@@ -325,9 +325,9 @@ def test_status_page_in_headless_chromium_and_admin_ip_enforced(
 
 
 def test_a_webhook_redirect_is_not_followed_and_counts_as_a_failure(hook: Hook) -> None:
+    from acmems.core.settings import WebhookReceiver
     from acmems.notify.outbox import Pending
     from acmems.notify.senders import DeliveryError, WebhookSender
-    from acmems.settings import WebhookReceiver
 
     async def send() -> str:
         sender = WebhookSender(WebhookReceiver("ops", hook.url))

@@ -29,7 +29,7 @@ def write_config(tmp_path: Path, pebble: Pebble, extra: str = "") -> Path:
 
 def register(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from acmems.register_cli import main; raise SystemExit(main())", *args],
+        [sys.executable, "-c", "from acmems.cli.register import main; raise SystemExit(main())", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,11 +9,11 @@ import requests
 from acme import errors as acme_errors
 from acme import messages
 
-from acmems.account import generate_key, jwk_and_alg
-from acmems.acme_account import ca_network
-from acmems.acme_problems import ca_error, format_chain
+from acmems.ca.account import ca_network
+from acmems.ca.account_files import generate_key, jwk_and_alg
+from acmems.ca.problems import ca_error, format_chain
+from acmems.core.settings import AccountSettings
 from acmems.errors import AcmemsError, CaError
-from acmems.settings import AccountSettings
 
 
 def response_with(headers: dict[str, str]) -> requests.Response:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from acmems.acme_ca import AcmeCa
+from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver
+from acmems.core.settings import AccountSettings, LoggingSettings, MgmtSettings, Settings
 from acmems.errors import AcmemsError
-from acmems.issuer import Issuer
-from acmems.renewer import Renewer
-from acmems.settings import AccountSettings, LoggingSettings, MgmtSettings, Settings
+from acmems.issuance.issuer import Issuer
+from acmems.issuance.renewer import Renewer
 from acmems.storage import CertificateStore
 from acmems.storage.none import NoCache
 

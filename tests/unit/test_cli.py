@@ -10,7 +10,7 @@ import pytest
 
 from acmems import __version__
 from acmems.cli import main
-from acmems.register_cli import main as register_main
+from acmems.cli.register import main as register_main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,9 @@ import pytest
 
 from acmems.cluster import masked
 from acmems.config import settings_from_sources
-from acmems.describe import describe_settings
+from acmems.config.describe import describe_settings
+from acmems.core.settings import DatabaseStorage, Settings
 from acmems.errors import ConfigError
-from acmems.settings import DatabaseStorage, Settings
 
 BASE = "[account]\ndir = /x\n"
 SHARED = '[storage "shared"]\ntype = database\nrenew-within = 10\n'

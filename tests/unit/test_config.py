@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acmems.config import load_settings, settings_from_sources
-from acmems.config_values import parse_listener, parse_size
-from acmems.errors import ConfigError
-from acmems.settings import (
+from acmems.config.values import parse_listener, parse_size
+from acmems.core.settings import (
     LETSENCRYPT_STAGING,
     DnsUpdateVerification,
     FileStorage,
@@ -21,6 +20,7 @@ from acmems.settings import (
     NoneStorage,
     Settings,
 )
+from acmems.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acmems.csr import MAX_NAMES, parse_csr
+from acmems.core.csr import MAX_NAMES, parse_csr
 from acmems.errors import CsrError
 from tests.conftest import make_csr
 

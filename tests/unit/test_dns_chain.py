@@ -8,7 +8,7 @@ import pytest
 
 from acmems.challenges.dns_chain import MAX_HOPS, Chain, ChainError, CnameWalk
 from acmems.config import settings_from_sources
-from acmems.settings import DnsUpdateVerification
+from acmems.core.settings import DnsUpdateVerification
 
 
 def cname(owner: str, target: str) -> dns.rrset.RRset:

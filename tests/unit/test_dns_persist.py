@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from acme import messages
 
-from acmems.acme_order import _find_challenge
+from acmems.ca.order import _find_challenge
 from acmems.challenges.dns_persist import parse_persist, persist_matches, persist_name, persist_record
 from acmems.config import settings_from_sources
+from acmems.core.settings import DnsPersistVerification
 from acmems.errors import ANSWERS, CaError
-from acmems.settings import DnsPersistVerification
 
 URI = "https://ca.test/acct/1"
 

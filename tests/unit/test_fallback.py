@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from acmems.acme_problems import falls_over
+from acmems.ca.problems import falls_over
 from acmems.config import settings_from_sources
-from acmems.describe import describe_settings
+from acmems.config.describe import describe_settings
 from acmems.errors import AcmemsError, CaError, ConfigError, DnsUpdateError, Kind
 
 TWO = (

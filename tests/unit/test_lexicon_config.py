@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from acmems.config import settings_from_sources
-from acmems.describe import describe_settings
+from acmems.config.describe import describe_settings
+from acmems.core.settings import LexiconVerification
 from acmems.errors import ConfigError
-from acmems.settings import LexiconVerification
 
 BLOCK = '[verification "api"]\ntype = dns01-lexicon\nprovider = powerdns\ndns-server = 192.0.2.53\n'
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from acmems.core.settings import LoggingSettings
 from acmems.logsetup import setup_logging
-from acmems.settings import LoggingSettings
 from tests.realservices import tool
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acmems.lru import Lru
-from acmems.worker_messages import WorkerReport
+from acmems.workers.messages import WorkerReport
 
 
 def test_lru_keeps_the_most_recent_entries() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from acmems.config import settings_from_sources
-from acmems.describe import describe_settings
+from acmems.config.describe import describe_settings
+from acmems.core.settings import LOOPBACK, CommandReceiver, EmailReceiver, Settings, WebhookReceiver
+from acmems.core.thresholds import Span
 from acmems.errors import ConfigError
-from acmems.notify.thresholds import Span
-from acmems.settings import LOOPBACK, CommandReceiver, EmailReceiver, Settings, WebhookReceiver
 
 BASE = "[account]\ndir = /x\n"
 

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from acmems.notify.events import DEFAULT_EVENTS, EVENT_KINDS, make_event, parse_events, rfc3339
+from acmems.core.thresholds import Span, Thresholds, parse_span
+from acmems.http.status_page import PAGE_SIZE, render_status
+from acmems.core.event_kinds import DEFAULT_EVENTS, EVENT_KINDS, EventKind, parse_events
+from acmems.notify.events import make_event, rfc3339
 from acmems.notify.mail_text import mail_body, mail_subject
 from acmems.notify.outbox import GIVE_UP_AFTER, FileOutbox, retry_delay
 from acmems.notify.pickups import Pickups, Track
 from acmems.notify.senders import signature
 from acmems.notify.status import STATES, certificate_state, status_rows
-from acmems.notify.thresholds import Span, Thresholds, parse_span
 from acmems.notify.watch import Fetch, Watched, watch
-from acmems.status_page import PAGE_SIZE, render_status
 from acmems.storage import CachedCertificate
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
@@ -45,8 +46,8 @@ def cert(
 
 
 def test_an_event_is_one_json_object_with_a_unique_id_and_lower_case_names_in_order() -> None:
-    first = make_event("issued", ["WWW.Example.org", "example.org"], "web", T0, {"serial": "ab", "renewal": False})
-    second = make_event("issued", ["WWW.Example.org", "example.org"], "web", T0)
+    first = make_event(EventKind.ISSUED, ["WWW.Example.org", "example.org"], "web", T0, {"serial": "ab", "renewal": False})
+    second = make_event(EventKind.ISSUED, ["WWW.Example.org", "example.org"], "web", T0)
     body = json.loads(first.body)
     assert body["id"] == first.id != second.id
     assert body["event"] == "issued" and body["block"] == "web"
@@ -156,7 +157,7 @@ def test_the_outbox_keeps_the_exact_bytes_until_done(tmp_path: Path) -> None:
 
 async def _outbox_roundtrip(tmp_path: Path) -> None:
     outbox = FileOutbox(tmp_path / "outbox")
-    event = make_event("failed", ["a.example.org"], "web", T0, {"error": "x"})
+    event = make_event(EventKind.FAILED, ["a.example.org"], "web", T0, {"error": "x"})
     pending = await outbox.add('ops "main"', event, 100.0)
     later = pending.failed(110.0, "HTTP 500")
     await outbox.retry_later('ops "main"', later)
@@ -185,7 +186,7 @@ def test_pickups_survive_their_json_form_and_forget_what_is_gone() -> None:
 
 def test_a_mail_says_what_happened_the_ca_s_words_and_what_to_do() -> None:
     event = make_event(
-        "failed",
+        EventKind.FAILED,
         ["a.example.org"],
         "web",
         T0,
@@ -260,10 +261,10 @@ def test_the_status_page_pages_escapes_and_filters() -> None:
 def test_the_per_certificate_series_are_valid_exposition_text_and_stop_above_the_limit(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
+    from acmems.core.settings import NotifySettings
     from acmems.notify.collector import NotifyCollector
     from acmems.notify.notifier import Notifier
     from acmems.notify.state import FileState
-    from acmems.settings import NotifySettings
 
     entries = [cert(name=f"n{i}", requested=T0) for i in range(3)]
     entries.append(CachedCertificate("d-q", ('we"ird\\.example.org',), 9, T0, T0 + timedelta(days=1), T0))

@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 from acme import messages
 
-from acmems import order_steps as steps
-from acmems.acme_adapter import BAD_NONCE_RETRIES, retrying_bad_nonce
+from acmems.core import order_steps as steps
+from acmems.ca.adapter import BAD_NONCE_RETRIES, retrying_bad_nonce
+from acmems.core.order_steps import AuthorizationState, OrderState, Problem
 from acmems.errors import Kind
-from acmems.order_steps import AuthorizationState, OrderState, Problem
 
 PENDING = AuthorizationState("www.example.org", "pending")
 VALID = AuthorizationState("example.org", "valid")

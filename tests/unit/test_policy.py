@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from acmems.core.policy import choose_auth_block, parse_authentication_header, peer_address, precheck
+from acmems.core.settings import AuthSettings
 from acmems.errors import AuthError
-from acmems.policy import choose_auth_block, parse_authentication_header, peer_address, precheck
-from acmems.settings import AuthSettings
 
 BODY = b"-----BEGIN CERTIFICATE REQUEST-----\n...\n"
 KEY = b"A1YP67armNf3cBrecyJHdb035"

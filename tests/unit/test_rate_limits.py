@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from acmems.config import settings_from_sources
-from acmems.errors import ConfigError
-from acmems.rate_limits import (
+from acmems.core.rate_limits import (
     LETSENCRYPT,
     Event,
     Limit,
@@ -18,6 +17,7 @@ from acmems.rate_limits import (
     refusal,
     registered_domains,
 )
+from acmems.errors import ConfigError
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 T = NOW.timestamp()

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from acmems.renewer import ari_batch, renewal_candidates
+from acmems.issuance.renewer import ari_batch, renewal_candidates
 from acmems.storage import CachedCertificate, csr_digest
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 
 from acmems.config import settings_from_sources
-from acmems.csr import CsrInfo
+from acmems.core.csr import CsrInfo
+from acmems.core.settings import AuthSettings, Settings
 from acmems.errors import ANSWERS, AcmemsError, CaError, DnsUpdateError, IssuanceTimeout, Kind, http_answer
-from acmems.issuer import SignResult
+from acmems.http.mgmt import SignHandler, health_page, management_handler, metrics_page
+from acmems.http.plumbing import MAX_HEADER_BYTES, OneLineErrorServer
+from acmems.issuance.issuer import SignResult
 from acmems.metrics import Metrics
-from acmems.settings import AuthSettings, Settings
-from acmems.sign import SignHandler, health_page, management_handler, metrics_page
-from acmems.web import MAX_HEADER_BYTES, OneLineErrorServer
 from tests.conftest import hmac_header, make_csr
 
 CONFIG = """

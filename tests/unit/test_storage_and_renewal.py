@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from acmems.core.renewal import renewal_time
+from acmems.core.settings import FileStorage
 from acmems.fileio import write_atomic
-from acmems.renewal import renewal_time
-from acmems.settings import FileStorage
 from acmems.storage import Origin
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache

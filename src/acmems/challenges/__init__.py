@@ -8,7 +8,7 @@ from acmems.challenges.dns01_update import DnsUpdateSolver
 from acmems.challenges.dns_journal import DnsJournal, DnsRecord, PendingJournal
 from acmems.challenges.dns_persist import DnsPersistSolver
 from acmems.challenges.http01 import Http01Solver
-from acmems.settings import DnsPersistVerification, Http01Verification, LexiconVerification, VerificationSettings
+from acmems.core.settings import DnsPersistVerification, Http01Verification, LexiconVerification, VerificationSettings
 
 __all__ = [
     "ChallengeSolver",

@@ -23,8 +23,8 @@ import dns.tsig
 from acmems.challenges.dns_chain import Chain, ChainError, CnameWalk
 from acmems.challenges.dns_journal import DnsJournal, DnsRecord, PendingJournal
 from acmems.challenges.dns_servers import DnsServers, build_update, where
+from acmems.core.settings import DnsUpdateVerification
 from acmems.errors import DnsUpdateError, Kind
-from acmems.settings import DnsUpdateVerification
 
 __all__ = [
     "DnsJournal",

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from acmems.challenges.dns_journal import DnsRecord
+from acmems.core.settings import LexiconVerification
 from acmems.errors import DnsUpdateError, Kind
-from acmems.settings import LexiconVerification
 
 if TYPE_CHECKING:
     from lexicon.config import ConfigResolver

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from acmems.challenges.dns01_update import DnsUpdateSolver
+from acmems.core.settings import DnsPersistVerification
 from acmems.errors import DnsUpdateError, Kind
-from acmems.settings import DnsPersistVerification
 
 __all__ = [
     "CHALLENGE_TYPE",

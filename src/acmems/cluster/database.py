@@ -23,8 +23,8 @@ from psycopg import conninfo, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from acmems.core.settings import ClusterSettings
 from acmems.errors import DatabaseError
-from acmems.settings import ClusterSettings
 
 __all__ = ["ClusterDb", "Notified", "masked"]
 

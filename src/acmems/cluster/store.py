@@ -23,8 +23,8 @@ from psycopg.rows import TupleRow
 
 from acmems.cluster.database import ClusterDb
 from acmems.cluster.leases import LEASES_CHANNEL, lease_key, take_lease
+from acmems.core.settings import DatabaseStorage
 from acmems.errors import DatabaseError
-from acmems.settings import DatabaseStorage
 from acmems.storage.base import CachedCertificate, Claim, Origin, StaleFence, csr_digest, describe_chain
 
 __all__ = ["CHANGES_CHANNEL", "DatabaseStore"]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from acmems.core.event_kinds import EventKind
 from acmems.notify.notifier import Notifier
 from acmems.storage.base import CachedCertificate
 
@@ -35,17 +36,17 @@ class NotifyCollector(Collector):
         yield GaugeMetricFamily(
             "acmems_certificates_overdue",
             "Certificates past their renewal point by [notify] overdue-grace and not renewed",
-            value=n.count("overdue"),
+            value=n.count(EventKind.OVERDUE),
         )
         yield GaugeMetricFamily(
             "acmems_certificates_expiring",
             "Certificates still asked for with little lifetime left",
-            value=n.count("expiring"),
+            value=n.count(EventKind.EXPIRING),
         )
         yield GaugeMetricFamily(
             "acmems_certificates_not_picked_up",
             "Clients that have not fetched the renewed certificate of the one they fetched before",
-            value=n.count("not-picked-up"),
+            value=n.count(EventKind.NOT_PICKED_UP),
         )
         yield GaugeMetricFamily("acmems_notify_queue_length", "Events not yet delivered", value=n.queue_length())
         sent = CounterMetricFamily("acmems_notify_events_sent", "Events delivered, by receiver", labels=["receiver"])

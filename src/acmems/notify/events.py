@@ -14,23 +14,14 @@ duplicates), ``event``, ``names`` (the certificate's names, lower case, in the C
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = [
-    "DEFAULT_EVENTS",
-    "EVENT_KINDS",
-    "Event",
-    "make_event",
-    "parse_events",
-    "rfc3339",
-]
+from acmems.core.event_kinds import EventKind
 
-EVENT_KINDS = ("issued", "failed", "overdue", "expiring", "not-picked-up")
-DEFAULT_EVENTS = frozenset(EVENT_KINDS) - {"issued"}  # a receiver's `events` when not given
+__all__ = ["Event", "make_event", "rfc3339"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +29,7 @@ class Event:
     """One event: its id, kind, the names it is about, and the body sent (byte for byte on retries)."""
 
     id: str
-    kind: str
+    kind: EventKind
     names: tuple[str, ...]
     body: bytes
 
@@ -56,29 +47,12 @@ def rfc3339(when: datetime | float) -> str:
 
 
 def make_event(
-    kind: str, names: Sequence[str], block: str, when: datetime | float, extra: Mapping[str, object] | None = None
+    kind: EventKind, names: Sequence[str], block: str, when: datetime | float, extra: Mapping[str, object] | None = None
 ) -> Event:
     """The event ``kind`` about ``names`` (lower-cased, order kept) with a new id."""
-    assert kind in EVENT_KINDS, kind
     lowered = tuple(name.lower() for name in names)
     event_id = secrets.token_hex(12)
     body: dict[str, object] = {"id": event_id, "event": kind, "names": list(lowered), "time": rfc3339(when)}
     body["block"] = block
     body.update(extra or {})
     return Event(event_id, kind, lowered, json.dumps(body, separators=(",", ":"), sort_keys=False).encode())
-
-
-def parse_events(value: str) -> frozenset[str]:
-    """A receiver's ``events`` filter: names separated by commas or spaces.
-
-    Raises:
-        ValueError: empty, or a name that is not an event (the message lists the valid names).
-    """
-    names = [part for part in re.split(r"[\s,]+", value.strip()) if part]
-    valid = ", ".join(EVENT_KINDS)
-    if not names:
-        raise ValueError(f"names no event; give one or more of: {valid}")
-    unknown = [name for name in names if name not in EVENT_KINDS]
-    if unknown:
-        raise ValueError(f"{', '.join(repr(n) for n in unknown)} is not an event; valid events: {valid}")
-    return frozenset(names)

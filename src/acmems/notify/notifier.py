@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
+from acmems.core.event_kinds import EventKind
+from acmems.core.settings import NotifySettings, ReceiverSettings
 from acmems.lru import Lru
 from acmems.notify.events import Event, make_event, rfc3339
 from acmems.notify.outbox import GIVE_UP_AFTER, Outbox, Pending
@@ -30,7 +32,6 @@ from acmems.notify.pickups import Pickups
 from acmems.notify.senders import DeliveryError, Sender, make_sender
 from acmems.notify.state import NotifyState
 from acmems.notify.watch import Mark, Watched, watch
-from acmems.settings import NotifySettings, ReceiverSettings
 
 __all__ = ["Notifier", "leaf_facts"]
 
@@ -91,7 +92,7 @@ class Notifier:
         now = time.time()
         self.pickups.issued(storage, digest, serial, now, renewal)
         extra = {"not_after": rfc3339(not_after), "serial": format(serial, "x"), "renewal": renewal, "profile": profile}
-        self.emit(make_event("issued", list(names), block, now, extra))
+        self.emit(make_event(EventKind.ISSUED, list(names), block, now, extra))
 
     def failed(
         self,
@@ -112,7 +113,7 @@ class Notifier:
             extra["attempt"] = attempt
         if next_attempt is not None:
             extra["next_attempt"] = rfc3339(next_attempt)
-        self.emit(make_event("failed", list(names), block, now, extra))
+        self.emit(make_event(EventKind.FAILED, list(names), block, now, extra))
 
     def fetched(self, storage: str, digest: str, client: str, chain: bytes) -> None:
         """A client got this chain (a dictionary update: cheap enough for every cache hit)."""
@@ -322,6 +323,6 @@ class Notifier:
         self._watching = watching
         return watching
 
-    def count(self, kind: str) -> int:
+    def count(self, kind: EventKind) -> int:
         """How many conditions of ``kind`` are in force."""
         return sum(1 for key in self.marks if key.startswith(kind + "/"))

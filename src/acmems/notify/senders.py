@@ -19,9 +19,9 @@ from typing import Protocol
 
 import aiohttp
 
+from acmems.core.settings import CommandReceiver, EmailReceiver, ReceiverSettings, WebhookReceiver
 from acmems.notify.mail_text import mail_body, mail_subject
 from acmems.notify.outbox import Pending
-from acmems.settings import CommandReceiver, EmailReceiver, ReceiverSettings, WebhookReceiver
 
 __all__ = ["DeliveryError", "Sender", "make_sender", "signature"]
 

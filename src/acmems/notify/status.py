@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from acmems.core.thresholds import Thresholds
 from acmems.notify.pickups import Track
-from acmems.notify.thresholds import Thresholds
 from acmems.storage.base import CachedCertificate
 
 __all__ = ["STATES", "Segment", "StatusList", "StatusRow", "certificate_state", "status_rows"]

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from acmems.core.event_kinds import EventKind
+from acmems.core.thresholds import Thresholds
 from acmems.notify.events import Event, make_event, rfc3339
-from acmems.notify.thresholds import Thresholds
 from acmems.storage.base import CachedCertificate
 
 __all__ = ["Fetch", "Mark", "Watched", "watch"]
@@ -52,7 +53,9 @@ def _wanted(entry: CachedCertificate, now: datetime) -> bool:
     return entry.last_requested >= (now - 2 * lifetime).timestamp()
 
 
-def _conditions(item: Watched, now: datetime, thresholds: Thresholds) -> Iterable[tuple[str, str, dict[str, object]]]:
+def _conditions(
+    item: Watched, now: datetime, thresholds: Thresholds
+) -> Iterable[tuple[str, EventKind, dict[str, object]]]:
     """(key, kind, fields) of every condition of ``item`` in force at ``now``."""
     entry = item.entry
     lifetime = entry.not_after - entry.not_before
@@ -66,16 +69,16 @@ def _conditions(item: Watched, now: datetime, thresholds: Thresholds) -> Iterabl
     }
     if _wanted(entry, now):
         if now >= entry.renew_at + thresholds.overdue_grace.of(lifetime):
-            yield f"overdue/{where}", "overdue", about
+            yield f"{EventKind.OVERDUE}/{where}", EventKind.OVERDUE, about
         if now >= entry.not_after - thresholds.expiring_left.of(lifetime):
-            yield f"expiring/{where}", "expiring", about
+            yield f"{EventKind.EXPIRING}/{where}", EventKind.EXPIRING, about
     grace = thresholds.pickup_grace.of(lifetime).total_seconds()
     if item.renewed is not None and now.timestamp() >= item.renewed + grace:
         for client, fetch in sorted(item.fetches.items()):
             if fetch.serial != entry.serial and fetch.when < item.renewed:
                 yield (
-                    f"not-picked-up/{where}/{client}",
-                    "not-picked-up",
+                    f"{EventKind.NOT_PICKED_UP}/{where}/{client}",
+                    EventKind.NOT_PICKED_UP,
                     {**about, "client": client, "renewed": rfc3339(item.renewed), "fetched": rfc3339(fetch.when)},
                 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from acmems.settings import DatabaseStorage, FileStorage, StorageSettings
+from acmems.core.settings import DatabaseStorage, FileStorage, StorageSettings
 from acmems.storage.base import (
     CachedCertificate,
     CertificateStore,

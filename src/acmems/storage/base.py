@@ -12,7 +12,7 @@ from typing import Protocol
 
 from cryptography import x509
 
-from acmems.renewal import renewal_time
+from acmems.core.renewal import renewal_time
 
 __all__ = [
     "CachedCertificate",

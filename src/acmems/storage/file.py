@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from acmems.core.renewal import renewal_time
+from acmems.core.settings import FileStorage
 from acmems.fileio import write_atomic
 from acmems.lru import Lru
-from acmems.renewal import renewal_time
-from acmems.settings import FileStorage
 from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin, csr_digest, describe_chain
 from acmems.storage.file_index import INDEX_NAME, Saved, mtimes_key, read_saved, write_saved
 

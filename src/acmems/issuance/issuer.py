@@ -1,0 +1,376 @@
+"""The one place that combines cache, single flight, the CA client and the solvers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from acmems.ca.problems import falls_over
+from acmems.ca.session import AcmeCa
+from acmems.challenges import ChallengeSolver
+from acmems.core.csr import CsrInfo
+from acmems.core.rate_limits import Event, names_key, refusal, registered_domains
+from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
+from acmems.metrics import Metrics
+from acmems.storage.rate_log import RateLog
+
+if TYPE_CHECKING:
+    from acmems.cluster.backoff import SharedBackoff as CaBackoff
+    from acmems.notify.notifier import Notifier
+from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
+from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
+
+__all__ = ["Issuer", "SignResult"]
+
+log = logging.getLogger("acmems.issuer")
+# How long a certificate whose requester gave up (504) is kept for its retry, for any storage.
+_ORPHAN_LINGER = 600.0
+_Key = tuple[str, str, str | None, bytes]  # storage, verification, profile, CSR
+
+
+@dataclass(frozen=True, slots=True)
+class SignResult:
+    """A chain to answer with, whether it came from the cache, and which account issued it (if here)."""
+
+    chain: bytes
+    cache_hit: bool
+    ca: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """What an issuance task ends with: the chain, and the account that issued it (None: another
+    instance of the cluster did)."""
+
+    chain: bytes
+    ca: str | None
+
+
+class Issuer:
+    """Answers a checked CSR with a chain: from the cache, from a running order, or a new order."""
+
+    def __init__(
+        self,
+        ca: AcmeCa,
+        solvers: Mapping[str, ChallengeSolver],
+        caches: Mapping[str, CertificateStore],
+        metrics: Metrics | None = None,
+        rate_log: RateLog | None = None,
+        backoff: CaBackoff | None = None,
+        cas: Mapping[str, AcmeCa] | None = None,
+        request_timeout: float = 60.0,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.ca = ca
+        self.cas = dict(cas) if cas else {DEFAULT_ACCOUNT: ca}  # by account name: an auth block's `ca` list
+        self.request_timeout = request_timeout  # a CA's Retry-After beyond it: the next CA is tried
+        self.solvers = solvers
+        self.caches = caches
+        self.metrics = metrics or Metrics()
+        self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
+        self.backoff = backoff  # a cluster: the CA's rateLimited pauses, shared by every instance
+        self.notifier = notifier  # told of each certificate issued, and of each failed order a client asked for
+        self._inflight: dict[_Key, asyncio.Task[Issued]] = {}
+        self._orphans: set[_Key] = set()
+
+    async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult:
+        """The chain for ``csr`` under ``block``'s verification and storage.
+
+        Raises:
+            AcmemsError: 400 wildcard without DNS-01; the CA's errors (421, 429, 502, 503); 504 when
+                ``timeout`` passes first (the order goes on and a retry gets its result).
+        """
+        cache = self.caches[block.storage]
+        solver = self.solvers[block.verification]
+        if csr.has_wildcard and solver.challenge_type not in ("dns-01", "dns-persist-01"):
+            wildcards = ", ".join(n for n in csr.names if n.startswith("*."))
+            raise AcmemsError(
+                f"{wildcards} needs DNS-01 validation, but auth block {block.name!r} uses "
+                f"{solver.challenge_type} verification {solver.name!r}",
+                kind=Kind.WILDCARD_NEEDS_DNS01,
+            )
+        profile = block.profile
+        cached = await cache.get(csr.pem, profile)
+        if cached is not None:
+            self.metrics.cache_hits.inc()
+            return SignResult(cached, cache_hit=True)
+        self.metrics.cache_misses.inc()
+        task = self.start_issuance(csr, solver, cache, profile, ca_names=block.ca, block=block.name)
+        key = (cache.name, solver.name, profile, csr.pem)
+        try:
+            issued = await asyncio.wait_for(asyncio.shield(task), timeout)
+        except AcmemsError as exc:
+            # The old certificate keeps being served while it is valid, if its renewal fails.
+            old = await cache.get(csr.pem, profile, allow_due=True)
+            if old is None or isinstance(exc, IssuanceTimeout):
+                raise
+            log.warning(
+                "renewal for %s failed (%s); answering the cached certificate, still valid",
+                ", ".join(csr.names),
+                exc.message,
+            )
+            return SignResult(old, cache_hit=True)
+        except TimeoutError:
+            self._orphans.add(key)
+            raise IssuanceTimeout(
+                "the certificate is still being issued; post the same CSR again in a minute to get it"
+            ) from None
+        return SignResult(issued.chain, cache_hit=False, ca=issued.ca)
+
+    def start_issuance(
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        cache: CertificateStore,
+        profile: str | None,
+        replaces: str | None = None,
+        requested: bool = True,
+        ca_names: Sequence[str] = (DEFAULT_ACCOUNT,),
+        replaces_at: str = DEFAULT_ACCOUNT,
+        block: str = "-",
+    ) -> asyncio.Task[Issued]:
+        """The running order for this CSR, storage, verification and profile, or a new one (single
+        flight), from the accounts ``ca_names`` in turn; ``replaces`` (ARI) goes to ``replaces_at`` only.
+        ``block`` names the auth block in the events; a failure of an order not ``requested`` by a
+        client is the renewer's to report (it knows the attempt and the next one)."""
+        key = (cache.name, solver.name, profile, csr.pem)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                self._issue_and_store(csr, solver, cache, profile, (replaces, replaces_at), requested, ca_names, block)
+            )
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._finished(key, t))
+        return task
+
+    async def _issue_and_store(
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        cache: CertificateStore,
+        profile: str | None,
+        replacing: tuple[str | None, str],
+        requested: bool,
+        ca_names: Sequence[str],
+        block: str = "-",
+    ) -> Issued:
+        digest = csr_digest(csr.pem, profile)
+        while True:
+            # A shared store grants this to one instance of the cluster at a time; the others wait
+            # for its result (the same bytes) instead of ordering again.
+            claim = await cache.claim(digest, solver.name)
+            if claim is not None:
+                break
+            await cache.wait_released(digest, solver.name)
+            elsewhere = await self._issued_elsewhere(csr, cache, profile)
+            if elsewhere is not None:
+                return elsewhere
+        try:
+            # A shared store: another instance may have stored it between our miss and the claim.
+            issued = await self._issued_elsewhere(csr, cache, profile) if claim.fence is not None else None
+            if issued is None:
+                renewal = not requested or replacing[0] is not None or await self._had_one(csr, cache, profile)
+                chain, used = await self._from_cas(csr, solver, profile, replacing, claim, ca_names)
+                await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence, used))
+                issued = Issued(chain, used)
+                if self.notifier is not None:
+                    self.notifier.issued(cache.name, digest, block, csr.names, chain, profile, renewal)
+        except AcmemsError as exc:
+            await claim.release()
+            if requested and self.notifier is not None:
+                self.notifier.failed(cache.name, digest, block, csr.names, exc.message)
+            raise
+        except BaseException:
+            claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
+            raise
+        await claim.release()
+        return issued
+
+    async def _had_one(self, csr: CsrInfo, cache: CertificateStore, profile: str | None) -> bool:
+        if self.notifier is None:
+            return False  # only the events tell renewals apart
+        return await cache.get(csr.pem, profile, allow_due=True) is not None
+
+    def running(self, csr: CsrInfo, solver: ChallengeSolver, cache: CertificateStore, profile: str | None) -> bool:
+        """Whether an order for this CSR runs now (the status page's "renewing")."""
+        task = self._inflight.get((cache.name, solver.name, profile, csr.pem))
+        return task is not None and not task.done()
+
+    def running_digests(self) -> set[tuple[str, str]]:
+        """(storage, digest) of every order running now."""
+        return {
+            (storage, csr_digest(pem, profile))
+            for (storage, _, profile, pem), task in self._inflight.items()
+            if not task.done()
+        }
+
+    async def _issued_elsewhere(self, csr: CsrInfo, cache: CertificateStore, profile: str | None) -> Issued | None:
+        stored = await cache.get(csr.pem, profile)
+        if stored is None:
+            return None
+        log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
+        return Issued(stored, None)
+
+    async def _from_cas(
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        profile: str | None,
+        replacing: tuple[str | None, str],
+        claim: Claim,
+        ca_names: Sequence[str],
+    ) -> tuple[bytes, str]:
+        """The chain from the first account of ``ca_names`` that gives one, and that account's name:
+        the next is tried only when :func:`falls_over` says the next CA would not say the same."""
+        replaces, replaces_at = replacing
+        for position, name in enumerate(ca_names):
+            ca = self.cas[name]
+            if position:
+                claim.saved_order = None  # an order saved at the first CA cannot be resumed at this one
+            their_replaces = replaces if name == replaces_at else None
+            try:
+                counted = ca.settings.rate_limits is not None and self.rate_log is not None and not their_replaces
+                if counted:  # ARI renewals are exempt
+                    await self._check_rate_limits(csr, claim, ca)
+                their_profile = self._profile_at(ca, name, profile)
+                chain = await self._order(csr, solver, their_profile, their_replaces, claim, ca, name)
+                if counted:
+                    await self._count(csr, "certificate", ca)
+            except AcmemsError as exc:
+                if position == len(ca_names) - 1 or not falls_over(exc, self.request_timeout):
+                    raise
+                log.warning(
+                    "CA %s failed for %s (%s); trying %s",
+                    name,
+                    ", ".join(csr.names),
+                    exc.message,
+                    ca_names[position + 1],
+                )
+                continue
+            if position:
+                log.info("issued by %s, the fallback CA: the next order goes to %s first again", name, ca_names[0])
+            return chain, name
+        raise AssertionError("an auth block names at least one account")
+
+    def _profile_at(self, ca: AcmeCa, name: str, profile: str | None) -> str | None:
+        offered = ca.profiles
+        if profile is not None and offered is not None and profile not in offered:
+            log.info("CA %s does not offer the profile %r; ordering its default profile", name, profile)
+            return None
+        return profile
+
+    async def _check_rate_limits(self, csr: CsrInfo, claim: Claim, ca: AcmeCa) -> None:
+        """429 (final) when the order would go over a limit the CA would refuse it for; else the
+        new order is counted (a resumed one was counted by the instance that sent it)."""
+        assert self.rate_log is not None and ca.settings.rate_limits is not None
+        events = await self.rate_log.events(ca.settings.acme_server)
+        refused = refusal(ca.settings.rate_limits, events, csr.names)
+        if refused is not None:
+            self.metrics.rate_limit_refusals.labels(refused.limit.key).inc()
+            raise CaError(refused.message, kind=Kind.RATE_LIMITED, retry_after=refused.retry_after)
+        if claim.saved_order is None:
+            await self._count(csr, "order", ca)
+
+    async def _count(self, csr: CsrInfo, kind: str, ca: AcmeCa) -> None:
+        assert self.rate_log is not None
+        event = Event(time.time(), kind, names_key(csr.names), registered_domains(csr.names))
+        try:
+            await self.rate_log.record(ca.settings.acme_server, event)
+        except AcmemsError as exc:  # the database: this one goes uncounted
+            log.warning("cannot count %s for the rate limits: %s", kind, exc.message)
+
+    async def _order(
+        self,
+        csr: CsrInfo,
+        solver: ChallengeSolver,
+        profile: str | None,
+        replaces: str | None,
+        claim: Claim,
+        ca: AcmeCa,
+        ca_name: str = DEFAULT_ACCOUNT,
+    ) -> bytes:
+        started = time.monotonic()
+        vtype = solver.challenge_type
+        account = ca.settings.acme_server
+        try:
+            if self.backoff is not None:
+                await self.backoff.check(account)
+            chain = await ca.issue(csr.request_pem, solver, profile, replaces, claim)
+        except AcmemsError as exc:
+            if (
+                self.backoff is not None
+                and isinstance(exc, CaError)
+                and exc.problem_type == "rateLimited"
+                and exc.retry_after
+            ):
+                await self._hold(account, exc)
+            self.metrics.issuances.labels("failed", vtype).inc()
+            if isinstance(exc, CaError):
+                self.metrics.ca_errors.labels(exc.problem_type or f"http-{exc.status}").inc()
+            elif isinstance(exc, DnsUpdateError):
+                self.metrics.dns_errors.labels(solver.name).inc()
+            log.warning(
+                "issuance for %s failed: %s%s",
+                ", ".join(csr.names),
+                exc.message,
+                f" ({exc.log_detail})" if exc.log_detail else "",
+            )
+            raise
+        duration = time.monotonic() - started
+        self.metrics.issuances.labels("issued", vtype).inc()
+        self.metrics.issuance_seconds.labels(vtype).observe(duration)
+        log.info(
+            "issued a certificate for %s in %.3f s (verification %s, ca %s)",
+            ", ".join(csr.names),
+            duration,
+            solver.name,
+            ca_name,
+        )
+        return chain
+
+    async def _hold(self, account: str, exc: CaError) -> None:
+        assert self.backoff is not None and exc.retry_after is not None
+        try:
+            await self.backoff.hold(account, exc.retry_after, exc.message)
+        except AcmemsError as failed:  # the database: this instance still holds it (AcmeCa)
+            log.warning("cannot share the CA's pause with the cluster: %s", failed.message)
+
+    async def _store(self, csr: CsrInfo, chain: bytes, cache: CertificateStore, origin: Origin) -> None:
+        try:
+            await cache.put(csr.pem, chain, origin)
+        except StaleFence as exc:
+            log.warning(
+                "storage %s: not storing the certificate for %s: another instance took its order over (%s)",
+                cache.name,
+                ", ".join(csr.names),
+                exc,
+            )
+        except (OSError, ValueError, DatabaseError) as exc:
+            self.metrics.storage_errors.inc()
+            log.error(
+                "storage %s: cannot cache the certificate for %s: %s; answering it uncached",
+                cache.name,
+                ", ".join(csr.names),
+                exc.message if isinstance(exc, AcmemsError) else exc,
+            )
+
+    def _finished(self, key: _Key, task: asyncio.Task[Issued]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if key in self._orphans:
+                log.warning("an issuance nobody waits for any more failed: %s", exc)
+        if key in self._orphans and not task.cancelled() and task.exception() is None:
+            # Keep the result for the client's retry, even where the storage does not cache.
+            asyncio.get_running_loop().call_later(_ORPHAN_LINGER, self._forget, key, task)
+            self._orphans.discard(key)
+            return
+        self._orphans.discard(key)
+        self._forget(key, task)
+
+    def _forget(self, key: _Key, task: asyncio.Task[Issued]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
