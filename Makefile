@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 lint: venv
 	$(VENV)/bin/ruff check src tests scripts bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(PY) -m pytest -q

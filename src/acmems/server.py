@@ -8,52 +8,38 @@ Listeners are opened at start only (changing them needs a restart).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from acmems.backends import Backend, make_backend
 from acmems.ca.session import AcmeCa
-from acmems.challenges import (
-    ChallengeSolver,
-    DnsJournal,
-    DnsUpdateSolver,
-    Http01Solver,
-    PendingJournal,
-    make_solver,
-)
+from acmems.challenges import ChallengeSolver, Http01Solver, make_solver
 from acmems.config import load_settings
-from acmems.core.settings import DEFAULT_ACCOUNT, AccountSettings, Http01Verification, Settings
+from acmems.core.settings import DEFAULT_ACCOUNT, Http01Verification, Settings
 from acmems.errors import AcmemsError
 from acmems.http.listeners import Listeners
 from acmems.http.mgmt import SignHandler, health_page, management_handler, metrics_page
 from acmems.http.plumbing import challenge_handler
+from acmems.http.status_page import status_handler
 from acmems.issuance.issuer import Issuer
 from acmems.issuance.notify_feed import NotifyService
 from acmems.issuance.renewer import Renewer
 from acmems.metrics import Metrics
 from acmems.notify.collector import NotifyCollector
 from acmems.sdnotify import notify
-from acmems.storage import CertificateStore, make_store
-from acmems.storage.rate_log import FileRateLog, RateLog
+from acmems.storage import CertificateStore
+from acmems.storage.rate_log import RateLog
 from acmems.workers.pool import WorkerPool, bind_shared
-
-if TYPE_CHECKING:
-    from acmems.cluster import ClusterDb
-    from acmems.cluster.backoff import SharedBackoff
 
 __all__ = ["Runtime", "Server", "run"]
 
 log = logging.getLogger(__name__)
-DNS_JOURNAL = "dns01-pending.json"
-RATE_LOG = "rate-events.json"  # in the account directory: what the rate limits count
-DNS_SWEEP_EVERY = 5.0  # a cluster looks this often for DNS-01 values of instances that are gone
 
 
 @dataclass(slots=True)
@@ -73,31 +59,21 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.metrics = Metrics()
-        # One connection for the life of the process: [cluster] changes need a restart. The cluster
-        # package (psycopg) is imported only for a cluster: one instance with files stays as small.
-        self.cluster: ClusterDb | None = None
-        self._shared_backoff: SharedBackoff | None = None
-        if settings.cluster is not None:
-            from acmems.cluster import ClusterDb
-            from acmems.cluster.backoff import SharedBackoff
-            from acmems.cluster.dns_journal import DatabaseJournal
-
-            self.cluster = ClusterDb(settings.cluster)
-            self._cluster_journal = DatabaseJournal(self.cluster)
-            self._shared_backoff = SharedBackoff(self.cluster)
+        # Files, or the cluster database: chosen once (``[cluster]`` changes need a restart).
+        self.backend: Backend = make_backend(settings)
         self._http01: dict[str, Http01Solver] = {}
-        self._journals: dict[Path, PendingJournal] = {}
-        self._rate_logs: dict[Path, FileRateLog] = {}
         # Events (webhook, mail, command), the watch for overdue certificates, and /status.
-        self.notify = NotifyService(settings, settings.account.dir or Path("."), lambda: self.runtime, self.cluster)
+        directory = settings.account.dir or Path(".")
+        self.notify = NotifyService(
+            settings, self.backend.notify_outbox(directory), self.backend.notify_state(directory), lambda: self.runtime
+        )
+        self.status_page = status_handler(self.notify.rows)
         self.runtime = self._build(settings, None)
         collector = NotifyCollector(self.notify.notifier, self.notify.stores, self.notify.count)
         self.metrics.registry.register(collector)
         self.metrics.add_text(collector.certificate_series)
         self.metrics.watch_cache(self._cached_count, self._soonest_expiry)
-        if self.cluster is not None:
-            cluster = self.cluster
-            self.metrics.watch_cluster(lambda: cluster.available, lambda: cluster.transactions)
+        self.backend.watch(self.metrics)
         self.listeners = Listeners()
         self._background: set[asyncio.Task[None]] = set()
         self.renewer = Renewer(lambda: self.runtime)
@@ -110,41 +86,29 @@ class Server:
             kept = previous.cas.get(name) if previous is not None else None
             cas[name] = kept if kept is not None and kept.settings == account else AcmeCa(account)
         ca = cas[DEFAULT_ACCOUNT]
-        # One journal object per file: orders of the old and the new configuration may run at once.
-        # A cluster's journal is in its database: any instance removes what a crashed one left.
-        journal: DnsJournal
-        if self.cluster is not None:
-            journal = self._cluster_journal
-        else:
-            path = ca.files.directory / DNS_JOURNAL
-            if path not in self._journals:
-                self._journals[path] = PendingJournal(path)
-            journal = self._journals[path]
+        journal = self.backend.dns_journal(ca.files.directory)
         solvers: dict[str, ChallengeSolver] = {}
         for name, verification in settings.verifications.items():
             if name not in settings.used_verifications:
                 continue
             if isinstance(verification, Http01Verification):
                 # The challenge listeners serve these objects: keep them across reloads.
-                shared = None
-                if self.cluster is not None:
-                    from acmems.cluster import SharedTokens
-
-                    shared = SharedTokens(self.cluster)
-                solvers[name] = self._http01.setdefault(name, Http01Solver(name, shared))
+                if name not in self._http01:
+                    self._http01[name] = Http01Solver(name, self.backend.http01_tokens())
+                solvers[name] = self._http01[name]
             else:
                 solvers[name] = make_solver(verification, journal)
-        caches = {name: make_store(s, cluster=self.cluster) for name, s in settings.storages.items()}
+        caches = {name: self.backend.store(s) for name, s in settings.storages.items()}
         issuer = Issuer(
             ca,
             solvers,
             caches,
-            self.metrics,
-            self._rate_log(ca, cas),
-            self._shared_backoff,
-            cas,
-            settings.mgmt.request_timeout,
-            self.notify.notifier,
+            metrics=self.metrics,
+            rate_log=self._rate_log(ca, cas),
+            backoff=self.backend.ca_pauses(),
+            cas=cas,
+            request_timeout=settings.mgmt.request_timeout,
+            notifier=self.notify.notifier,
         )
         return Runtime(settings, ca, solvers, caches, issuer, cas)
 
@@ -153,14 +117,7 @@ class Server:
         # directory (kept across reloads) or the cluster's database; needed if any account has limits.
         if all(other.settings.rate_limits is None for other in cas.values()):
             return None
-        if self.cluster is not None:
-            from acmems.storage.rate_log import DatabaseRateLog
-
-            return DatabaseRateLog(self.cluster)
-        path = ca.files.directory / RATE_LOG
-        if path not in self._rate_logs:
-            self._rate_logs[path] = FileRateLog(path)
-        return self._rate_logs[path]
+        return self.backend.rate_log(ca.files.directory)
 
     async def _load_index(self, cache: CertificateStore) -> None:
         started = time.monotonic()
@@ -172,7 +129,7 @@ class Server:
         except AcmemsError as exc:  # the cluster database: what is asked for is read as it comes
             log.error("storage %s: cannot read the index from %s: %s", cache.name, cache.where, exc.message)
             return
-        if cache.where == "-":
+        if not cache.keeps_certificates:
             return  # a store that keeps nothing has nothing to report
         log.info(
             "storage %s: %d certificate(s) cached in %s (indexed in %.2f s)",
@@ -192,24 +149,18 @@ class Server:
             else:
                 await self._load_index(cache)
         for solver in runtime.solvers.values():
-            if isinstance(solver, DnsUpdateSolver):
-                for warning in solver.warnings():
-                    log.warning("%s", warning)
-                if at_start:
-                    # Only at start: later, the journal also lists the values of orders still running.
-                    await solver.recover()
+            for warning in solver.warnings():
+                log.warning("%s", warning)
+            if at_start:
+                # Only at start: later, the journal also lists the values of orders still running.
+                await solver.recover()
 
     async def start(self) -> None:
         """Check the account, read the caches, then open every listener; raises on a port in use."""
         runtime = self.runtime
-        if self.cluster is not None:
-            from acmems.cluster import prepare
-
-            await self.cluster.open()
-            await prepare(self.cluster)
-            log.info("cluster database %s: instance %s", self.cluster.where, self.cluster.name)
+        await self.backend.open()
         for ca in runtime.cas.values():
-            await ca.start(self._account_check(ca.settings))
+            await ca.start(self.backend.account_check(ca.settings.acme_server))
         self._check_profiles(runtime)
         await self._prepare(runtime, at_start=True)
         mgmt = runtime.settings.mgmt
@@ -219,7 +170,7 @@ class Server:
         pages = {
             "/health": health_page(self.health),
             "/metrics": metrics_page(self.metrics),
-            "/status": self.notify.status_page,
+            "/status": self.status_page,
         }
         handler = management_handler(sign, pages, lambda: self.runtime)
         shared = bind_shared(mgmt.listeners, mgmt.workers) if mgmt.workers > 1 else None
@@ -236,7 +187,7 @@ class Server:
             self.metrics,
             self.health,
             self.log_label,
-            {"/status": self.notify.status_page},
+            {"/status": self.status_page},
             self.notify.on_answer,
             self.notify.notifier.fetched_serial,
         )
@@ -246,15 +197,7 @@ class Server:
     @property
     def log_label(self) -> str:
         """Added to each /sign log line: in a cluster, which instance answered."""
-        return f" instance={self.cluster.name}" if self.cluster is not None else ""
-
-    def _account_check(self, account: AccountSettings) -> Callable[[str], Awaitable[None]] | None:
-        # In a cluster, every instance must use the one account key (checked before registering).
-        if self.cluster is None:
-            return None
-        from acmems.cluster import check_account
-
-        return functools.partial(check_account, self.cluster, account.acme_server)
+        return self.backend.label
 
     def _check_profiles(self, runtime: Runtime) -> None:
         # A profile the CA does not list is a configuration error (known once the directory is read).
@@ -265,36 +208,14 @@ class Server:
             )
 
     def start_renewer(self) -> None:
-        """Run proactive renewal in the background (unless ``renewal-interval = 0``); in a cluster
-        also the removal of DNS-01 values that instances which are gone left behind."""
-        tasks = []
+        """Run proactive renewal in the background (unless ``renewal-interval = 0``) and the
+        backend's upkeep (a cluster: removing what instances that are gone left behind)."""
+        tasks = [asyncio.create_task(self.backend.maintain(lambda: self.runtime.solvers.values()))]
         if self.runtime.settings.mgmt.renewal_interval > 0:
             tasks.append(asyncio.create_task(self.renewer.run()))
-        if self.cluster is not None:
-            tasks.append(asyncio.create_task(self._sweep_dns_forever()))
         for task in tasks:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-
-    async def _sweep_dns_forever(self) -> None:
-        from acmems.cluster import sweep
-
-        assert self.cluster is not None
-        rounds = 0
-        while True:
-            await asyncio.sleep(DNS_SWEEP_EVERY)
-            rounds += 1
-            if rounds % 12 == 1:  # about once a minute: what dead instances left in the database
-                try:
-                    await sweep(self.cluster)
-                except AcmemsError as exc:
-                    log.debug("cluster sweep: %s", exc.message)
-            for solver in self.runtime.solvers.values():
-                if isinstance(solver, DnsUpdateSolver):
-                    try:
-                        await solver.recover()
-                    except AcmemsError as exc:  # the database: tried again at the next sweep
-                        log.debug("DNS-01 sweep: %s", exc.message)
 
     async def reload(self, paths: Sequence[str]) -> bool:
         """Re-read the configuration; swap it in if valid. Whether it was swapped."""
@@ -324,7 +245,7 @@ class Server:
             runtime = self._build(settings, self.runtime)
             for ca in runtime.cas.values():
                 if ca not in self.runtime.cas.values():
-                    await ca.start(self._account_check(ca.settings))
+                    await ca.start(self.backend.account_check(ca.settings.acme_server))
             self._check_profiles(runtime)
             await self._prepare(runtime)
         except AcmemsError as exc:
@@ -344,8 +265,7 @@ class Server:
             problems.append("no listener is open")
         if self.workers is not None:
             problems += self.workers.problems()
-        if self.cluster is not None and not self.cluster.available:
-            problems.append(f"the cluster database {self.cluster.where} does not answer")
+        problems += self.backend.problems()
         for cache in self.runtime.caches.values():
             problems += cache.problems()
         return problems
@@ -374,8 +294,7 @@ class Server:
         for ca in self.runtime.cas.values():
             ca.close()
         await self.notify.notifier.stop()  # what is not delivered stays in the outbox
-        if self.cluster is not None:
-            await self.cluster.close()
+        await self.backend.close()
 
 
 def _raise_open_files_limit() -> None:

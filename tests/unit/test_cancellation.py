@@ -169,3 +169,9 @@ class NoSolver:
 
     async def cleanup(self, identifier: str, token: str, validation: str) -> None:
         return None
+
+    def warnings(self) -> list[str]:
+        return []
+
+    async def recover(self) -> int:
+        return 0

@@ -61,6 +61,11 @@ def test_a_ca_without_the_challenge_is_a_502_naming_it_and_what_it_offers() -> N
 
         async def present(self, identifier: str, token: str, validation: str) -> None: ...
         async def cleanup(self, identifier: str, token: str, validation: str) -> None: ...
+        def warnings(self) -> list[str]:
+            return []
+
+        async def recover(self) -> int:
+            return 0
 
     with pytest.raises(CaError) as raised:
         _find_challenge(authz, Solver(), "https://ca.test/dir")

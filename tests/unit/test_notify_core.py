@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from acmems.core.event_kinds import DEFAULT_EVENTS, EVENT_KINDS, EventKind, parse_events
 from acmems.core.thresholds import Span, Thresholds, parse_span
 from acmems.http.status_page import PAGE_SIZE, render_status
-from acmems.core.event_kinds import DEFAULT_EVENTS, EVENT_KINDS, EventKind, parse_events
 from acmems.notify.events import make_event, rfc3339
 from acmems.notify.mail_text import mail_body, mail_subject
 from acmems.notify.outbox import GIVE_UP_AFTER, FileOutbox, retry_delay
@@ -46,7 +46,9 @@ def cert(
 
 
 def test_an_event_is_one_json_object_with_a_unique_id_and_lower_case_names_in_order() -> None:
-    first = make_event(EventKind.ISSUED, ["WWW.Example.org", "example.org"], "web", T0, {"serial": "ab", "renewal": False})
+    first = make_event(
+        EventKind.ISSUED, ["WWW.Example.org", "example.org"], "web", T0, {"serial": "ab", "renewal": False}
+    )
     second = make_event(EventKind.ISSUED, ["WWW.Example.org", "example.org"], "web", T0)
     body = json.loads(first.body)
     assert body["id"] == first.id != second.id

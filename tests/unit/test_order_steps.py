@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 from acme import messages
 
-from acmems.core import order_steps as steps
 from acmems.ca.adapter import BAD_NONCE_RETRIES, retrying_bad_nonce
+from acmems.core import order_steps as steps
 from acmems.core.order_steps import AuthorizationState, OrderState, Problem
 from acmems.errors import Kind
 

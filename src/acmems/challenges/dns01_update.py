@@ -4,7 +4,7 @@ Before anything is sent, ``_acme-challenge.<name>`` is followed through its CNAM
 (:mod:`acmems.challenges.dns_chain`; delegation to a zone only acmems may update), then the zone of
 the final name is found by SOA queries. The value is added there, one value at a time, and acmems
 waits until the primary and every ``check-server`` serve it; afterwards exactly that value is
-deleted, at the name and zone noted in the journal (:mod:`acmems.challenges.dns_journal`), which
+deleted, at the name and zone noted in the journal (:mod:`acmems.storage.dns_journal`), which
 also lets the next start remove what a crash left behind.
 """
 
@@ -21,10 +21,11 @@ import dns.rdatatype
 import dns.tsig
 
 from acmems.challenges.dns_chain import Chain, ChainError, CnameWalk
-from acmems.challenges.dns_journal import DnsJournal, DnsRecord, PendingJournal
 from acmems.challenges.dns_servers import DnsServers, build_update, where
+from acmems.core.backoff import capped_backoff
 from acmems.core.settings import DnsUpdateVerification
 from acmems.errors import DnsUpdateError, Kind
+from acmems.storage.dns_journal import DnsJournal, DnsRecord, PendingJournal
 
 __all__ = [
     "DnsJournal",
@@ -263,9 +264,10 @@ class DnsUpdateSolver:
         """Until the primary that took it and every ``check-server`` serve the value (the CA may ask
         any of them)."""
         deadline = time.monotonic() + self.settings.propagation_timeout
-        delay = _POLL_FIRST
+        polls = 1
         waiting = [*self.writer.check_at(record), *self.settings.check_servers]
         while True:
+            delay = capped_backoff(polls, _POLL_FIRST, _POLL_MAX)
             served = await asyncio.gather(*(self._serves(record.name, record.value, s) for s in waiting))
             waiting = [server for server, ok in zip(waiting, served, strict=True) if not ok]
             if not waiting:
@@ -278,4 +280,4 @@ class DnsUpdateSolver:
                     kind=Kind.DNS_UNREACHABLE,
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
+            polls += 1

@@ -16,23 +16,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from acmems.challenges.dns_journal import DnsRecord
 from acmems.core.settings import LexiconVerification
 from acmems.errors import DnsUpdateError, Kind
+from acmems.storage.dns_journal import DnsRecord
 
 if TYPE_CHECKING:
     from lexicon.config import ConfigResolver
 
-__all__ = ["LexiconWriter", "lexicon_providers"]
+__all__ = ["LexiconWriter"]
 
 log = logging.getLogger(__name__)
-
-
-def lexicon_providers() -> list[str]:
-    """The provider names lexicon knows; raises ImportError when dns-lexicon is not installed."""
-    from lexicon._private.discovery import find_providers
-
-    return sorted(find_providers())
 
 
 class LexiconWriter:

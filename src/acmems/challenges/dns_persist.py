@@ -82,6 +82,14 @@ class DnsPersistSolver:
         self.settings = settings
         self.lookup = DnsUpdateSolver(settings.update) if settings.update is not None else None
 
+    def warnings(self) -> list[str]:
+        """Nothing to warn of: the record is published once, by ``acmems persist-record``."""
+        return []
+
+    async def recover(self) -> int:
+        """Nothing is published per order, so nothing is left behind."""
+        return 0
+
     async def present(self, identifier: str, token: str, validation: str) -> None:
         """Check the record is served at the block's DNS server (when it names one)."""
         if self.lookup is None:

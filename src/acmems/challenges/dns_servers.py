@@ -17,8 +17,8 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
-from acmems.challenges.dns_journal import DnsRecord
 from acmems.errors import DnsUpdateError, Kind
+from acmems.storage.dns_journal import DnsRecord
 
 __all__ = ["TSIG_ANSWERS", "UPDATE_ANSWERS", "DnsServers", "build_update", "where"]
 

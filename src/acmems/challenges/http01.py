@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Http01Solver", "TokenTable"]
+__all__ = ["Http01Solver", "NoSharedTokens", "TokenTable"]
 
 
 class TokenTable(Protocol):
@@ -31,21 +31,27 @@ class Http01Solver:
 
     def __init__(self, name: str, shared: TokenTable | None = None) -> None:
         self.name = name
-        self.shared = shared
+        self.shared: TokenTable = shared if shared is not None else NoSharedTokens()
         self._tokens: dict[str, str] = {}
 
     async def present(self, identifier: str, token: str, validation: str) -> None:
         """Serve ``validation`` (the key authorization) for ``token``; in a cluster, committed to
         the database first (raises :class:`DatabaseError` when it does not answer)."""
-        if self.shared is not None:
-            await self.shared.put(token, validation)
+        await self.shared.put(token, validation)
         self._tokens[token] = validation
 
     async def cleanup(self, identifier: str, token: str, validation: str) -> None:
         """Forget ``token`` once its authorization is done."""
         self._tokens.pop(token, None)
-        if self.shared is not None:
-            await self.shared.delete(token)
+        await self.shared.delete(token)
+
+    def warnings(self) -> list[str]:
+        """Nothing to warn of."""
+        return []
+
+    async def recover(self) -> int:
+        """Nothing outlives this process: the tokens are in memory (a cluster's expire)."""
+        return 0
 
     def key_authorization(self, token: str) -> str | None:
         """What this process holds for ``token``, or None."""
@@ -55,6 +61,20 @@ class Http01Solver:
         """What to answer for ``token``: this process's, else any instance's (never remembered when
         not found). Raises :class:`DatabaseError` when only the database could know."""
         held = self._tokens.get(token)
-        if held is not None or self.shared is None:
+        if held is not None:
             return held
         return await self.shared.get(token)
+
+
+class NoSharedTokens:
+    """One acmems: its own challenge listeners answer its tokens; nothing to publish elsewhere."""
+
+    async def put(self, token: str, key_authorization: str) -> None:
+        """Nothing to publish."""
+
+    async def delete(self, token: str) -> None:
+        """Nothing to withdraw."""
+
+    async def get(self, token: str) -> str | None:
+        """No other instance's tokens."""
+        return None

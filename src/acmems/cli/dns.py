@@ -10,13 +10,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from acmems.challenges import make_solver
+from acmems.challenges import make_dns_update_solver
 from acmems.challenges.dns01_update import DnsUpdateSolver, challenge_name
-from acmems.challenges.dns_journal import DnsRecord
 from acmems.challenges.dns_servers import where
 from acmems.core.policy import domain_allowed
 from acmems.core.settings import Settings, VerificationSettings
 from acmems.errors import AcmemsError, DnsUpdateError
+from acmems.storage.dns_journal import DnsRecord
 
 __all__ = ["dns_check", "verification_for"]
 
@@ -77,9 +77,7 @@ async def dns_check(settings: Settings, names: Sequence[str], *, try_key: bool, 
             continue
         print(f'{name} (verification "{verification.name}")')
         if verification.name not in solvers:
-            made = make_solver(verification)
-            assert isinstance(made, DnsUpdateSolver)
-            solvers[verification.name] = made
+            solvers[verification.name] = make_dns_update_solver(verification)
         solver = solvers[verification.name]
         try:
             await _check_one(solver, name, try_key)

@@ -9,48 +9,37 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from acmems.backends import Backend, Role, make_backend
+from acmems.backends.base import Schema
 from acmems.core.settings import Settings
 from acmems.errors import AcmemsError
 from acmems.notify.state import STATE_FILE, read_state
 from acmems.notify.status import certificate_state
-from acmems.storage import CachedCertificate, CertificateStore, Origin, make_store
-
-if TYPE_CHECKING:
-    from acmems.cluster import ClusterDb
+from acmems.storage import CachedCertificate, CertificateStore, Origin
 
 __all__ = ["check_database", "db_init", "import_certificates", "list_certificates", "remove_serial"]
 
 
 @contextlib.asynccontextmanager
-async def _cluster(settings: Settings, schema: str = "needed") -> AsyncIterator[ClusterDb | None]:
-    # schema: "needed" (it must exist), "create" (create or upgrade it), "any" (do not look)
-    if settings.cluster is None:
-        yield None
-        return
-    # Imported here: without [cluster] a command (acmems list of a large file cache) does not load psycopg.
-    from acmems.cluster import ClusterDb, prepare
-
-    db = ClusterDb(settings.cluster, log_loss=False)
-    await db.open(listen=False)
+async def _backend(settings: Settings, schema: Schema = Schema.NEEDED) -> AsyncIterator[Backend]:
+    backend = make_backend(settings, Role.COMMAND)
+    await backend.open(schema)
     try:
-        if schema != "any":
-            await prepare(db, upgrade=schema == "create", announce=False)
-        yield db
+        yield backend
     finally:
-        await db.close()
+        await backend.close()
 
 
-async def _loaded(settings: Settings, db: ClusterDb | None, names: list[str] | None = None) -> list[CertificateStore]:
+async def _loaded(settings: Settings, backend: Backend, names: list[str] | None = None) -> list[CertificateStore]:
     stores = []
     for name, storage in settings.storages.items():
         if names is not None and name not in names:
             continue
-        store = make_store(storage, cluster=db)
+        store = backend.store(storage)
         await store.load_index()
         stores.append(store)
-    return [s for s in stores if s.where != "-"]
+    return [s for s in stores if s.keeps_certificates]
 
 
 async def list_certificates(settings: Settings) -> int:
@@ -61,8 +50,8 @@ async def list_certificates(settings: Settings) -> int:
     tracks = {}
     if settings.account.dir is not None:
         tracks = read_state(settings.account.dir / STATE_FILE)[1].tracks
-    async with _cluster(settings) as db:
-        for store in await _loaded(settings, db):
+    async with _backend(settings) as backend:
+        for store in await _loaded(settings, backend):
             count = store.count()
             print(f'[storage "{store.name}"] {store.where}: {count} certificate(s)')
             lines = []
@@ -87,9 +76,9 @@ def _when(moment: datetime) -> str:
 
 async def remove_serial(settings: Settings, serial: int) -> int:
     """Take a revoked certificate out of every storage (in a cluster: out of every instance)."""
-    async with _cluster(settings) as db:
+    async with _backend(settings) as backend:
         removed = 0
-        for store in await _loaded(settings, db):
+        for store in await _loaded(settings, backend):
             removed += await store.remove_serial(serial)
         return removed
 
@@ -102,13 +91,13 @@ async def import_certificates(settings: Settings, source: str, target: str) -> i
             raise AcmemsError(f'the configuration has no [storage "{name}"] (defined: {names})')
     if source == target:
         raise AcmemsError("--from and --to name the same storage")
-    async with _cluster(settings, "create") as db:
-        loaded = await _loaded(settings, db, [source])
+    async with _backend(settings, Schema.CREATE) as backend:
+        loaded = await _loaded(settings, backend, [source])
         if not loaded:
             raise AcmemsError(f'[storage "{source}"] keeps no certificates (type = none)')
         origin = loaded[0]
-        into = make_store(settings.storages[target], cluster=db)
-        if into.where == "-":
+        into = backend.store(settings.storages[target])
+        if not into.keeps_certificates:
             raise AcmemsError(f'[storage "{target}"] keeps no certificates (type = none)')
         entries = origin.entries()
         done = await asyncio.gather(*(_copy(origin, into, entries[i::_COPIERS]) for i in range(_COPIERS)))
@@ -155,22 +144,16 @@ async def _copy(origin: CertificateStore, into: CertificateStore, entries: list[
 
 async def db_init(settings: Settings) -> int:
     """``acmems db init``: create or upgrade the cluster schema (as a role that may create tables)."""
-    if settings.cluster is None:
+    async with _backend(settings, Schema.CREATE) as backend:
+        status = await backend.status()
+    if status is None:
         raise AcmemsError("the configuration has no [cluster] section: there is no database to set up")
-    from acmems.cluster import database_status
-
-    async with _cluster(settings, "create") as db:
-        assert db is not None
-        print(f"cluster database {db.where}: {await database_status(db)}")
+    print(f"cluster database {status}")
     return 0
 
 
 async def check_database(settings: Settings) -> str | None:
     """The ``acmems check`` line on the cluster database: whether it answers, its schema version."""
-    if settings.cluster is None:
-        return None
-    from acmems.cluster import database_status, masked
-
-    async with _cluster(settings, "any") as db:
-        assert db is not None
-        return f"  database {masked(settings.cluster.database)}: {await database_status(db)}"
+    async with _backend(settings, Schema.ANY) as backend:
+        status = await backend.status()
+    return None if status is None else f"  database {status}"

@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from acmems.config.masking import masked
 from acmems.core.settings import ClusterSettings
 from acmems.errors import DatabaseError
 
@@ -52,24 +53,6 @@ Notified = Callable[[str], None]  # a notification's payload
 _RECONNECT_DELAY = 1.0
 _NO_ANSWER = "the cluster database does not answer"
 _NO_ANSWER_RETRY = _NO_ANSWER + "; try again shortly"
-_SECRET_KEYS = ("password", "sslpassword", "sslkey", "sslcert", "sslrootcert", "sslcrl", "passfile")
-
-
-def masked(database: str) -> str:
-    """The connection string for logs and ``acmems check``: host, port, database and user only;
-    the password and every TLS file are shown as ``***``."""
-    try:
-        parts = conninfo.conninfo_to_dict(database)
-    except psycopg.Error:
-        return "(unreadable connection string)"
-    shown = []
-    for key in ("host", "hostaddr", "port", "dbname", "user", "sslmode"):
-        if parts.get(key):
-            shown.append(f"{key}={parts[key]}")
-    shown += [f"{key}=***" for key in _SECRET_KEYS if parts.get(key)]
-    return " ".join(shown) or "(libpq defaults)"
-
-
 IDLE_IN_TRANSACTION_MS = 3000  # well below the 15 s lease (acmems.cluster.leases.LEASE_SECONDS)
 
 

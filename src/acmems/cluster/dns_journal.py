@@ -6,8 +6,8 @@ only taken off the list, not deleted from the zone."""
 
 from __future__ import annotations
 
-from acmems.challenges.dns_journal import DnsRecord
 from acmems.cluster.database import ClusterDb
+from acmems.storage.dns_journal import DnsRecord
 
 __all__ = ["DatabaseJournal"]
 

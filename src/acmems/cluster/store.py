@@ -12,20 +12,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
-from psycopg.rows import TupleRow
-
+from acmems.cluster.certificate_rows import META, UPSERT, database_now, entry_of_row, from_epoch
 from acmems.cluster.database import ClusterDb
 from acmems.cluster.leases import LEASES_CHANNEL, lease_key, take_lease
 from acmems.core.settings import DatabaseStorage
 from acmems.errors import DatabaseError
-from acmems.storage.base import CachedCertificate, Claim, Origin, StaleFence, csr_digest, describe_chain
+from acmems.storage.base import CachedCertificate, Claim, Origin, RequestedSince, StaleFence, csr_digest, describe_chain
 
 __all__ = ["CHANGES_CHANNEL", "DatabaseStore"]
 
@@ -35,49 +32,6 @@ _TOUCH_EVERY = 3600.0  # how often a hit updates requested_at ("last asked for")
 _OVERLAP = 3.0  # seconds the once-a-second look reaches back (a transaction commits after its now())
 _WAIT_POLL = 1.0  # a waiter looks at the lease this often, in case its notification is lost
 _CLIENT = Origin()
-_UPSERT = (
-    "INSERT INTO acmems_certificates (storage, digest, csr, chain, names, serial, not_before, not_after, "
-    "renew_at, profile, verification, requested_at, next_ari_check, revoked, issued_by, ca, updated) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, false, %s, %s, clock_timestamp()) "
-    "ON CONFLICT (storage, digest) DO UPDATE SET csr = EXCLUDED.csr, chain = EXCLUDED.chain, "
-    "names = EXCLUDED.names, serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, "
-    "not_after = EXCLUDED.not_after, renew_at = EXCLUDED.renew_at, profile = EXCLUDED.profile, "
-    "verification = EXCLUDED.verification, requested_at = EXCLUDED.requested_at, "
-    "next_ari_check = NULL, revoked = false, issued_by = EXCLUDED.issued_by, ca = EXCLUDED.ca, "
-    "updated = clock_timestamp()"
-)
-_META = (
-    "digest, names, serial, not_before, not_after, renew_at, requested_at, profile, verification, next_ari_check, ca"
-)
-
-
-def _epoch(value: datetime | None) -> float:
-    return value.timestamp() if value is not None else 0.0
-
-
-def _from_epoch(value: float) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value > 0 else None
-
-
-def _entry(row: tuple[Any, ...]) -> CachedCertificate:
-    digest, names, serial, not_before, not_after, renew_at, requested, profile, verification, ari, ca = row[:11]
-    return CachedCertificate(
-        digest, tuple(names), int(serial, 16), not_before, not_after, renew_at, _epoch(requested),
-        _shared(profile), _shared(verification), _epoch(ari), _shared(ca),
-    )  # fmt: skip
-
-
-async def _database_now(cursor: psycopg.AsyncCursor[TupleRow]) -> datetime:
-    # The database's clock (the looks compare with its `updated` times, never an instance's).
-    await cursor.execute("SELECT now()")
-    row = await cursor.fetchone()
-    assert row is not None and isinstance(row[0], datetime)
-    return row[0]
-
-
-def _shared(name: str | None) -> str | None:
-    # A block name repeats in every row: one string object for all (a large index is smaller).
-    return sys.intern(name) if name is not None else None
 
 
 class DatabaseStore:
@@ -87,10 +41,11 @@ class DatabaseStore:
         self.name = settings.name
         self.db = db
         self.where = f"database {db.where}"
+        self.keeps_certificates = True
         self.renew_within = timedelta(days=settings.renew_within_days)
         self._index: dict[str, CachedCertificate] = {}
         self._chains: dict[str, bytes] = {}  # every chain served or stored since start
-        self._requested: set[str] | None = set() if track_requests else None
+        self._requested = RequestedSince(track_requests)
         self._being_read = 0
         self._since: datetime | None = None  # the database time of the last look at changed rows
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -117,7 +72,7 @@ class DatabaseStore:
         if row is None or bytes(row[11]) != csr_pem:
             self._drop(digest)
             return None
-        entry, chain = _entry(row), bytes(row[12])
+        entry, chain = entry_of_row(row), bytes(row[12])
         self._index[digest] = entry
         self._chains[digest] = chain
         if now >= (entry.not_after if allow_due else entry.renew_at):
@@ -128,7 +83,7 @@ class DatabaseStore:
     async def _fetch(self, digest: str) -> tuple[Any, ...] | None:
         async with self.db.transaction() as cursor:
             await cursor.execute(
-                f"SELECT {_META}, csr, chain FROM acmems_certificates "  # noqa: S608  # constant columns
+                f"SELECT {META}, csr, chain FROM acmems_certificates "  # noqa: S608  # constant columns
                 "WHERE storage = %s AND digest = %s AND NOT revoked",
                 (self.name, digest),
             )
@@ -152,7 +107,7 @@ class DatabaseStore:
                 )
                 if await cursor.fetchone() is None:
                     raise StaleFence(f"fence {origin.fence} of {digest[:16]} is no longer current")
-            await cursor.execute(_UPSERT + " RETURNING updated", row)
+            await cursor.execute(UPSERT + " RETURNING updated", row)
             stored = await cursor.fetchone()
             await cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self._payload(digest)))
         if stored is not None:
@@ -164,7 +119,7 @@ class DatabaseStore:
         """Store several chains in one transaction (``acmems import``); all or none."""
         described = [self._row(csr, chain, origin) for csr, chain, origin in items]
         async with self.db.transaction() as cursor:
-            await cursor.executemany(_UPSERT, [row for row, _entry in described])
+            await cursor.executemany(UPSERT, [row for row, entry_of_row in described])
             for _row, entry in described:
                 await cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self._payload(entry.digest)))
         for _row, entry in described:
@@ -181,7 +136,7 @@ class DatabaseStore:
         row = (
             self.name, digest, csr_pem, chain_pem, list(entry.names), f"{entry.serial:x}",
             entry.not_before, entry.not_after, entry.renew_at, origin.profile, origin.verification,
-            _from_epoch(requested), self.db.name, origin.ca,
+            from_epoch(requested), self.db.name, origin.ca,
         )  # fmt: skip
         return row, entry
 
@@ -201,15 +156,15 @@ class DatabaseStore:
         loaded: dict[str, CachedCertificate] = {}
         try:
             async with self.db.transaction() as cursor:
-                since = await _database_now(cursor)
+                since = await database_now(cursor)
             async with self.db.streaming("acmems_index") as cursor:
                 await cursor.execute(
-                    f"SELECT {_META} FROM acmems_certificates WHERE storage = %s AND NOT revoked",  # noqa: S608
+                    f"SELECT {META} FROM acmems_certificates WHERE storage = %s AND NOT revoked",  # noqa: S608
                     (self.name,),
                 )
                 while rows := await asyncio.wait_for(cursor.fetchmany(2000), self.db.timeout):
                     for row in rows:
-                        loaded[row[0]] = _entry(row)
+                        loaded[row[0]] = entry_of_row(row)
                     self._being_read = len(loaded)
         finally:
             self._being_read = 0
@@ -243,7 +198,7 @@ class DatabaseStore:
         self._background(
             "UPDATE acmems_certificates SET renew_at = %s, next_ari_check = %s, updated = clock_timestamp() "
             "WHERE storage = %s AND digest = %s AND serial = %s RETURNING updated",
-            (entry.renew_at, _from_epoch(entry.next_ari_check), self.name, entry.digest, f"{entry.serial:x}"),
+            (entry.renew_at, from_epoch(entry.next_ari_check), self.name, entry.digest, f"{entry.serial:x}"),
             own_change=entry.digest,
         )
 
@@ -274,16 +229,13 @@ class DatabaseStore:
 
     def take_requested(self) -> set[str]:
         """The digests asked for since the last call (with ``track_requests``)."""
-        if not self._requested:
-            return set()
-        taken, self._requested = self._requested, set()
-        return taken
+        return self._requested.take()
 
     def _note_request(self, entry: CachedCertificate) -> None:
         now = time.time()
         if now - entry.last_requested < _TOUCH_EVERY:
             return
-        if self._requested is not None:
+        if self._requested.tracking:
             self._requested.add(entry.digest)
             self._index[entry.digest] = dataclasses.replace(entry, last_requested=now)
             return  # the main process writes it
@@ -293,7 +245,7 @@ class DatabaseStore:
         self._index[entry.digest] = dataclasses.replace(entry, last_requested=when)
         self._background(
             "UPDATE acmems_certificates SET requested_at = %s WHERE storage = %s AND digest = %s",
-            (_from_epoch(when), self.name, entry.digest),
+            (from_epoch(when), self.name, entry.digest),
         )
 
     # ------------------------------------------------------------------ other instances
@@ -312,12 +264,12 @@ class DatabaseStore:
     async def _look_for_changes(self) -> None:
         if self._since is None:  # a worker process, which reads no index: start from now
             async with self.db.transaction() as cursor:
-                self._since = await _database_now(cursor)
+                self._since = await database_now(cursor)
             return
         async with self.db.transaction() as cursor:
-            now = await _database_now(cursor)
+            now = await database_now(cursor)
             await cursor.execute(
-                f"SELECT {_META}, revoked, updated FROM acmems_certificates "  # noqa: S608  # constant columns
+                f"SELECT {META}, revoked, updated FROM acmems_certificates "  # noqa: S608  # constant columns
                 "WHERE storage = %s AND updated > %s",
                 (self.name, self._since - timedelta(seconds=_OVERLAP)),
             )
@@ -332,7 +284,7 @@ class DatabaseStore:
             if revoked:
                 self._index.pop(digest, None)
             else:
-                self._index[digest] = _entry(row)
+                self._index[digest] = entry_of_row(row)
         if len(self._refreshed) > 200_000:
             self._refreshed.clear()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from acmems.config.masking import masked
 from acmems.core.settings import (
     AccountSettings,
     CommandReceiver,
@@ -96,8 +97,6 @@ def describe_settings(settings: Settings) -> str:
         f"  admin-ip (/status, /metrics, /health) = {', '.join(str(n) for n in settings.mgmt.admin_ip)}",
     ]
     if settings.cluster is not None:
-        from acmems.cluster.database import masked  # psycopg's parser, loaded only for a cluster
-
         cluster = settings.cluster
         out += [
             "[cluster]",

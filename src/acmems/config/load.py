@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from acmems.config.ini import Entry, Section, parse_ini
 from acmems.config.notify import read_notify_defaults, read_receiver
 from acmems.config.sections import (
     DEFAULT_HTTP01_LISTENERS,
@@ -44,7 +45,6 @@ from acmems.core.settings import (
     VerificationSettings,
 )
 from acmems.errors import ConfigError
-from acmems.config.ini import Entry, Section, parse_ini
 
 __all__ = ["load_settings", "settings_from_sources"]
 

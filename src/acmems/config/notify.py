@@ -9,12 +9,12 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from acmems.config.ini import Section
 from acmems.config.sections import Keys
 from acmems.config.values import email_address, nonempty, positive_int, positive_number, read_secret_file
 from acmems.core.event_kinds import DEFAULT_EVENTS, parse_events
 from acmems.core.settings import CommandReceiver, EmailReceiver, ReceiverSettings, WebhookReceiver
 from acmems.core.thresholds import Span, Thresholds, parse_span
-from acmems.config.ini import Section
 
 __all__ = ["read_notify_defaults", "read_receiver"]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from acmems.config.ini import Entry, Section
 from acmems.config.values import (
     database_conninfo,
     domain_glob,
@@ -49,7 +50,6 @@ from acmems.core.settings import (
     StorageSettings,
 )
 from acmems.errors import ConfigError
-from acmems.config.ini import Entry, Section
 
 __all__ = [
     "DEFAULT_HTTP01_LISTENERS",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from acmems.config.ini import Section
 from acmems.config.sections import DEFAULT_HTTP01_LISTENERS, Keys, first_key_type
 from acmems.config.values import (
     base64_secret,
@@ -27,7 +28,6 @@ from acmems.core.settings import (
     LexiconVerification,
     VerificationSettings,
 )
-from acmems.config.ini import Section
 
 __all__ = ["VERIFICATION_TYPES", "read_verification"]
 
@@ -36,6 +36,13 @@ VERIFICATION_TYPES = ("http01", "dns01-dnsUpdate", "dns01-lexicon", "dns01-persi
 _LOOKUP_KEYS = ("dns-server", "check-server", "ttl", "timeout", "propagation-timeout", "zone", "follow-cname")
 # Provider options that hold credentials: only as <option>-file, so they are never in the INI file.
 _SECRET_WORDS = re.compile(r"token|secret|password|passwd|key|credential|auth")
+
+
+def lexicon_providers() -> list[str]:
+    """The provider names lexicon knows; raises ImportError when dns-lexicon is not installed."""
+    from lexicon._private.discovery import find_providers
+
+    return sorted(find_providers())
 
 
 def read_verification(section: Section, keys: Keys) -> VerificationSettings:
@@ -96,8 +103,6 @@ def _read_lexicon(section: Section, keys: Keys) -> LexiconVerification:
     if entry is None:
         raise section.error("type = dns01-lexicon needs 'provider', the dns-lexicon provider name (e.g. powerdns)")
     try:
-        from acmems.challenges.dns_lexicon import lexicon_providers
-
         known = lexicon_providers()
     except ImportError:
         raise keys._error(

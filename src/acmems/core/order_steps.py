@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from acmems.core.backoff import capped_backoff
 from acmems.errors import CaError, Kind
 
 __all__ = [
@@ -137,7 +138,7 @@ def poll_delay(polls: int, retry_after: float | None) -> float:
         return 0.0
     if retry_after is not None:
         return retry_after
-    return min(POLL_FIRST * 2.0 ** (polls - 1), POLL_MAX)
+    return capped_backoff(polls, POLL_FIRST, POLL_MAX)
 
 
 def next_step(state: OrderState) -> Step:

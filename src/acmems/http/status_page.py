@@ -6,11 +6,14 @@ renewal window, now, expiry)."""
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+
+from aiohttp import web
 
 from acmems.notify.status import STATES, StatusList, StatusRow
 
-__all__ = ["PAGE_SIZE", "render_status"]
+__all__ = ["PAGE_SIZE", "render_status", "status_handler"]
 
 PAGE_SIZE = 100
 _WIDTH, _HEIGHT = 220, 18
@@ -110,3 +113,21 @@ def render_status(status: StatusList, now: datetime, page: int = 1, state: str |
         "</body></html>"
     )
     return text.encode()
+
+
+def status_handler(
+    rows: Callable[[datetime], StatusList],
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """``GET /status`` (``?page=N``, ``?state=NAME``) of the rows ``rows(now)`` gives."""
+
+    async def status_page(request: web.BaseRequest) -> web.StreamResponse:
+        now = datetime.now(UTC)
+        try:
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            page = 1
+        state = request.query.get("state")
+        body = render_status(rows(now), now, page, state if state in STATES else None)
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    return status_page

@@ -19,12 +19,12 @@ from acmems.metrics import Metrics
 from acmems.storage.rate_log import RateLog
 
 if TYPE_CHECKING:
-    from acmems.cluster.backoff import SharedBackoff as CaBackoff
     from acmems.notify.notifier import Notifier
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
+from acmems.storage.pauses import CaPauses, NoSharedPauses
 
-__all__ = ["Issuer", "SignResult"]
+__all__ = ["Issuer", "OrderRequest", "SignResult"]
 
 log = logging.getLogger("acmems.issuer")
 # How long a certificate whose requester gave up (504) is kept for its retry, for any storage.
@@ -39,6 +39,37 @@ class SignResult:
     chain: bytes
     cache_hit: bool
     ca: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """One certificate to order: the CSR, the verification that proves it, the store that keeps it,
+    and the accounts to order it from, in turn.
+
+    ``replaces`` (ARI, RFC 9773) is sent to the account ``replaces_at`` only; ``requested`` is False
+    for the renewer's own orders (it reports their failures itself: it knows the next attempt);
+    ``block`` names the auth block in the events.
+    """
+
+    csr: CsrInfo
+    solver: ChallengeSolver
+    cache: CertificateStore
+    profile: str | None = None
+    ca_names: Sequence[str] = (DEFAULT_ACCOUNT,)
+    replaces: str | None = None
+    replaces_at: str = DEFAULT_ACCOUNT
+    requested: bool = True
+    block: str = "-"
+
+    @property
+    def key(self) -> _Key:
+        """What the single flight is keyed by: one order per store, verification, profile and CSR."""
+        return (self.cache.name, self.solver.name, self.profile, self.csr.pem)
+
+    @property
+    def digest(self) -> str:
+        """The store's key of its certificate."""
+        return csr_digest(self.csr.pem, self.profile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +89,10 @@ class Issuer:
         ca: AcmeCa,
         solvers: Mapping[str, ChallengeSolver],
         caches: Mapping[str, CertificateStore],
+        *,
         metrics: Metrics | None = None,
         rate_log: RateLog | None = None,
-        backoff: CaBackoff | None = None,
+        backoff: CaPauses | None = None,
         cas: Mapping[str, AcmeCa] | None = None,
         request_timeout: float = 60.0,
         notifier: Notifier | None = None,
@@ -72,7 +104,7 @@ class Issuer:
         self.caches = caches
         self.metrics = metrics or Metrics()
         self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
-        self.backoff = backoff  # a cluster: the CA's rateLimited pauses, shared by every instance
+        self.backoff = backoff or NoSharedPauses()  # a cluster: the CA's rateLimited pauses, shared
         self.notifier = notifier  # told of each certificate issued, and of each failed order a client asked for
         self._inflight: dict[_Key, asyncio.Task[Issued]] = {}
         self._orphans: set[_Key] = set()
@@ -99,8 +131,9 @@ class Issuer:
             self.metrics.cache_hits.inc()
             return SignResult(cached, cache_hit=True)
         self.metrics.cache_misses.inc()
-        task = self.start_issuance(csr, solver, cache, profile, ca_names=block.ca, block=block.name)
-        key = (cache.name, solver.name, profile, csr.pem)
+        request = OrderRequest(csr, solver, cache, profile, ca_names=block.ca, block=block.name)
+        task = self.start_issuance(request)
+        key = request.key
         try:
             issued = await asyncio.wait_for(asyncio.shield(task), timeout)
         except AcmemsError as exc:
@@ -121,68 +154,43 @@ class Issuer:
             ) from None
         return SignResult(issued.chain, cache_hit=False, ca=issued.ca)
 
-    def start_issuance(
-        self,
-        csr: CsrInfo,
-        solver: ChallengeSolver,
-        cache: CertificateStore,
-        profile: str | None,
-        replaces: str | None = None,
-        requested: bool = True,
-        ca_names: Sequence[str] = (DEFAULT_ACCOUNT,),
-        replaces_at: str = DEFAULT_ACCOUNT,
-        block: str = "-",
-    ) -> asyncio.Task[Issued]:
-        """The running order for this CSR, storage, verification and profile, or a new one (single
-        flight), from the accounts ``ca_names`` in turn; ``replaces`` (ARI) goes to ``replaces_at`` only.
-        ``block`` names the auth block in the events; a failure of an order not ``requested`` by a
-        client is the renewer's to report (it knows the attempt and the next one)."""
-        key = (cache.name, solver.name, profile, csr.pem)
+    def start_issuance(self, request: OrderRequest) -> asyncio.Task[Issued]:
+        """The running order for this CSR, storage, verification and profile, or a new one (single flight)."""
+        key = request.key
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(
-                self._issue_and_store(csr, solver, cache, profile, (replaces, replaces_at), requested, ca_names, block)
-            )
+            task = asyncio.create_task(self._issue_and_store(request))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._finished(key, t))
         return task
 
-    async def _issue_and_store(
-        self,
-        csr: CsrInfo,
-        solver: ChallengeSolver,
-        cache: CertificateStore,
-        profile: str | None,
-        replacing: tuple[str | None, str],
-        requested: bool,
-        ca_names: Sequence[str],
-        block: str = "-",
-    ) -> Issued:
-        digest = csr_digest(csr.pem, profile)
+    async def _issue_and_store(self, request: OrderRequest) -> Issued:
+        csr, cache, digest = request.csr, request.cache, request.digest
         while True:
             # A shared store grants this to one instance of the cluster at a time; the others wait
             # for its result (the same bytes) instead of ordering again.
-            claim = await cache.claim(digest, solver.name)
+            claim = await cache.claim(digest, request.solver.name)
             if claim is not None:
                 break
-            await cache.wait_released(digest, solver.name)
-            elsewhere = await self._issued_elsewhere(csr, cache, profile)
+            await cache.wait_released(digest, request.solver.name)
+            elsewhere = await self._issued_elsewhere(request)
             if elsewhere is not None:
                 return elsewhere
         try:
             # A shared store: another instance may have stored it between our miss and the claim.
-            issued = await self._issued_elsewhere(csr, cache, profile) if claim.fence is not None else None
+            issued = await self._issued_elsewhere(request) if claim.fence is not None else None
             if issued is None:
-                renewal = not requested or replacing[0] is not None or await self._had_one(csr, cache, profile)
-                chain, used = await self._from_cas(csr, solver, profile, replacing, claim, ca_names)
-                await self._store(csr, chain, cache, Origin(profile, solver.name, requested, claim.fence, used))
+                renewal = not request.requested or request.replaces is not None or await self._had_one(request)
+                chain, used = await self._from_cas(request, claim)
+                origin = Origin(request.profile, request.solver.name, request.requested, claim.fence, used)
+                await self._store(csr, chain, cache, origin)
                 issued = Issued(chain, used)
                 if self.notifier is not None:
-                    self.notifier.issued(cache.name, digest, block, csr.names, chain, profile, renewal)
+                    self.notifier.issued(cache.name, digest, request.block, csr.names, chain, request.profile, renewal)
         except AcmemsError as exc:
             await claim.release()
-            if requested and self.notifier is not None:
-                self.notifier.failed(cache.name, digest, block, csr.names, exc.message)
+            if request.requested and self.notifier is not None:
+                self.notifier.failed(cache.name, digest, request.block, csr.names, exc.message)
             raise
         except BaseException:
             claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes
@@ -190,14 +198,14 @@ class Issuer:
         await claim.release()
         return issued
 
-    async def _had_one(self, csr: CsrInfo, cache: CertificateStore, profile: str | None) -> bool:
+    async def _had_one(self, request: OrderRequest) -> bool:
         if self.notifier is None:
             return False  # only the events tell renewals apart
-        return await cache.get(csr.pem, profile, allow_due=True) is not None
+        return await request.cache.get(request.csr.pem, request.profile, allow_due=True) is not None
 
-    def running(self, csr: CsrInfo, solver: ChallengeSolver, cache: CertificateStore, profile: str | None) -> bool:
-        """Whether an order for this CSR runs now (the status page's "renewing")."""
-        task = self._inflight.get((cache.name, solver.name, profile, csr.pem))
+    def running(self, request: OrderRequest) -> bool:
+        """Whether an order for this request runs now (then a new one joins it)."""
+        task = self._inflight.get(request.key)
         return task is not None and not task.done()
 
     def running_digests(self) -> set[tuple[str, str]]:
@@ -208,36 +216,28 @@ class Issuer:
             if not task.done()
         }
 
-    async def _issued_elsewhere(self, csr: CsrInfo, cache: CertificateStore, profile: str | None) -> Issued | None:
-        stored = await cache.get(csr.pem, profile)
+    async def _issued_elsewhere(self, request: OrderRequest) -> Issued | None:
+        stored = await request.cache.get(request.csr.pem, request.profile)
         if stored is None:
             return None
-        log.info("another instance of the cluster issued the certificate for %s", ", ".join(csr.names))
+        log.info("another instance of the cluster issued the certificate for %s", ", ".join(request.csr.names))
         return Issued(stored, None)
 
-    async def _from_cas(
-        self,
-        csr: CsrInfo,
-        solver: ChallengeSolver,
-        profile: str | None,
-        replacing: tuple[str | None, str],
-        claim: Claim,
-        ca_names: Sequence[str],
-    ) -> tuple[bytes, str]:
+    async def _from_cas(self, request: OrderRequest, claim: Claim) -> tuple[bytes, str]:
         """The chain from the first account of ``ca_names`` that gives one, and that account's name:
         the next is tried only when :func:`falls_over` says the next CA would not say the same."""
-        replaces, replaces_at = replacing
+        csr, ca_names = request.csr, request.ca_names
         for position, name in enumerate(ca_names):
             ca = self.cas[name]
             if position:
                 claim.saved_order = None  # an order saved at the first CA cannot be resumed at this one
-            their_replaces = replaces if name == replaces_at else None
+            their_replaces = request.replaces if name == request.replaces_at else None
             try:
                 counted = ca.settings.rate_limits is not None and self.rate_log is not None and not their_replaces
                 if counted:  # ARI renewals are exempt
                     await self._check_rate_limits(csr, claim, ca)
-                their_profile = self._profile_at(ca, name, profile)
-                chain = await self._order(csr, solver, their_profile, their_replaces, claim, ca, name)
+                their_profile = self._profile_at(ca, name, request.profile)
+                chain = await self._order(csr, request.solver, their_profile, their_replaces, claim, ca, name)
                 if counted:
                     await self._count(csr, "certificate", ca)
             except AcmemsError as exc:
@@ -297,16 +297,10 @@ class Issuer:
         vtype = solver.challenge_type
         account = ca.settings.acme_server
         try:
-            if self.backoff is not None:
-                await self.backoff.check(account)
+            await self.backoff.check(account)
             chain = await ca.issue(csr.request_pem, solver, profile, replaces, claim)
         except AcmemsError as exc:
-            if (
-                self.backoff is not None
-                and isinstance(exc, CaError)
-                and exc.problem_type == "rateLimited"
-                and exc.retry_after
-            ):
+            if isinstance(exc, CaError) and exc.problem_type == "rateLimited" and exc.retry_after:
                 await self._hold(account, exc)
             self.metrics.issuances.labels("failed", vtype).inc()
             if isinstance(exc, CaError):
@@ -333,7 +327,7 @@ class Issuer:
         return chain
 
     async def _hold(self, account: str, exc: CaError) -> None:
-        assert self.backoff is not None and exc.retry_after is not None
+        assert exc.retry_after is not None
         try:
             await self.backoff.hold(account, exc.retry_after, exc.message)
         except AcmemsError as failed:  # the database: this instance still holds it (AcmeCa)

@@ -22,10 +22,11 @@ from typing import Protocol, TypeVar
 from acmems.ca.adapter import ari_identifier
 from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver
+from acmems.core.backoff import capped_backoff
 from acmems.core.csr import parse_csr
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings, Settings
 from acmems.errors import AcmemsError
-from acmems.issuance.issuer import Issuer
+from acmems.issuance.issuer import Issuer, OrderRequest
 from acmems.storage import CachedCertificate, CertificateStore
 
 __all__ = ["Renewer", "ari_batch", "block_of", "renewal_candidates"]
@@ -183,23 +184,24 @@ class Renewer:
                 csr = parse_csr(csr_pem)
                 issuer_ca = issuing_ca(runtime, entry)
                 replaces = ari_identifier(chain) if issuer_ca.offers_ari else None
-                ours = not runtime.issuer.running(csr, solver, cache, entry.profile)
-                task = runtime.issuer.start_issuance(
+                request = OrderRequest(
                     csr,
                     solver,
                     cache,
                     entry.profile,
-                    replaces,
-                    requested=False,
                     ca_names=ca_list(runtime, cache, entry),
+                    replaces=replaces,
                     replaces_at=entry.ca or DEFAULT_ACCOUNT,
+                    requested=False,
                     block=block.name if block is not None else "-",
                 )
+                ours = not runtime.issuer.running(request)
+                task = runtime.issuer.start_issuance(request)
                 await task
             except (AcmemsError, OSError, ValueError) as exc:
                 failures = self._failures.get(entry.digest, 0) + 1
                 self._failures[entry.digest] = failures
-                delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1))
+                delay = capped_backoff(failures, _BACKOFF_FIRST, _BACKOFF_MAX)
                 if isinstance(exc, AcmemsError) and exc.retry_after:
                     delay = max(delay, float(exc.retry_after))
                 self.backoff[entry.digest] = time.time() + delay

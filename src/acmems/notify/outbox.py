@@ -16,6 +16,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Protocol
 
+from acmems.core.backoff import capped_backoff
 from acmems.fileio import write_atomic
 from acmems.notify.events import Event
 
@@ -29,7 +30,7 @@ _LONGEST_PAUSE = 3600.0
 
 def retry_delay(attempts: int) -> float:
     """Seconds until the next try after ``attempts`` failed ones (1: the first retry). Pure."""
-    return float(min(_LONGEST_PAUSE, _FIRST_RETRY * 2.0 ** max(0, attempts - 1)))
+    return capped_backoff(attempts, _FIRST_RETRY, _LONGEST_PAUSE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,15 @@
-"""Certificate stores, chosen by a ``[storage]`` block's ``type``."""
+"""What the backends are built from on disk, and the Protocols every backend implements.
+
+:class:`CertificateStore` (with its :class:`Claim`), :class:`~acmems.storage.rate_log.RateLog` and
+:class:`~acmems.storage.pauses.CaPauses` are the interfaces the issuer, the renewer and the
+commands use; ``file`` and ``none`` are the stores of one acmems (``type = file``, ``type = none``).
+The cluster's implementations are in :mod:`acmems.cluster`; :mod:`acmems.backends` chooses. It
+imports :mod:`acmems.core`, :mod:`acmems.errors`, :mod:`acmems.fileio` and :mod:`acmems.lru`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from acmems.core.settings import DatabaseStorage, FileStorage, StorageSettings
+from acmems.core.settings import FileStorage, NoneStorage
 from acmems.storage.base import (
     CachedCertificate,
     CertificateStore,
@@ -18,9 +23,6 @@ from acmems.storage.base import (
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 
-if TYPE_CHECKING:
-    from acmems.cluster import ClusterDb
-
 __all__ = [
     "CachedCertificate",
     "CertificateStore",
@@ -30,20 +32,12 @@ __all__ = [
     "StaleFence",
     "csr_digest",
     "describe_chain",
-    "make_store",
+    "make_local_store",
 ]
 
 
-def make_store(
-    settings: StorageSettings, *, track_requests: bool = False, cluster: ClusterDb | None = None
-) -> CertificateStore:
-    """The store for a ``[storage]`` block (``track_requests``: see :class:`FileCache`); a
-    ``type = database`` block needs the ``cluster`` connection (the configuration ensures one)."""
+def make_local_store(settings: FileStorage | NoneStorage, *, track_requests: bool = False) -> CertificateStore:
+    """The store of a ``type = file`` or ``type = none`` block (``track_requests``: see :class:`FileCache`)."""
     if isinstance(settings, FileStorage):
         return FileCache(settings, track_requests=track_requests)
-    if isinstance(settings, DatabaseStorage):
-        from acmems.cluster import DatabaseStore
-
-        assert cluster is not None, "type = database without [cluster] is refused by the configuration"
-        return DatabaseStore(settings, cluster, track_requests=track_requests)
     return NoCache(settings.name)

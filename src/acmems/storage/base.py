@@ -20,6 +20,7 @@ __all__ = [
     "Claim",
     "LocalClaim",
     "Origin",
+    "RequestedSince",
     "StaleFence",
     "csr_digest",
     "describe_chain",
@@ -102,6 +103,25 @@ class Origin:
     ca: str | None = None  # the account that issued it
 
 
+class RequestedSince:
+    """The digests of certificates clients asked for since the last :meth:`take` (a worker process
+    reports them to the main process); with ``tracking`` False, nothing is kept."""
+
+    def __init__(self, tracking: bool) -> None:
+        self.tracking = tracking
+        self._digests: set[str] = set()
+
+    def add(self, digest: str) -> None:
+        """Note one request (when tracking)."""
+        if self.tracking:
+            self._digests.add(digest)
+
+    def take(self) -> set[str]:
+        """The digests noted since the last call."""
+        taken, self._digests = self._digests, set()
+        return taken
+
+
 class StaleFence(Exception):
     """``put`` under a claim that another instance has taken over since: the result is not stored."""
 
@@ -152,7 +172,8 @@ class CertificateStore(Protocol):
     """Keeps each CSR's certificate chain until it is due for renewal (``[storage]`` ``type``)."""
 
     name: str
-    where: str  # for log lines and ``acmems list``: a directory, or "-"
+    where: str  # for log lines and ``acmems list``: a directory, the database, or "-"
+    keeps_certificates: bool  # False: a store that keeps nothing (``type = none``)
 
     async def get(
         self, csr_pem: bytes, profile: str | None = None, *, allow_due: bool = False, now: datetime | None = None

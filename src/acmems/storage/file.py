@@ -20,7 +20,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from acmems.core.renewal import renewal_time
 from acmems.core.settings import FileStorage
 from acmems.fileio import write_atomic
 from acmems.lru import Lru
-from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin, csr_digest, describe_chain
-from acmems.storage.file_index import INDEX_NAME, Saved, mtimes_key, read_saved, write_saved
+from acmems.storage.base import CachedCertificate, Claim, LocalClaim, Origin, RequestedSince, csr_digest, describe_chain
+from acmems.storage.file_index import INDEX_NAME, HotChain, Saved, mtime_ns, mtimes_key, read_saved, write_saved
 
 __all__ = ["FileCache"]
 
@@ -41,22 +40,6 @@ _HOT_RECHECK = 1.0
 _HOT_SIZE = 512
 _SAVE_EVERY = 60.0  # seconds between writes of the saved index after changes
 _CLIENT = Origin()
-
-
-@dataclass(slots=True)
-class _Hot:
-    """A chain kept in memory, the mtime of its file when read, and when that was last checked."""
-
-    chain: bytes
-    mtime_ns: int
-    checked: float
-
-
-def _mtime_ns(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
 
 
 class FileCache:
@@ -72,10 +55,11 @@ class FileCache:
         self.name = settings.name
         self.directory = settings.directory
         self.where = str(settings.directory)
+        self.keeps_certificates = True
         self.renew_within = timedelta(days=settings.renew_within_days)
         self._index: dict[str, CachedCertificate] = {}
-        self._hot: Lru[str, _Hot] = Lru(_HOT_SIZE)  # a client re-posting daily costs no file reads
-        self._requested: set[str] | None = set() if track_requests else None
+        self._hot: Lru[str, HotChain] = Lru(_HOT_SIZE)  # a client re-posting daily costs no file reads
+        self._requested = RequestedSince(track_requests)
         self._being_read = 0  # certificates read so far by a running load_index (its thread counts)
         self._mtimes: dict[str, int] = {}  # mtimes_key of each folder and its cert.pem when described
         self._saved_at = 0.0  # monotonic time the saved index was last written
@@ -236,18 +220,14 @@ class FileCache:
 
     def take_requested(self) -> set[str]:
         """The digests whose "last asked for" time changed since the last call (with ``track_requests``)."""
-        if not self._requested:
-            return set()
-        taken, self._requested = self._requested, set()
-        return taken
+        return self._requested.take()
 
     def _note_request(self, entry: CachedCertificate) -> None:
         now = time.time()
         if now - entry.last_requested < _TOUCH_EVERY:
             return
         self._index[entry.digest] = dataclasses.replace(entry, last_requested=now)
-        if self._requested is not None:
-            self._requested.add(entry.digest)
+        self._requested.add(entry.digest)
         # The mtime of csr.pem is "last asked for" on disk: set it in a thread, without waiting.
         asyncio.get_running_loop().run_in_executor(None, self._touch, self._folder(entry.digest) / "csr.pem", now)
 
@@ -281,10 +261,10 @@ class FileCache:
                     return hot.chain
         return await self._read_chain(digest, csr_pem, now, allow_due)
 
-    async def _still_current(self, digest: str, hot: _Hot, checked: float) -> bool:
+    async def _still_current(self, digest: str, hot: HotChain, checked: float) -> bool:
         # One stat a second: a file revoked (removed) or replaced by another process is not served
         # from memory for longer.
-        if await asyncio.to_thread(_mtime_ns, self._folder(digest) / "cert.pem") == hot.mtime_ns:
+        if await asyncio.to_thread(mtime_ns, self._folder(digest) / "cert.pem") == hot.mtime_ns:
             hot.checked = checked
             return True
         self._hot.pop(digest)
@@ -300,7 +280,7 @@ class FileCache:
         except OSError as exc:
             log.warning("storage %s: cannot read %s: %s", self.name, folder, exc.strerror)
             return None
-        return chain, stored_csr, _mtime_ns(folder / "cert.pem")
+        return chain, stored_csr, mtime_ns(folder / "cert.pem")
 
     async def _read_chain(self, digest: str, csr_pem: bytes, now: datetime, allow_due: bool) -> bytes | None:
         folder = self._folder(digest)
@@ -330,7 +310,7 @@ class FileCache:
         if now >= (entry.not_after if allow_due else entry.renew_at):
             return None
         if mtime_ns is not None:
-            self._hot.put(digest, _Hot(chain, mtime_ns, time.monotonic()))
+            self._hot.put(digest, HotChain(chain, mtime_ns, time.monotonic()))
         return chain
 
     def _write(self, digest: str, csr_pem: bytes, chain_pem: bytes, meta: bytes, last: float | None) -> int:

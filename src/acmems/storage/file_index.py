@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from pathlib import Path
 from acmems.fileio import write_atomic
 from acmems.storage.base import CachedCertificate
 
-__all__ = ["INDEX_NAME", "Saved", "mtimes_key", "read_saved", "write_saved"]
+__all__ = ["INDEX_NAME", "HotChain", "Saved", "mtime_ns", "mtimes_key", "read_saved", "write_saved"]
 
 log = logging.getLogger(__name__)
 INDEX_NAME = ".acmems-index.json"
@@ -108,3 +109,20 @@ def _lines(entries: Iterable[tuple[CachedCertificate, int]]) -> Iterator[bytes]:
             yield b"".join(batch)
             batch.clear()
     yield b"".join(batch)
+
+
+@dataclass(slots=True)
+class HotChain:
+    """A chain kept in memory, the mtime of its file when read, and when that was last checked."""
+
+    chain: bytes
+    mtime_ns: int
+    checked: float
+
+
+def mtime_ns(path: Path) -> int | None:
+    """The file's mtime in nanoseconds, or None when it cannot be read."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None

@@ -16,6 +16,7 @@ class NoCache:
     """A store that keeps nothing: every method answers "nothing here"."""
 
     where = "-"
+    keeps_certificates = False
 
     def __init__(self, name: str) -> None:
         self.name = name

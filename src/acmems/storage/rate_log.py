@@ -1,5 +1,6 @@
-"""Where the events the rate limits count are kept: a small file in the account directory for one
-acmems, the cluster database for a cluster (every instance counts the same orders)."""
+"""Where the events the rate limits count are kept (:class:`RateLog`): a small file in the account
+directory for one acmems (:class:`FileRateLog`), the cluster database for a cluster
+(:class:`acmems.cluster.rate_log.DatabaseRateLog`: every instance counts the same orders)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from acmems.core.rate_limits import Event
 from acmems.fileio import write_atomic
 
-if TYPE_CHECKING:
-    from acmems.cluster import ClusterDb
-
-__all__ = ["DatabaseRateLog", "FileRateLog", "RateLog"]
+__all__ = ["KEEP", "FileRateLog", "RateLog"]
 
 log = logging.getLogger("acmems.rate_log")
 KEEP = 8 * 86400.0  # longer than any window worth configuring (Let's Encrypt's longest: 7 days)
@@ -77,31 +75,3 @@ class FileRateLog:
                 await asyncio.to_thread(write_atomic, self.path, json.dumps(data).encode(), 0o600)
             except OSError as exc:
                 log.warning("cannot write %s: %s (the rate limits are counted in memory meanwhile)", self.path, exc)
-
-
-class DatabaseRateLog:
-    """``acmems_rate_events`` in the cluster database: every instance counts the whole cluster's orders."""
-
-    def __init__(self, db: ClusterDb) -> None:
-        self.db = db
-
-    async def events(self, account: str) -> list[Event]:
-        """Raises :class:`DatabaseError`."""
-        async with self.db.transaction() as cursor:
-            await cursor.execute(
-                "SELECT extract(epoch FROM at), kind, names, domains FROM acmems_rate_events "
-                "WHERE account = %s AND at > now() - %s * interval '1 second'",
-                (account, KEEP),
-            )
-            rows = await cursor.fetchall()
-        return [Event(float(at), kind, names, tuple(domains)) for at, kind, names, domains in rows]
-
-    async def record(self, account: str, event: Event) -> None:
-        """Raises :class:`DatabaseError`; events older than :data:`KEEP` are removed meanwhile."""
-        async with self.db.transaction() as cursor:
-            await cursor.execute(
-                "INSERT INTO acmems_rate_events (account, at, kind, names, domains) "
-                "VALUES (%s, to_timestamp(%s), %s, %s, %s)",
-                (account, event.at, event.kind, event.names, list(event.domains)),
-            )
-            await cursor.execute("DELETE FROM acmems_rate_events WHERE at < now() - %s * interval '1 second'", (KEEP,))

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from acmems.core.backoff import capped_backoff
 from acmems.core.csr import CsrInfo
 from acmems.core.settings import AuthSettings, Listener
 from acmems.errors import AcmemsError
@@ -43,7 +44,7 @@ __all__ = ["WorkerPool", "bind_shared"]
 
 log = logging.getLogger("acmems.workers")
 _READY_WITHIN = 20.0
-_RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+_RESTART_FIRST, _RESTART_MAX = 0.5, 10.0  # a worker that keeps failing is restarted less often
 STOP_GRACE = 35.0
 _SERVER_KEEPALIVE = 60.0  # kept-alive connections from workers: they give them up first
 
@@ -194,7 +195,7 @@ class WorkerPool:
                 continue
             self._metrics.worker_restarts.inc()
             failures = 0 if time.monotonic() - started > 60 else failures + 1
-            delay = _RESTART_DELAYS[min(failures, len(_RESTART_DELAYS) - 1)]
+            delay = capped_backoff(failures + 1, _RESTART_FIRST, _RESTART_MAX)
             log.error(
                 "worker %d stopped unexpectedly (exit %s); starting it again in %g s", slot.number, returncode, delay
             )

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
+from acmems.backends import Role, make_backend
 from acmems.core.csr import CsrInfo
 from acmems.core.settings import AuthSettings, Settings
 from acmems.errors import AcmemsError, Kind, RequestError
@@ -34,7 +35,7 @@ from acmems.http.plumbing import OneLineErrorServer
 from acmems.issuance.issuer import SignResult
 from acmems.lru import Lru
 from acmems.metrics import Metrics
-from acmems.storage import CertificateStore, csr_digest, make_store
+from acmems.storage import CertificateStore, csr_digest
 from acmems.workers.messages import MAX_FETCHED, PEER_HEADER, REPORT_PATH, WorkerReport
 from acmems.workers.pool import STOP_GRACE
 
@@ -107,9 +108,9 @@ class _WorkerRuntime:
 class _WorkerSignHandler(SignHandler):
     """``POST /sign`` in a worker: the store's chain, or the main process's answer."""
 
-    def __init__(self, runtime: _WorkerRuntime, metrics: Metrics, forward: _Forwarder, number: int) -> None:
-        cluster = runtime.settings.cluster
-        instance = f" instance={cluster.name}" if cluster is not None else ""
+    def __init__(
+        self, runtime: _WorkerRuntime, metrics: Metrics, forward: _Forwarder, number: int, instance: str
+    ) -> None:
         self.fetched: dict[tuple[str, str, str], tuple[str, float]] = {}  # reported to the main process
         self._serials: Lru[bytes, str] = Lru(1024)
         super().__init__(lambda: runtime, metrics, label=f"{instance} worker={number}", on_answer=self._note)
@@ -200,19 +201,16 @@ async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequenc
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the main process reloads, then replaces workers
-    # A cluster's database storages: this process reads them too (cache hits, notifications).
-    cluster = None
-    if settings.cluster is not None:
-        from acmems.cluster import ClusterDb  # psycopg only for a cluster
-
-        cluster = ClusterDb(settings.cluster, max_size=2)
-        await cluster.open()
-    caches = {name: make_store(s, track_requests=True, cluster=cluster) for name, s in settings.storages.items()}
+    # The same stores as the main process (a cluster's database storages too): cache hits, notifications.
+    backend = make_backend(settings, Role.WORKER)
+    await backend.open()
+    caches = {name: backend.store(s, track_requests=True) for name, s in settings.storages.items()}
     metrics = Metrics()
     connector = aiohttp.UnixConnector(path=socket_path, limit=0, keepalive_timeout=_CLIENT_KEEPALIVE)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     forward = _Forwarder(session, settings.mgmt.request_timeout + 30)
-    sign = _WorkerSignHandler(_WorkerRuntime(settings, _CacheSigner(caches, metrics)), metrics, forward, number)
+    runtime = _WorkerRuntime(settings, _CacheSigner(caches, metrics))
+    sign = _WorkerSignHandler(runtime, metrics, forward, number, backend.label)
     handler = management_handler(sign, {"/health": forward, "/metrics": forward, "/status": forward})
     server = OneLineErrorServer(handler, access_log=None, keepalive_timeout=settings.mgmt.idle_timeout)
     runner = web.ServerRunner(server, shutdown_timeout=STOP_GRACE - 5, handle_signals=False)
@@ -233,8 +231,7 @@ async def _serve(settings: Settings, socket_path: str, number: int, fds: Sequenc
             await runner.cleanup()
             await reporter.report(number)
             await session.close()
-            if cluster is not None:
-                await cluster.close()
+            await backend.close()
     except TimeoutError:
         log.warning("worker %d: running requests did not finish in %g s; stopping anyway", number, STOP_GRACE)
     return 0

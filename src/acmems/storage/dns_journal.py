@@ -17,7 +17,7 @@ from acmems.fileio import write_atomic
 
 __all__ = ["DnsJournal", "DnsRecord", "PendingJournal"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("acmems.challenges.dns_journal")
 
 
 @dataclass(frozen=True, slots=True)
