@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] not in _COMMANDS and not args_list[0].startswith("-"):
         args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    try:
+        settings = load_settings(args.configs)
+    except ConfigError as exc:
+        print(f"acmems: configuration error: {exc.message}", file=sys.stderr)
+        return 1
+    return _RUNNERS.get(args.command, _serve)(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acmems",
         description="ACME Management Server: signs clients' CSRs through an ACME CA. "
@@ -107,44 +117,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="unspecified",
         help="RFC 5280 reason (default unspecified)",
     )
-    args = parser.parse_args(args_list)
+    return parser
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    print(describe_settings(settings))
+    database = _run(store_cli.check_database(settings))
+    if database is not None:
+        print(database)
+    print("configuration is valid")
+    return 0
+
+
+def _dns_check(settings: Settings, args: argparse.Namespace) -> int:
+    from acmems.cli.dns import dns_check
+
+    return _run(dns_check(settings, args.names, try_key=args.try_key, chosen=args.verification))
+
+
+def _persist_record(settings: Settings, args: argparse.Namespace) -> int:
+    from acmems.cli.persist import persist_records
+
+    return _run(
+        persist_records(settings, args.names, publish=args.publish, issuer=args.issuer, chosen=args.verification)
+    )
+
+
+def _store_command(settings: Settings, args: argparse.Namespace) -> int:
+    work: Coroutine[Any, Any, int]
+    if args.command == "list":
+        work = store_cli.list_certificates(settings)
+    elif args.command == "import":
+        work = store_cli.import_certificates(settings, args.source, args.target)
+    else:
+        work = store_cli.db_init(settings)
     try:
-        settings = load_settings(args.configs)
-    except ConfigError as exc:
-        print(f"acmems: configuration error: {exc.message}", file=sys.stderr)
+        return _run(work)
+    except AcmemsError as exc:
+        print(f"acmems {args.command}: {exc.message}", file=sys.stderr)
         return 1
-    if args.command == "revoke":
-        return _revoke(settings, args.cert, args.reason)
-    if args.command == "check":
-        print(describe_settings(settings))
-        database = _run(store_cli.check_database(settings))
-        if database is not None:
-            print(database)
-        print("configuration is valid")
-        return 0
-    if args.command == "dns-check":
-        from acmems.cli.dns import dns_check
 
-        return _run(dns_check(settings, args.names, try_key=args.try_key, chosen=args.verification))
-    if args.command == "persist-record":
-        from acmems.cli.persist import persist_records
 
-        return _run(
-            persist_records(settings, args.names, publish=args.publish, issuer=args.issuer, chosen=args.verification)
-        )
-    if args.command in ("list", "import", "db"):
-        work: Coroutine[Any, Any, int]
-        if args.command == "list":
-            work = store_cli.list_certificates(settings)
-        elif args.command == "import":
-            work = store_cli.import_certificates(settings, args.source, args.target)
-        else:
-            work = store_cli.db_init(settings)
-        try:
-            return _run(work)
-        except AcmemsError as exc:
-            print(f"acmems {args.command}: {exc.message}", file=sys.stderr)
-            return 1
+def _revoke_command(settings: Settings, args: argparse.Namespace) -> int:
+    return _revoke(settings, args.cert, args.reason)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from acmems.logsetup import setup_logging
     from acmems.server import run
 
@@ -154,6 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AcmemsError as exc:
         logging.getLogger("acmems").error("%s", exc.message)
         return 1
+
+
+# the command -> what runs it (anything else: serve)
+_RUNNERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "check": _check,
+    "dns-check": _dns_check,
+    "persist-record": _persist_record,
+    "list": _store_command,
+    "import": _store_command,
+    "db": _store_command,
+    "revoke": _revoke_command,
+}
 
 
 T = TypeVar("T")

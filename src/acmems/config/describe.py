@@ -7,6 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 from acmems.config.masking import masked
 from acmems.core.settings import (
     AccountSettings,
+    AuthSettings,
     CommandReceiver,
     DatabaseStorage,
     DnsPersistVerification,
@@ -17,6 +18,7 @@ from acmems.core.settings import (
     LexiconVerification,
     ReceiverSettings,
     Settings,
+    VerificationSettings,
     WebhookReceiver,
 )
 
@@ -76,26 +78,7 @@ def describe_settings(settings: Settings) -> str:
     out = [f"configuration: {', '.join(settings.files)}"]
     for name, account in [("", settings.account), *settings.accounts.items()]:
         out += _account_lines(name, account)
-    out += [
-        "[mgmt]",
-        f"  listeners = {', '.join(str(x) for x in settings.mgmt.listeners)}",
-        f"  max-size = {settings.mgmt.max_size} bytes",
-        f"  request-timeout = {settings.mgmt.request_timeout:g} s, body-timeout = {settings.mgmt.body_timeout:g} s, "
-        f"idle-timeout = {settings.mgmt.idle_timeout:g} s",
-        f"  workers = {settings.mgmt.workers}" + (" (one process)" if settings.mgmt.workers == 1 else " processes"),
-        f"  renewal-interval = {settings.mgmt.renewal_interval:g} s"
-        + (" (proactive renewal off)" if not settings.mgmt.renewal_interval else "")
-        + f", renewal-info-per-minute = {settings.mgmt.renewal_info_per_minute}"
-        + ", renew-requested-within = "
-        + (
-            f"{settings.mgmt.renew_requested_within_days:g} days"
-            if settings.mgmt.renew_requested_within_days
-            else "twice the lifetime"
-        ),
-        f"  default verification = {settings.default_verification or '- (disabled)'}",
-        f"  default storage = {settings.default_storage or '- (disabled)'}",
-        f"  admin-ip (/status, /metrics, /health) = {', '.join(str(n) for n in settings.mgmt.admin_ip)}",
-    ]
+    out += _mgmt_lines(settings)
     if settings.cluster is not None:
         cluster = settings.cluster
         out += [
@@ -105,24 +88,7 @@ def describe_settings(settings: Settings) -> str:
         ]
     for name, verification in settings.verifications.items():
         used = "" if name in settings.used_verifications else " (unused: no listener opened)"
-        implicit = " (implicit)" if isinstance(verification, Http01Verification) and verification.implicit else ""
-        out.append(f'[verification "{name}"] type = {verification.type}{implicit}{used}')
-        if isinstance(verification, Http01Verification):
-            out.append(f"  listeners = {', '.join(str(x) for x in verification.listeners)}")
-        elif isinstance(verification, DnsPersistVerification):
-            if verification.update is None:
-                out.append("  no dns-server: the CA alone checks the _validation-persist records")
-            else:
-                out.append("  records checked (and published by persist-record --publish) at:")
-                out += _dns_update_lines(verification.update)
-        elif isinstance(verification, LexiconVerification):
-            shown = ", ".join(
-                f"{k} = {'***' if v in verification.secrets else v}" for k, v in verification.options.items()
-            )
-            out.append(f"  provider = {verification.provider} (dns-lexicon), options: {shown or '-'}")
-            out += [line for line in _dns_update_lines(verification.lookup) if not line.startswith("  tsig")]
-        else:
-            out += _dns_update_lines(verification)
+        out += _verification_lines(name, verification, used)
     for name, storage in settings.storages.items():
         out.append(f'[storage "{name}"] type = {storage.type}')
         if isinstance(storage, FileStorage):
@@ -130,21 +96,7 @@ def describe_settings(settings: Settings) -> str:
         elif isinstance(storage, DatabaseStorage):
             out.append(f"  in the cluster database, renew-within = {storage.renew_within_days:g} days")
     for block in settings.auth_blocks:
-        methods = []
-        if block.ips:
-            methods.append("ip " + ", ".join(str(n) for n in block.ips))
-        if block.hmac_key is not None:
-            methods.append(f"hmac {block.hmac_type} key {_mask(block.hmac_key)}")
-        if block.all:
-            methods.append("all")
-        out += [
-            f'[auth "{block.name}"]',
-            f"  methods = {'; '.join(methods) or 'none (accepts every client)'}",
-            f"  domains = {', '.join(block.domains) or ('-' if block.addresses else '- (never matches)')}",
-            f"  addresses = {', '.join(str(n) for n in block.addresses) or '- (no IP-address certificates)'}",
-            f"  verification = {block.verification}, storage = {block.storage}, "
-            f"profile = {block.profile or '- (the CA default)'}, ca = {' '.join(block.ca)}",
-        ]
+        out += _auth_lines(block)
     notify = settings.notify
     t = notify.thresholds
     out.append(
@@ -158,6 +110,66 @@ def describe_settings(settings: Settings) -> str:
     for warning in settings.warnings:
         out.append(f"warning: {warning}")
     return "\n".join(out)
+
+
+def _mgmt_lines(settings: Settings) -> list[str]:
+    mgmt = settings.mgmt
+    renew_requested = (
+        f"{mgmt.renew_requested_within_days:g} days" if mgmt.renew_requested_within_days else "twice the lifetime"
+    )
+    return [
+        "[mgmt]",
+        f"  listeners = {', '.join(str(x) for x in mgmt.listeners)}",
+        f"  max-size = {mgmt.max_size} bytes",
+        f"  request-timeout = {mgmt.request_timeout:g} s, body-timeout = {mgmt.body_timeout:g} s, "
+        f"idle-timeout = {mgmt.idle_timeout:g} s",
+        f"  workers = {mgmt.workers}" + (" (one process)" if mgmt.workers == 1 else " processes"),
+        f"  renewal-interval = {mgmt.renewal_interval:g} s"
+        + (" (proactive renewal off)" if not mgmt.renewal_interval else "")
+        + f", renewal-info-per-minute = {mgmt.renewal_info_per_minute}"
+        + f", renew-requested-within = {renew_requested}",
+        f"  default verification = {settings.default_verification or '- (disabled)'}",
+        f"  default storage = {settings.default_storage or '- (disabled)'}",
+        f"  admin-ip (/status, /metrics, /health) = {', '.join(str(n) for n in mgmt.admin_ip)}",
+    ]
+
+
+def _verification_lines(name: str, verification: VerificationSettings, used: str) -> list[str]:
+    implicit = " (implicit)" if isinstance(verification, Http01Verification) and verification.implicit else ""
+    out = [f'[verification "{name}"] type = {verification.type}{implicit}{used}']
+    if isinstance(verification, Http01Verification):
+        out.append(f"  listeners = {', '.join(str(x) for x in verification.listeners)}")
+    elif isinstance(verification, DnsPersistVerification):
+        if verification.update is None:
+            out.append("  no dns-server: the CA alone checks the _validation-persist records")
+        else:
+            out.append("  records checked (and published by persist-record --publish) at:")
+            out += _dns_update_lines(verification.update)
+    elif isinstance(verification, LexiconVerification):
+        shown = ", ".join(f"{k} = {'***' if v in verification.secrets else v}" for k, v in verification.options.items())
+        out.append(f"  provider = {verification.provider} (dns-lexicon), options: {shown or '-'}")
+        out += [line for line in _dns_update_lines(verification.lookup) if not line.startswith("  tsig")]
+    else:
+        out += _dns_update_lines(verification)
+    return out
+
+
+def _auth_lines(block: AuthSettings) -> list[str]:
+    methods = []
+    if block.ips:
+        methods.append("ip " + ", ".join(str(n) for n in block.ips))
+    if block.hmac_key is not None:
+        methods.append(f"hmac {block.hmac_type} key {_mask(block.hmac_key)}")
+    if block.all:
+        methods.append("all")
+    return [
+        f'[auth "{block.name}"]',
+        f"  methods = {'; '.join(methods) or 'none (accepts every client)'}",
+        f"  domains = {', '.join(block.domains) or ('-' if block.addresses else '- (never matches)')}",
+        f"  addresses = {', '.join(str(n) for n in block.addresses) or '- (no IP-address certificates)'}",
+        f"  verification = {block.verification}, storage = {block.storage}, "
+        f"profile = {block.profile or '- (the CA default)'}, ca = {' '.join(block.ca)}",
+    ]
 
 
 def _dns_update_lines(verification: DnsUpdateVerification) -> list[str]:

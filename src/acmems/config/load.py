@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from acmems.config.ini import Entry, Section, parse_ini
 from acmems.config.notify import read_notify_defaults, read_receiver
@@ -33,10 +33,12 @@ from acmems.core.settings import (
     IMPLICIT_STORAGE,
     IMPLICIT_VERIFICATION,
     AccountSettings,
+    AuthSettings,
     ClusterSettings,
     DatabaseStorage,
     Http01Verification,
     LoggingSettings,
+    MgmtSettings,
     NoneStorage,
     NotifySettings,
     ReceiverSettings,
@@ -44,6 +46,7 @@ from acmems.core.settings import (
     StorageSettings,
     VerificationSettings,
 )
+from acmems.core.thresholds import Thresholds
 from acmems.errors import ConfigError
 
 __all__ = ["load_settings", "settings_from_sources"]
@@ -73,133 +76,184 @@ def load_settings(paths: Sequence[str | Path]) -> Settings:
     return settings_from_sources(sources)
 
 
-def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
-    """Like :func:`load_settings` for ``(name, text)`` pairs (used by tests)."""
-    warnings: list[str] = []
-    sections = parse_ini(sources, warnings)
-    account = AccountSettings()
-    mgmt = read_mgmt(Keys(Section("mgmt", None, "", 0)))
-    logging_settings = LoggingSettings()
-    verifications: dict[str, VerificationSettings] = {}
-    storages: dict[str, StorageSettings] = {}
-    raw_auth: list[RawAuth] = []
+def _unnamed(kind: str) -> Keys:
+    return Keys(Section(kind, None, "", 0))
+
+
+@dataclasses.dataclass(slots=True)
+class _Sections:
+    """What the sections say, read one by one, before references between blocks are resolved."""
+
+    warnings: list[str]
+    account: AccountSettings = dataclasses.field(default_factory=AccountSettings)
+    mgmt: MgmtSettings = dataclasses.field(default_factory=lambda: read_mgmt(_unnamed("mgmt")))
     mgmt_keys: Keys | None = None
+    logging: LoggingSettings = dataclasses.field(default_factory=LoggingSettings)
+    verifications: dict[str, VerificationSettings] = dataclasses.field(default_factory=dict)
+    storages: dict[str, StorageSettings] = dataclasses.field(default_factory=dict)
+    database_sections: list[Section] = dataclasses.field(default_factory=list)
+    raw_auth: list[RawAuth] = dataclasses.field(default_factory=list)
     cluster: ClusterSettings | None = None
-    database_sections: list[Section] = []
-    accounts: dict[str, AccountSettings] = {}
-    receivers: list[ReceiverSettings] = []
-    thresholds, check_interval, metrics_certificates = read_notify_defaults(Keys(Section("notify", None, "", 0)))
-    for section in sections:
+    accounts: dict[str, AccountSettings] = dataclasses.field(default_factory=dict)
+    receivers: list[ReceiverSettings] = dataclasses.field(default_factory=list)
+    notify_defaults: tuple[Thresholds, float, int] = dataclasses.field(
+        default_factory=lambda: read_notify_defaults(_unnamed("notify"))
+    )
+
+    def read(self, section: Section) -> None:
+        """Take one section in (a warning for an unknown one, and for its unknown keys)."""
         keys = Keys(section)
         if section.type in _SINGLE and section.name is not None:
             raise section.error(f"[{section.type}] takes no name")
         if section.type in _NAMED and section.name is None:
             raise section.error(f'[{section.type}] needs a name: [{section.type} "name"]')
-        if section.type == "account" and section.name is None:
-            account = read_account(keys)
-        elif section.type == "account":
-            assert section.name is not None
-            if section.name == DEFAULT_ACCOUNT:
-                raise section.error(f'[account "{DEFAULT_ACCOUNT}"] is the unnamed [account]; write [account]')
-            accounts[section.name] = read_account(keys)
-        elif section.type == "mgmt":
-            mgmt = read_mgmt(keys)
-            mgmt_keys = keys
-        elif section.type == "logging":
-            logging_settings = read_logging(keys)
-        elif section.type == "verification":
-            assert section.name is not None
-            verifications[section.name] = read_verification(section, keys)
-        elif section.type == "storage":
-            assert section.name is not None
-            storages[section.name] = read_storage(section, keys)
-            if isinstance(storages[section.name], DatabaseStorage):
-                database_sections.append(section)
-        elif section.type == "cluster":
-            cluster = read_cluster(keys)
-        elif section.type == "auth":
-            raw_auth.append(read_auth(section, keys))
-        elif section.type == "notify" and section.name is None:
-            thresholds, check_interval, metrics_certificates = read_notify_defaults(keys)
-        elif section.type == "notify":
-            assert section.name is not None
-            receivers.append(read_receiver(section, keys))
-        else:
-            warnings.append(
+        reader = self._READERS.get((section.type, section.name is not None))
+        if reader is None:
+            self.warnings.append(
                 f"{section.file}:{section.line}: unknown section [{section.title}] is ignored "
                 "(known: account, mgmt, verification, storage, auth, logging, cluster, notify)"
             )
-            continue
-        keys.warn_unknown(warnings)
+            return
+        reader(self, section, keys)
+        keys.warn_unknown(self.warnings)
 
-    if database_sections and cluster is None:
-        raise database_sections[0].error(
-            "type = database keeps certificates in the cluster database: add a [cluster] section with "
-            "'database = postgresql://...'",
-            key="type",
-            entry=database_sections[0].entries[0],
-        )
-    if cluster is not None and not database_sections:
-        warnings.append(
-            "[cluster] is set but no [storage] has type = database: certificates are kept per instance "
-            "(HTTP-01 tokens and orders are still shared)"
-        )
+    def _account(self, section: Section, keys: Keys) -> None:
+        self.account = read_account(keys)
+
+    def _named_account(self, section: Section, keys: Keys) -> None:
+        assert section.name is not None
+        if section.name == DEFAULT_ACCOUNT:
+            raise section.error(f'[account "{DEFAULT_ACCOUNT}"] is the unnamed [account]; write [account]')
+        self.accounts[section.name] = read_account(keys)
+
+    def _mgmt(self, section: Section, keys: Keys) -> None:
+        self.mgmt, self.mgmt_keys = read_mgmt(keys), keys
+
+    def _logging(self, section: Section, keys: Keys) -> None:
+        self.logging = read_logging(keys)
+
+    def _verification(self, section: Section, keys: Keys) -> None:
+        assert section.name is not None
+        self.verifications[section.name] = read_verification(section, keys)
+
+    def _storage(self, section: Section, keys: Keys) -> None:
+        assert section.name is not None
+        self.storages[section.name] = read_storage(section, keys)
+        if isinstance(self.storages[section.name], DatabaseStorage):
+            self.database_sections.append(section)
+
+    def _cluster(self, section: Section, keys: Keys) -> None:
+        self.cluster = read_cluster(keys)
+
+    def _auth(self, section: Section, keys: Keys) -> None:
+        self.raw_auth.append(read_auth(section, keys))
+
+    def _notify(self, section: Section, keys: Keys) -> None:
+        self.notify_defaults = read_notify_defaults(keys)
+
+    def _receiver(self, section: Section, keys: Keys) -> None:
+        self.receivers.append(read_receiver(section, keys))
+
+    # (section type, whether it has a name) -> reader
+    _READERS: ClassVar[dict[tuple[str, bool], Callable[[_Sections, Section, Keys], None]]] = {
+        ("account", False): _account,
+        ("account", True): _named_account,
+        ("mgmt", False): _mgmt,
+        ("logging", False): _logging,
+        ("verification", True): _verification,
+        ("storage", True): _storage,
+        ("cluster", False): _cluster,
+        ("auth", True): _auth,
+        ("notify", False): _notify,
+        ("notify", True): _receiver,
+    }
+
+    def check_cluster(self) -> None:
+        """``type = database`` needs ``[cluster]``; ``[cluster]`` without it shares no certificates."""
+        if self.database_sections and self.cluster is None:
+            first = self.database_sections[0]
+            raise first.error(
+                "type = database keeps certificates in the cluster database: add a [cluster] section with "
+                "'database = postgresql://...'",
+                key="type",
+                entry=first.entries[0],
+            )
+        if self.cluster is not None and not self.database_sections:
+            self.warnings.append(
+                "[cluster] is set but no [storage] has type = database: certificates are kept per instance "
+                "(HTTP-01 tokens and orders are still shared)"
+            )
+
+
+def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
+    """Like :func:`load_settings` for ``(name, text)`` pairs (used by tests)."""
+    warnings: list[str] = []
+    read = _Sections(warnings)
+    for section in parse_ini(sources, warnings):
+        read.read(section)
+    read.check_cluster()
     default_verification = _choose_default(
         "verification",
-        mgmt.default_verification,
-        verifications,
-        mgmt_keys,
+        read.mgmt.default_verification,
+        read.verifications,
+        read.mgmt_keys,
         lambda: Http01Verification(IMPLICIT_VERIFICATION, DEFAULT_HTTP01_LISTENERS, implicit=True),
     )
     default_storage = _choose_default(
         "storage",
-        mgmt.default_storage,
-        storages,
-        mgmt_keys,
+        read.mgmt.default_storage,
+        read.storages,
+        read.mgmt_keys,
         lambda: NoneStorage(IMPLICIT_STORAGE, implicit=True),
     )
-    auth_blocks = []
-    for raw in raw_auth:
-        section = raw.section
-        block = dataclasses.replace(
-            raw.settings,
-            verification=_reference(section, raw.verification, "verification", verifications, default_verification),
-            storage=_reference(section, raw.storage, "storage", storages, default_storage),
-            profile=block_profile(section, raw.profile, account.profile),
-            ca=_ca_list(section, raw.ca, accounts),
-        )
-        auth_blocks.append(block)
-        if block.addresses and not isinstance(verifications[block.verification], Http01Verification):
-            raise section.error(
-                f"allows IP addresses (address = ...), which CAs validate by HTTP-01 only, but uses the "
-                f"{verifications[block.verification].type} verification {block.verification!r}; give it an "
-                "http01 verification",
-                key="address",
-            )
-        if not block.domains and not block.addresses:
-            warnings.append(
-                f"{section.file}:{section.line}: [{section.title}] has no 'domain' (or 'address') and never matches"
-            )
-        if not block.has_methods:
-            warnings.append(
-                f"{section.file}:{section.line}: [{section.title}] has no ip, hmac_key or all: "
-                "it accepts every client (write 'all = yes' to say so)"
-            )
+    auth_blocks = tuple(_auth_block(read, raw, default_verification, default_storage) for raw in read.raw_auth)
     return Settings(
-        account=account,
-        mgmt=mgmt,
-        verifications=verifications,
-        storages=storages,
-        auth_blocks=tuple(auth_blocks),
-        logging=logging_settings,
+        account=read.account,
+        mgmt=read.mgmt,
+        verifications=read.verifications,
+        storages=read.storages,
+        auth_blocks=auth_blocks,
+        logging=read.logging,
         default_verification=default_verification,
         default_storage=default_storage,
-        cluster=cluster,
-        notify=NotifySettings(tuple(receivers), thresholds, check_interval, metrics_certificates),
-        accounts=accounts,
+        cluster=read.cluster,
+        notify=NotifySettings(tuple(read.receivers), *read.notify_defaults),
+        accounts=read.accounts,
         files=tuple(name for name, _ in sources),
         warnings=tuple(warnings),
     )
+
+
+def _auth_block(
+    read: _Sections, raw: RawAuth, default_verification: str | None, default_storage: str | None
+) -> AuthSettings:
+    """An auth block with its references resolved and checked (warnings for one that never matches,
+    or accepts every client without saying so)."""
+    section, verifications = raw.section, read.verifications
+    block = dataclasses.replace(
+        raw.settings,
+        verification=_reference(section, raw.verification, "verification", verifications, default_verification),
+        storage=_reference(section, raw.storage, "storage", read.storages, default_storage),
+        profile=block_profile(section, raw.profile, read.account.profile),
+        ca=_ca_list(section, raw.ca, read.accounts),
+    )
+    if block.addresses and not isinstance(verifications[block.verification], Http01Verification):
+        raise section.error(
+            f"allows IP addresses (address = ...), which CAs validate by HTTP-01 only, but uses the "
+            f"{verifications[block.verification].type} verification {block.verification!r}; give it an "
+            "http01 verification",
+            key="address",
+        )
+    if not block.domains and not block.addresses:
+        read.warnings.append(
+            f"{section.file}:{section.line}: [{section.title}] has no 'domain' (or 'address') and never matches"
+        )
+    if not block.has_methods:
+        read.warnings.append(
+            f"{section.file}:{section.line}: [{section.title}] has no ip, hmac_key or all: "
+            "it accepts every client (write 'all = yes' to say so)"
+        )
+    return block
 
 
 def _choose_default(

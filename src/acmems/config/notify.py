@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from acmems.config.ini import Section
 from acmems.config.sections import Keys
 from acmems.config.values import email_address, nonempty, positive_int, positive_number, read_secret_file
-from acmems.core.event_kinds import DEFAULT_EVENTS, parse_events
+from acmems.core.event_kinds import DEFAULT_EVENTS, EventKind, parse_events
 from acmems.core.settings import CommandReceiver, EmailReceiver, ReceiverSettings, WebhookReceiver
 from acmems.core.thresholds import Span, Thresholds, parse_span
 
@@ -101,25 +101,33 @@ def read_receiver(section: Section, keys: Keys) -> ReceiverSettings:
     keys.known.add("type")
     events = keys.value("events", parse_events, DEFAULT_EVENTS)
     if kind == "webhook":
-        url = keys.one("url")
-        if url is None:
-            raise section.error("a webhook needs 'url = https://...'", key="url")
-        secret_file = keys.one("secret-file")
-        secret = None
-        if secret_file is not None:
-            secret = keys.convert(secret_file, lambda v: read_secret_file(Path(v)).encode())
-        return WebhookReceiver(
-            section.name,
-            keys.convert(url, _webhook_url),
-            secret,
-            None if secret_file is None else secret_file.value,
-            events,
-        )
+        return _webhook(section, keys, section.name, events)
     if kind == "command":
         command = keys.one("command")
         if command is None:
             raise section.error("a command receiver needs 'command = /path/to/program'", key="command")
         return CommandReceiver(section.name, keys.convert(command, _command), events)
+    return _email(section, keys, section.name, events)
+
+
+def _webhook(section: Section, keys: Keys, name: str, events: frozenset[EventKind]) -> WebhookReceiver:
+    url = keys.one("url")
+    if url is None:
+        raise section.error("a webhook needs 'url = https://...'", key="url")
+    secret_file = keys.one("secret-file")
+    secret = None
+    if secret_file is not None:
+        secret = keys.convert(secret_file, lambda v: read_secret_file(Path(v)).encode())
+    return WebhookReceiver(
+        name,
+        keys.convert(url, _webhook_url),
+        secret,
+        None if secret_file is None else secret_file.value,
+        events,
+    )
+
+
+def _email(section: Section, keys: Keys, name: str, events: frozenset[EventKind]) -> EmailReceiver:
     server = keys.one("smtp-server")
     if server is None:
         raise section.error("an email receiver needs 'smtp-server = host:port'", key="smtp-server")
@@ -151,7 +159,7 @@ def read_receiver(section: Section, keys: Keys) -> ReceiverSettings:
     if ca_file is not None and not Path(ca_file.value).is_file():
         raise section.error(f"ca-file {ca_file.value} does not exist", key="ca-file", entry=ca_file)
     return EmailReceiver(
-        section.name,
+        name,
         host,
         port,
         keys.convert(sender, email_address),

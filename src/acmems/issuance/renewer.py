@@ -199,31 +199,7 @@ class Renewer:
                 task = runtime.issuer.start_issuance(request)
                 await task
             except (AcmemsError, OSError, ValueError) as exc:
-                failures = self._failures.get(entry.digest, 0) + 1
-                self._failures[entry.digest] = failures
-                delay = capped_backoff(failures, _BACKOFF_FIRST, _BACKOFF_MAX)
-                if isinstance(exc, AcmemsError) and exc.retry_after:
-                    delay = max(delay, float(exc.retry_after))
-                self.backoff[entry.digest] = time.time() + delay
-                runtime.issuer.metrics.renewals.labels("failed").inc()
-                notifier = runtime.issuer.notifier
-                if notifier is not None and ours:
-                    notifier.failed(
-                        cache.name,
-                        entry.digest,
-                        block.name if block is not None else "-",
-                        entry.names,
-                        exc.message if isinstance(exc, AcmemsError) else str(exc),
-                        attempt=failures,
-                        next_attempt=time.time() + delay,
-                    )
-                log.warning(
-                    "renewal of %s failed (%s); next try in %.0f s; the old certificate is served until %s",
-                    ", ".join(entry.names),
-                    exc,
-                    delay,
-                    entry.not_after.isoformat(),
-                )
+                self._failed(runtime, cache, entry, block, exc, report=ours)
                 return
             self._failures.pop(entry.digest, None)
             self.backoff.pop(entry.digest, None)
@@ -233,3 +209,41 @@ class Renewer:
                 ", ".join(entry.names),
                 f" (replaces {replaces})" if replaces else "",
             )
+
+    def _failed(
+        self,
+        runtime: _Runtime,
+        cache: CertificateStore,
+        entry: CachedCertificate,
+        block: AuthSettings | None,
+        exc: AcmemsError | OSError | ValueError,
+        *,
+        report: bool,
+    ) -> None:
+        """A renewal failed: the next try after the backoff (or the CA's Retry-After); the event
+        when this renewal started the order (``report``; else the client's order reported it)."""
+        failures = self._failures.get(entry.digest, 0) + 1
+        self._failures[entry.digest] = failures
+        delay = capped_backoff(failures, _BACKOFF_FIRST, _BACKOFF_MAX)
+        if isinstance(exc, AcmemsError) and exc.retry_after:
+            delay = max(delay, float(exc.retry_after))
+        self.backoff[entry.digest] = time.time() + delay
+        runtime.issuer.metrics.renewals.labels("failed").inc()
+        notifier = runtime.issuer.notifier
+        if notifier is not None and report:
+            notifier.failed(
+                cache.name,
+                entry.digest,
+                block.name if block is not None else "-",
+                entry.names,
+                exc.message if isinstance(exc, AcmemsError) else str(exc),
+                attempt=failures,
+                next_attempt=time.time() + delay,
+            )
+        log.warning(
+            "renewal of %s failed (%s); next try in %.0f s; the old certificate is served until %s",
+            ", ".join(entry.names),
+            exc,
+            delay,
+            entry.not_after.isoformat(),
+        )
