@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
 		| { grep -v '^WARNING: Location' || true; }
-	@$(PY) -c 'import acmems, acme, aiohttp, dns, psycopg, psycopg_pool, publicsuffixlist, pytest, hypothesis, aiosmtpd'
+	@$(PY) -c 'import acmems, acme, aiohttp, dns, jinja2, psycopg, psycopg_pool, publicsuffixlist, pytest, hypothesis, aiosmtpd, importlinter'
 	@touch $@
 
 lint: venv

@@ -33,7 +33,7 @@ from acmems.issuance.renewer import Renewer
 from acmems.metrics import Metrics
 from acmems.notify.collector import NotifyCollector
 from acmems.sdnotify import notify
-from acmems.storage import CertificateStore
+from acmems.storage import CertificateIndex, CertificateStore
 from acmems.storage.rate_log import RateLog
 from acmems.workers.pool import WorkerPool, bind_shared
 
@@ -119,7 +119,7 @@ class Server:
             return None
         return self.backend.rate_log(ca.files.directory)
 
-    async def _load_index(self, cache: CertificateStore) -> None:
+    async def _load_index(self, cache: CertificateIndex) -> None:
         started = time.monotonic()
         try:
             count = await cache.load_index()

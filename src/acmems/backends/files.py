@@ -45,7 +45,7 @@ class FileBackend:
     async def close(self) -> None:
         """Nothing to release: every file is written whole when it changes."""
 
-    async def status(self) -> None:
+    async def status(self) -> str | None:
         """No shared database."""
         return None
 

@@ -16,7 +16,7 @@ from acmems.core.settings import Settings
 from acmems.errors import AcmemsError
 from acmems.notify.state import STATE_FILE, read_state
 from acmems.notify.status import certificate_state
-from acmems.storage import CachedCertificate, CertificateStore, Origin
+from acmems.storage import CachedCertificate, CertificateCache, CertificateIndex, CertificateStore, Origin
 
 __all__ = ["check_database", "db_init", "import_certificates", "list_certificates", "remove_serial"]
 
@@ -113,7 +113,7 @@ _COPIERS = 4  # batches copied at once by acmems import
 _BATCH = 500  # certificates per transaction
 
 
-async def _copy(origin: CertificateStore, into: CertificateStore, entries: list[CachedCertificate]) -> tuple[int, int]:
+async def _copy(origin: CertificateIndex, into: CertificateCache, entries: list[CachedCertificate]) -> tuple[int, int]:
     copied = skipped = 0
     for first in range(0, len(entries), _BATCH):
         batch: list[tuple[bytes, bytes, Origin]] = []

@@ -16,16 +16,18 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow
+from psycopg.rows import AsyncRowFactory, TupleRow, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from acmems.config.masking import masked
 from acmems.core.settings import ClusterSettings
 from acmems.errors import DatabaseError
+
+R = TypeVar("R")
 
 __all__ = ["ClusterDb", "Notified", "masked"]
 
@@ -136,23 +138,29 @@ class ClusterDb:
         Raises:
             DatabaseError: the database cannot be reached or did not answer within ``timeout``.
         """
+        async with self.transaction_of(tuple_row) as cursor:
+            yield cursor
+
+    @contextlib.asynccontextmanager
+    async def transaction_of(self, rows: AsyncRowFactory[R]) -> AsyncIterator[psycopg.AsyncCursor[R]]:
+        """Like :meth:`transaction`, each row made by ``rows`` (``dict_row``, ``class_row(...)``)."""
         # While the database is known to be away, give up on a connection sooner: a prompt 503.
         wait = self.timeout if self.available else min(1.0, self.timeout)
         self.transactions += 1
         async with self._answering(_NO_ANSWER_RETRY):
             async with asyncio.timeout(self.timeout + 1.0):  # the pool's own timeout first: it knows why
-                async with self._pool.connection(timeout=wait) as conn, conn.cursor() as cursor:
+                async with self._pool.connection(timeout=wait) as conn, conn.cursor(row_factory=rows) as cursor:
                     yield cursor
 
     @contextlib.asynccontextmanager
-    async def streaming(self, name: str) -> AsyncIterator[psycopg.AsyncServerCursor[TupleRow]]:
-        """Like :meth:`transaction` with a server-side cursor: rows come in batches as they are
+    async def streaming(self, name: str, rows: AsyncRowFactory[R]) -> AsyncIterator[psycopg.AsyncServerCursor[R]]:
+        """Like :meth:`transaction_of` with a server-side cursor: rows come in batches as they are
         fetched, instead of the whole result in memory at once (a large index). Not time-bounded as
         a whole (its caller reads on while rows come); each fetch is."""
         async with self._answering(_NO_ANSWER_RETRY):
             async with self._pool.connection(timeout=self.timeout) as conn, conn.transaction():
                 self.transactions += 1
-                async with conn.cursor(name=name) as cursor:
+                async with conn.cursor(name=name, row_factory=rows) as cursor:
                     yield cursor
 
     @contextlib.asynccontextmanager

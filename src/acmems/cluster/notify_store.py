@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 
+from psycopg.rows import dict_row
+
 from acmems.cluster.database import ClusterDb
 from acmems.cluster.leases import DatabaseClaim, take_lease
 from acmems.errors import AcmemsError
@@ -57,18 +59,28 @@ class DatabaseOutbox:
         return await self.adopt(receiver)
 
     async def adopt(self, receiver: str) -> list[Pending]:
-        async with self.db.transaction() as cursor:
+        async with self.db.transaction_of(dict_row) as cursor:
             await cursor.execute(
-                "UPDATE acmems_notify_outbox SET claimed_by = %s, claimed_until = now() + %s * interval '1 second' "
-                "WHERE (receiver, id) IN (SELECT receiver, id FROM acmems_notify_outbox WHERE receiver = %s "
+                "UPDATE acmems_notify_outbox SET claimed_by = %(instance)s, "
+                "claimed_until = now() + %(claim)s * interval '1 second' "
+                "WHERE (receiver, id) IN (SELECT receiver, id FROM acmems_notify_outbox WHERE receiver = %(receiver)s "
                 "AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY first_at LIMIT 100 "
                 "FOR UPDATE SKIP LOCKED) "
                 "RETURNING id, kind, body, attempts, first_at, next_at, last_error",
-                (self.db.instance, _CLAIM_SECONDS, receiver),
+                {"instance": self.db.instance, "claim": _CLAIM_SECONDS, "receiver": receiver},
             )
             rows = await cursor.fetchall()
         found = [
-            Pending(str(r[0]), str(r[1]), bytes(r[2]), int(r[3]), float(r[4]), float(r[5]), str(r[6])) for r in rows
+            Pending(
+                str(r["id"]),
+                str(r["kind"]),
+                bytes(r["body"]),
+                int(r["attempts"]),
+                float(r["first_at"]),
+                float(r["next_at"]),
+                str(r["last_error"]),
+            )
+            for r in rows
         ]
         found.sort(key=lambda p: p.first)
         return found

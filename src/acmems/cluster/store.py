@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from acmems.cluster.certificate_rows import META, UPSERT, database_now, entry_of_row, from_epoch
+from acmems.cluster.certificate_rows import (
+    META,
+    UPSERT,
+    CertificateRow,
+    certificate_rows,
+    database_now,
+    entry_of_row,
+    from_epoch,
+)
 from acmems.cluster.database import ClusterDb
 from acmems.cluster.leases import LEASES_CHANNEL, lease_key, take_lease
 from acmems.core.settings import DatabaseStorage
@@ -69,10 +77,10 @@ class DatabaseStore:
             self._note_request(entry)
             return chain  # the hot path
         row = await self._fetch(digest)
-        if row is None or bytes(row[11]) != csr_pem:
+        if row is None or row.csr is None or row.chain is None or bytes(row.csr) != csr_pem:
             self._drop(digest)
             return None
-        entry, chain = entry_of_row(row), bytes(row[12])
+        entry, chain = entry_of_row(row), bytes(row.chain)
         self._index[digest] = entry
         self._chains[digest] = chain
         if now >= (entry.not_after if allow_due else entry.renew_at):
@@ -80,12 +88,12 @@ class DatabaseStore:
         self._note_request(entry)
         return chain
 
-    async def _fetch(self, digest: str) -> tuple[Any, ...] | None:
-        async with self.db.transaction() as cursor:
+    async def _fetch(self, digest: str) -> CertificateRow | None:
+        async with self.db.transaction_of(certificate_rows()) as cursor:
             await cursor.execute(
                 f"SELECT {META}, csr, chain FROM acmems_certificates "  # noqa: S608  # constant columns
-                "WHERE storage = %s AND digest = %s AND NOT revoked",
-                (self.name, digest),
+                "WHERE storage = %(storage)s AND digest = %(digest)s AND NOT revoked",
+                {"storage": self.name, "digest": digest},
             )
             return await cursor.fetchone()
 
@@ -119,13 +127,13 @@ class DatabaseStore:
         """Store several chains in one transaction (``acmems import``); all or none."""
         described = [self._row(csr, chain, origin) for csr, chain, origin in items]
         async with self.db.transaction() as cursor:
-            await cursor.executemany(UPSERT, [row for row, entry_of_row in described])
+            await cursor.executemany(UPSERT, [row for row, _entry in described])
             for _row, entry in described:
                 await cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self._payload(entry.digest)))
         for _row, entry in described:
             self._index[entry.digest] = entry
 
-    def _row(self, csr_pem: bytes, chain_pem: bytes, origin: Origin) -> tuple[tuple[Any, ...], CachedCertificate]:
+    def _row(self, csr_pem: bytes, chain_pem: bytes, origin: Origin) -> tuple[dict[str, Any], CachedCertificate]:
         # Described before anything is written: a chain that is not a certificate is refused whole.
         digest = csr_digest(csr_pem, origin.profile)
         previous = self._index.get(digest)
@@ -133,11 +141,22 @@ class DatabaseStore:
         entry = describe_chain(
             digest, chain_pem, self.renew_within, requested, origin.profile, origin.verification, origin.ca
         )
-        row = (
-            self.name, digest, csr_pem, chain_pem, list(entry.names), f"{entry.serial:x}",
-            entry.not_before, entry.not_after, entry.renew_at, origin.profile, origin.verification,
-            from_epoch(requested), self.db.name, origin.ca,
-        )  # fmt: skip
+        row = {
+            "storage": self.name,
+            "digest": digest,
+            "csr": csr_pem,
+            "chain": chain_pem,
+            "names": list(entry.names),
+            "serial": f"{entry.serial:x}",
+            "not_before": entry.not_before,
+            "not_after": entry.not_after,
+            "renew_at": entry.renew_at,
+            "profile": origin.profile,
+            "verification": origin.verification,
+            "requested_at": from_epoch(requested),
+            "issued_by": self.db.name,
+            "ca": origin.ca,
+        }
         return row, entry
 
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
@@ -157,14 +176,15 @@ class DatabaseStore:
         try:
             async with self.db.transaction() as cursor:
                 since = await database_now(cursor)
-            async with self.db.streaming("acmems_index") as cursor:
+            async with self.db.streaming("acmems_index", certificate_rows()) as cursor:
                 await cursor.execute(
-                    f"SELECT {META} FROM acmems_certificates WHERE storage = %s AND NOT revoked",  # noqa: S608
-                    (self.name,),
+                    f"SELECT {META} FROM acmems_certificates "  # noqa: S608  # constant columns
+                    "WHERE storage = %(storage)s AND NOT revoked",
+                    {"storage": self.name},
                 )
                 while rows := await asyncio.wait_for(cursor.fetchmany(2000), self.db.timeout):
                     for row in rows:
-                        loaded[row[0]] = entry_of_row(row)
+                        loaded[row.digest] = entry_of_row(row)
                     self._being_read = len(loaded)
         finally:
             self._being_read = 0
@@ -266,17 +286,18 @@ class DatabaseStore:
             async with self.db.transaction() as cursor:
                 self._since = await database_now(cursor)
             return
-        async with self.db.transaction() as cursor:
+        async with self.db.transaction_of(certificate_rows()) as cursor:
             now = await database_now(cursor)
             await cursor.execute(
                 f"SELECT {META}, revoked, updated FROM acmems_certificates "  # noqa: S608  # constant columns
-                "WHERE storage = %s AND updated > %s",
-                (self.name, self._since - timedelta(seconds=_OVERLAP)),
+                "WHERE storage = %(storage)s AND updated > %(since)s",
+                {"storage": self.name, "since": self._since - timedelta(seconds=_OVERLAP)},
             )
             rows = await cursor.fetchall()
         self._since = now
         for row in rows:
-            digest, revoked, updated = row[0], row[11], row[12]
+            digest, revoked, updated = row.digest, row.revoked, row.updated
+            assert updated is not None  # selected, and never NULL
             if (digest, updated) in self._refreshed:
                 continue  # seen in an earlier look (the looks overlap), or our own change
             self._refreshed[(digest, updated)] = None
@@ -301,9 +322,9 @@ class DatabaseStore:
             row = await self._fetch(entry.digest)
         except DatabaseError as exc:
             raise OSError(exc.message) from None
-        if row is None:
+        if row is None or row.csr is None or row.chain is None:
             raise FileNotFoundError(f"storage {self.name}: {entry.digest[:16]}... is no longer stored")
-        return bytes(row[11]), bytes(row[12])
+        return bytes(row.csr), bytes(row.chain)
 
     async def remove_serial(self, serial: int) -> int:
         """Mark the certificates with this serial revoked; every instance drops them within a second."""

@@ -1,14 +1,16 @@
-"""``GET /status``: every certificate on one HTML page rendered here (no JavaScript, no outside
-assets), problems first, 100 rows a page (``?page=N``, ``?state=overdue``). Pure rendering of
-:class:`acmems.notify.status.StatusRow` values; each row has an inline-SVG timeline (issued, the
+"""``GET /status``: every certificate on one HTML page (no JavaScript, no outside assets),
+problems first, 100 rows a page (``?page=N``, ``?state=overdue``). The page is the Jinja2 template
+``templates/status.html`` (autoescaped); this module computes what it shows of
+:class:`acmems.notify.status.StatusRow` values, each with an inline-SVG timeline (issued, the
 renewal window, now, expiry)."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import jinja2
 from aiohttp import web
 
 from acmems.notify.status import STATES, StatusList, StatusRow
@@ -25,14 +27,13 @@ _COLOURS = {
     "renewal due": "#e8a200",
     "ok": "#2f9e44",
 }
-_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;width:100%}
-th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-th{background:#f4f4f4}.state{font-weight:600;color:#fff;border-radius:3px;padding:1px 6px;white-space:nowrap}
-.err{color:#a00;font-family:monospace;font-size:12px;max-width:28em;word-break:break-word}
-.sum span{margin-right:1em}nav a{margin-right:.6em}td.t{white-space:nowrap}
-"""
+_COLUMNS = ("names", "profile", "state", "not after (UTC)", "renewal from", "last fetched", "last error", "timeline")
+_TEMPLATE = jinja2.Environment(
+    loader=jinja2.PackageLoader("acmems.http", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+).get_template("status.html")
 
 
 def _when(moment: datetime | float | None) -> str:
@@ -42,7 +43,20 @@ def _when(moment: datetime | float | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _timeline(row: StatusRow, now: datetime) -> str:
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    """Where the marks of one row's SVG timeline stand (x coordinates)."""
+
+    issued: float
+    renew: float
+    expiry: float
+    now: float
+    label: str
+    width: int = _WIDTH
+    height: int = _HEIGHT
+
+
+def _timeline(row: StatusRow, now: datetime) -> _Timeline:
     entry = row.entry
     start, end = entry.not_before.timestamp(), entry.not_after.timestamp()
     span = max(end - start, 1.0)
@@ -51,66 +65,42 @@ def _timeline(row: StatusRow, now: datetime) -> str:
     def x(moment: float) -> float:
         return round(4 + min(max((moment - start) / span, -0.02), 1.2) * (_WIDTH - 48), 1)
 
-    renew, current = x(entry.renew_at.timestamp()), x(now.timestamp())
-    expiry, issued = x(end), x(start)
-    return (
-        f'<svg width="{_WIDTH}" height="{_HEIGHT}" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
-        f'aria-label="issued {_when(entry.not_before)}, renewal from {_when(entry.renew_at)}, '
-        f'expires {_when(entry.not_after)}">'
-        f'<rect x="{issued}" y="7" width="{max(expiry - issued, 1)}" height="4" fill="#9bc"/>'
-        f'<rect class="window" x="{renew}" y="4" width="{max(expiry - renew, 1)}" height="10" '
-        'fill="#f0c36d" opacity=".8"/>'
-        f'<line class="issued" x1="{issued}" y1="2" x2="{issued}" y2="16" stroke="#555"/>'
-        f'<line class="expiry" x1="{expiry}" y1="2" x2="{expiry}" y2="16" stroke="#b00020" stroke-width="2"/>'
-        f'<line class="now" x1="{current}" y1="0" x2="{current}" y2="18" stroke="#000" stroke-width="2"/>'
-        "</svg>"
-    )
+    label = f"issued {_when(entry.not_before)}, renewal from {_when(entry.renew_at)}, expires {_when(entry.not_after)}"
+    return _Timeline(x(start), x(entry.renew_at.timestamp()), x(end), x(now.timestamp()), label)
 
 
-def _row(row: StatusRow, now: datetime) -> str:
-    e = html.escape
+def _row(row: StatusRow, now: datetime) -> dict[str, object]:
     entry = row.entry
-    fetched = "-" if row.last_fetch is None else f"{_when(row.last_fetch[0])}<br>{e(row.last_fetch[1])}"
-    cells = [
-        f'<td class="names">{e(", ".join(entry.names))}</td>',
-        f"<td>{e(entry.profile or '-')}</td>",
-        f'<td><span class="state" style="background:{_COLOURS[row.state]}">{e(row.state)}</span></td>',
-        f'<td class="t">{_when(entry.not_after)}</td>',
-        f'<td class="t">{_when(entry.renew_at)}</td>',
-        f'<td class="t">{fetched}</td>',
-        f'<td class="err">{e(row.error or "")}</td>',
-        f"<td>{_timeline(row, now)}</td>",
-    ]
-    return f'<tr data-state="{e(row.state)}" data-storage="{e(row.storage)}">' + "".join(cells) + "</tr>"
+    return {
+        "state": row.state,
+        "storage": row.storage,
+        "names": ", ".join(entry.names),
+        "profile": entry.profile or "-",
+        "colour": _COLOURS[row.state],
+        "not_after": _when(entry.not_after),
+        "renew_at": _when(entry.renew_at),
+        "fetched": None if row.last_fetch is None else (_when(row.last_fetch[0]), row.last_fetch[1]),
+        "error": row.error or "",
+        "timeline": _timeline(row, now),
+    }
 
 
 def render_status(status: StatusList, now: datetime, page: int = 1, state: str | None = None) -> bytes:
     """The page ``page`` (from 1) of ``status``, only ``state`` if given."""
-    counts = status.counts
     pages = max(1, -(-status.total(state) // PAGE_SIZE))
     page = min(max(page, 1), pages)
     chunk = [status.row(*item) for item in status.select(state, (page - 1) * PAGE_SIZE, page * PAGE_SIZE)]
-    e = html.escape
-    summary = "".join(
-        f'<span><a href="?state={e(s)}">{e(s)}</a>: <b class="count" data-state="{e(s)}">{counts.get(s, 0)}</b></span>'
-        for s in STATES
-    )
-    query = f"&amp;state={e(state)}" if state else ""
-    nav = "".join(
-        f'<a href="?page={p}{query}">{p}</a>' if p != page else f"<b>{p}</b>"
-        for p in range(max(1, page - 5), min(pages, page + 5) + 1)
-    )
-    columns = ("names", "profile", "state", "not after (UTC)", "renewal from", "last fetched", "last error", "timeline")
-    head = "".join(f"<th>{h}</th>" for h in columns)
-    body = "\n".join(_row(row, now) for row in chunk) or '<tr><td colspan="8">no certificates</td></tr>'
-    text = (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>acmems status</title>"
-        f"<style>{_STYLE}</style></head><body>"
-        f"<h1>acmems: {len(status)} certificate(s)</h1>"
-        f'<p class="sum">{summary} <span>as of {_when(now)} UTC</span></p>'
-        f"<nav>page {page} of {pages}: {nav}</nav>"
-        f'<table id="certificates"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
-        "</body></html>"
+    text = _TEMPLATE.render(
+        total=len(status),
+        states=STATES,
+        counts=status.counts,
+        now=_when(now),
+        page=page,
+        pages=pages,
+        nav=range(max(1, page - 5), min(pages, page + 5) + 1),
+        state=state,
+        columns=_COLUMNS,
+        rows=[_row(row, now) for row in chunk],
     )
     return text.encode()
 

@@ -21,7 +21,7 @@ from acmems.storage.rate_log import RateLog
 if TYPE_CHECKING:
     from acmems.notify.notifier import Notifier
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
-from acmems.storage import CertificateStore, Claim, Origin, StaleFence, csr_digest
+from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest
 from acmems.storage.pauses import CaPauses, NoSharedPauses
 
 __all__ = ["Issuer", "OrderRequest", "SignResult"]
@@ -333,7 +333,7 @@ class Issuer:
         except AcmemsError as failed:  # the database: this instance still holds it (AcmeCa)
             log.warning("cannot share the CA's pause with the cluster: %s", failed.message)
 
-    async def _store(self, csr: CsrInfo, chain: bytes, cache: CertificateStore, origin: Origin) -> None:
+    async def _store(self, csr: CsrInfo, chain: bytes, cache: CertificateCache, origin: Origin) -> None:
         try:
             await cache.put(csr.pem, chain, origin)
         except StaleFence as exc:

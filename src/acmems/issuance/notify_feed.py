@@ -4,7 +4,7 @@ default account's directory, or the cluster database)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -17,15 +17,20 @@ from acmems.notify.outbox import Outbox
 from acmems.notify.state import NotifyState
 from acmems.notify.status import StatusList, status_rows
 from acmems.notify.watch import Watched
-from acmems.storage import CachedCertificate, CertificateStore, csr_digest
+from acmems.storage import CachedCertificate, CertificateIndex, csr_digest
 
 __all__ = ["NotifyService"]
 
 
 class _Runtime(Protocol):
-    settings: Settings
-    caches: dict[str, CertificateStore]
-    issuer: Issuer
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def caches(self) -> Mapping[str, CertificateIndex]: ...
+
+    @property
+    def issuer(self) -> Issuer: ...
 
 
 class NotifyService:

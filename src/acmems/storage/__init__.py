@@ -12,9 +12,12 @@ from __future__ import annotations
 from acmems.core.settings import FileStorage, NoneStorage
 from acmems.storage.base import (
     CachedCertificate,
+    CertificateCache,
+    CertificateIndex,
     CertificateStore,
     Claim,
     LocalClaim,
+    OrderClaims,
     Origin,
     StaleFence,
     csr_digest,
@@ -25,9 +28,12 @@ from acmems.storage.none import NoCache
 
 __all__ = [
     "CachedCertificate",
+    "CertificateCache",
+    "CertificateIndex",
     "CertificateStore",
     "Claim",
     "LocalClaim",
+    "OrderClaims",
     "Origin",
     "StaleFence",
     "csr_digest",

@@ -16,9 +16,12 @@ from acmems.core.renewal import renewal_time
 
 __all__ = [
     "CachedCertificate",
+    "CertificateCache",
+    "CertificateIndex",
     "CertificateStore",
     "Claim",
     "LocalClaim",
+    "OrderClaims",
     "Origin",
     "RequestedSince",
     "StaleFence",
@@ -168,12 +171,10 @@ class LocalClaim:
 _CLIENT = Origin()
 
 
-class CertificateStore(Protocol):
-    """Keeps each CSR's certificate chain until it is due for renewal (``[storage]`` ``type``)."""
+class CertificateCache(Protocol):
+    """What answers ``POST /sign`` needs of a store: the chain of a CSR, kept until it is due."""
 
     name: str
-    where: str  # for log lines and ``acmems list``: a directory, the database, or "-"
-    keeps_certificates: bool  # False: a store that keeps nothing (``type = none``)
 
     async def get(
         self, csr_pem: bytes, profile: str | None = None, *, allow_due: bool = False, now: datetime | None = None
@@ -193,6 +194,15 @@ class CertificateStore(Protocol):
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
         """Drop what is remembered in memory of this CSR's certificate: the next ``get`` reads it afresh."""
         ...
+
+
+class CertificateIndex(Protocol):
+    """What the renewer, the notifier, ``/status``, ``/metrics`` and ``acmems list`` need of a store:
+    what it keeps, without the chains."""
+
+    name: str
+    where: str  # for log lines and ``acmems list``: a directory, the database, or "-"
+    keeps_certificates: bool  # False: a store that keeps nothing (``type = none``)
 
     async def load_index(self) -> int:
         """Read what is stored (names, expiry) into memory; how many certificates."""
@@ -234,6 +244,10 @@ class CertificateStore(Protocol):
         """What keeps this store from working (for ``/health``); empty when fine."""
         ...
 
+
+class OrderClaims(Protocol):
+    """One order per CSR: in a cluster, per CSR across every instance."""
+
     async def claim(self, digest: str, verification: str) -> Claim | None:
         """The right to order the certificate ``digest`` with ``verification``, or None while another
         instance holds it (then :meth:`wait_released`). Raises :class:`DatabaseError`."""
@@ -242,3 +256,8 @@ class CertificateStore(Protocol):
     async def wait_released(self, digest: str, verification: str) -> None:
         """Return once nobody holds that claim any more (released, or lapsed)."""
         ...
+
+
+class CertificateStore(CertificateCache, CertificateIndex, OrderClaims, Protocol):
+    """Keeps each CSR's certificate chain until it is due for renewal (``[storage]`` ``type``): what
+    the backends hand out. Callers that need one side ask for it by its own Protocol."""
