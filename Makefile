@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 lint: venv
 	$(VENV)/bin/ruff check src tests scripts bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo
 
 test: setup lint
 	$(PY) -m pytest -q
@@ -45,4 +45,4 @@ bench: venv
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache demo-run
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .grimp_cache demo-run

@@ -109,16 +109,19 @@ def start_cluster(
     bind: Bind | None = None,
     extra: Sequence[str] = (),
     auth: Mapping[str, str] | None = None,
+    proxy_port: int | None = None,
     **mgmt: str | int,
 ) -> Cluster:
-    """``count`` acmems on one database; nginx round-robins the CA's checks over their challenge listeners."""
+    """``count`` acmems on one database; nginx round-robins the CA's checks over their challenge
+    listeners (on the CA's HTTP port, or on ``proxy_port`` when something else stands there)."""
     ports = [(free_port(), free_port()) for _ in range(count)]
     letters = "abcdefgh"[:count]
     configs = [
         cluster_config(pebble, account_dir, db, f"acmems-{letter}", port, http, bind, extra, auth, **mgmt)
         for letter, (port, http) in zip(letters, ports, strict=True)
     ]
-    proxy = Nginx(tmp_path / "nginx", pebble.http_port, [http for _, http in ports], retry_404=False).start()
+    front = pebble.http_port if proxy_port is None else proxy_port
+    proxy = Nginx(tmp_path / "nginx", front, [http for _, http in ports], retry_404=False).start()
     _RUNNING.append(("nginx", proxy.log))
     instances = [
         factory(config, mgmt, name=f"acmems-{letter}")

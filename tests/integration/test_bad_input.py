@@ -66,15 +66,17 @@ def test_chunked_body_is_411(strict: Acmems) -> None:
 
 
 def test_slowloris_is_cut_off_and_others_are_served(strict: Acmems) -> None:
-    closed_after: list[float] = []
+    parts = [b"POST /sign HTTP/1.1\r\n", b"Host: x\r\n"] + [b"X-a: b\r\n"] * 30
+    cut_after: list[int] = []  # how many parts each slow client got to send before acmems closed on it
 
     def trickle() -> None:
+        sent = 0
         with socket.create_connection(("127.0.0.1", strict.mgmt_port), timeout=20) as sock:
-            started = time.monotonic()
             try:
-                for part in [b"POST /sign HTTP/1.1\r\n", b"Host: x\r\n"] + [b"X-a: b\r\n"] * 30:
+                for part in parts:
                     sock.sendall(part)
-                    time.sleep(0.5)
+                    sent += 1
+                    time.sleep(0.5)  # the slow client's own pace (what is tested), not a wait for acmems
                     sock.setblocking(False)
                     try:
                         if sock.recv(1) == b"":
@@ -83,9 +85,11 @@ def test_slowloris_is_cut_off_and_others_are_served(strict: Acmems) -> None:
                         pass
                     finally:
                         sock.setblocking(True)
+                else:
+                    sent = len(parts) + 1  # never cut off
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            closed_after.append(time.monotonic() - started)
+        cut_after.append(sent)
 
     slow = [threading.Thread(target=trickle) for _ in range(5)]
     for thread in slow:
@@ -94,8 +98,8 @@ def test_slowloris_is_cut_off_and_others_are_served(strict: Acmems) -> None:
     assert curl_post(f"http://127.0.0.1:{strict.mgmt_port}/sign", csr)[0] == 200
     for thread in slow:
         thread.join()
-    assert len(closed_after) == 5 and max(closed_after) < 15  # cut off, not served the whole trickle (15 s)
-    record("slowloris", slow_clients=5, closed_after_s=round(max(closed_after), 1), others_served=True)
+    assert len(cut_after) == 5 and max(cut_after) <= len(parts)  # each closed before its headers were done
+    record("slowloris", slow_clients=5, parts_sent_at_most=max(cut_after), others_served=True)
 
 
 def test_1000_idle_connections_do_not_starve_others(strict: Acmems) -> None:

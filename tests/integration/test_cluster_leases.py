@@ -15,6 +15,7 @@ from acmems.cluster import ClusterDb, DatabaseStore, prepare
 from acmems.cluster.leases import DatabaseClaim
 from acmems.core.settings import ClusterSettings, DatabaseStorage
 from acmems.storage import Origin, StaleFence, csr_digest
+from tests import waits
 from tests.cluster_fixtures import Database, database, postgres
 from tests.pgservice import PASSWORD
 from tests.unit.test_storage_and_renewal import certificate
@@ -94,28 +95,39 @@ def test_a_lapsed_holder_is_fenced_off_and_its_successor_resumes_the_saved_order
     assert stored == chain_b
 
 
+async def _found_held(store: DatabaseStore) -> None:
+    # A waiter that asked the database and found the lease held registers to be woken: that
+    # registration is the event waited for (not a sleep).
+    async with asyncio.timeout(waits.PROMPT):
+        while not store._waiters:
+            await asyncio.sleep(0.01)
+
+
 def test_a_waiter_is_woken_when_the_lease_is_released_or_lapses(database: Database) -> None:
-    async def work(a: ClusterDb, b: ClusterDb) -> bool:
+    async def work(a: ClusterDb, b: ClusterDb) -> list[str]:
         store_a = DatabaseStore(DatabaseStorage("shared"), a)
         store_b = DatabaseStore(DatabaseStorage("shared"), b)
+        woken = []
         claim = await store_a.claim("d2", "http")
         assert claim is not None
         waiting = asyncio.create_task(store_b.wait_released("d2", "http"))
-        await asyncio.sleep(0.2)
-        assert not waiting.done()
+        await _found_held(store_b)
+        assert not waiting.done()  # it looked, and the lease is held
         await claim.release()
-        await asyncio.wait_for(waiting, 10)  # woken (a guard, not a timing assertion)
+        await asyncio.wait_for(waiting, waits.PROMPT)  # a guard: woken by the release
+        woken.append("released")
         claim = await store_a.claim("d3", "http")
         assert claim is not None
         claim.abandon()
         waiting = asyncio.create_task(store_b.wait_released("d3", "http"))
-        await asyncio.sleep(0.2)
+        await _found_held(store_b)
         assert not waiting.done()
         await asyncio.to_thread(_lapse, database)
-        await asyncio.wait_for(waiting, 10)  # no notification: found by looking
-        return waiting.done()
+        await asyncio.wait_for(waiting, waits.PROMPT)  # no notification: found by looking
+        woken.append("lapsed")
+        return woken
 
-    assert _run(database, work)
+    assert _run(database, work) == ["released", "lapsed"]
 
 
 def test_the_cas_pause_noted_by_one_instance_holds_the_others(database: Database) -> None:

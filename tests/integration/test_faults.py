@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
-import random
 import signal
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from bench.loadgen import post_script, rss_mb, wrk
 from cryptography import x509
 
+from tests import waits
 from tests.conftest import FULL, AcmemsFactory, base_config, curl_post, hmac_header, make_csr, record
+from tests.gates import DnsGate, HttpGate
 from tests.integration.chain import assert_valid_chain
 from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
 
@@ -46,21 +46,19 @@ def test_nonce_rejection_30_percent_all_issuances_succeed(
     ca = _own_ca(tmp_path, bind, nonce_reject=30)
     try:
         port = free_port()
-        server = acmems_factory(
-            base_config(ca, tmp_path / "account", port, tmp_path / "s").replace(
-                f"listener = 127.0.0.1:{ca.http_port}", f"listener = 127.0.0.1:{ca.http_port}"
-            ),
-            port,
-        )
+        # at level debug acmems logs each badNonce it retries: the count proves Pebble rejected nonces
+        config = base_config(ca, tmp_path / "account", port, tmp_path / "s") + "[logging]\nlevel = debug\n"
+        server = acmems_factory(config, port)
         count = 20 if FULL else 8
         names = [[f"nonce{i}.example.test"] for i in range(count)]
         results = _post_many(server, [make_csr(n)[0] for n in names])
         for request, (status, body) in zip(names, results, strict=True):
             assert status == 200, body
             assert_valid_chain(body, ca, request)
-        rejected = ca.log.read_text().count("badNonce") + ca.log.read_text().count("bad nonce")
-        record("nonce_rejection_30", issuances=count, succeeded=count)
-        del rejected
+        rejected = server.log_text().count("badNonce from the CA; retrying with a fresh nonce")
+        # each issuance sends about ten POSTs; with 30 % refused, none refused at all would be 0.7**80
+        assert rejected > 0
+        record("nonce_rejection_30", issuances=count, succeeded=count, bad_nonces_retried=rejected)
     finally:
         ca.stop()
 
@@ -87,27 +85,34 @@ def test_ca_down_then_back_without_restarting_acmems(acmems_factory: AcmemsFacto
 
 
 def test_ca_killed_in_the_middle_of_orders(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
+    # The CA's HTTP-01 checks pass a gate: it is closed before the ten orders, so the CA is killed
+    # while every one of them waits for its validation.
     ca = _own_ca(tmp_path, bind)
-    port = free_port()
-    server = acmems_factory(base_config(ca, tmp_path / "account", port, tmp_path / "s"), port)
-    assert curl_post(_url(server), make_csr(["warm.example.test"])[0])[0] == 200
-    csrs = [make_csr([f"killed{i}.example.test"])[0] for i in range(10)]
-    with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
-        time.sleep(0.03)
-        assert ca.proc is not None
-        ca.proc.kill()
-        ca.proc.wait()
-        statuses = [f.result()[0] for f in futures]
-    assert set(statuses) <= {200, 503, 502, 421}, statuses
-    assert 500 not in statuses
-    ca.start()
-    try:
-        retried = _post_many(server, csrs)
-        assert [s for s, _ in retried] == [200] * 10, [b for _, b in retried]
-        record("ca_killed_mid_orders", first_answers=sorted(statuses), retries_ok=10)
-    finally:
-        ca.stop()
+    port, listener = free_port(), free_port()
+    config = base_config(ca, tmp_path / "account", port, tmp_path / "s").replace(
+        f"listener = 127.0.0.1:{ca.http_port}", f"listener = 127.0.0.1:{listener}"
+    )
+    with HttpGate(ca.http_port, listener, closed=False) as gate:
+        server = acmems_factory(config, port)
+        assert curl_post(_url(server), make_csr(["warm.example.test"])[0])[0] == 200
+        gate.close()
+        csrs = [make_csr([f"killed{i}.example.test"])[0] for i in range(10)]
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
+            assert gate.wait_held(10, waits.ISSUANCE), "all ten orders at the CA, validating"
+            assert ca.proc is not None
+            ca.proc.kill()
+            ca.proc.wait()
+            statuses = [f.result()[0] for f in futures]
+        assert set(statuses) <= {503, 502, 421}, statuses  # none could be issued; never a 500
+        gate.release()
+        ca.start()
+        try:
+            retried = _post_many(server, csrs)
+            assert [s for s, _ in retried] == [200] * 10, [b for _, b in retried]
+            record("ca_killed_mid_orders", first_answers=sorted(statuses), retries_ok=10)
+        finally:
+            ca.stop()
 
 
 def _dns_config(ca: Pebble, tmp_path: Path, port: int, dns: Bind) -> str:
@@ -148,39 +153,71 @@ def test_dns_server_down_then_back_leaves_no_records(
 
 
 def test_sigkill_during_20_issuances_loses_nothing(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
+    # Of each round's 20 orders, five DNS-01 ones are held at their propagation check (a check-server
+    # that serves no value until released): their TXT values are published at BIND when the kill
+    # lands. The other 15 go through, and at least one is answered before the kill.
     ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
-    rng = random.Random(20)
     rounds = 3 if FULL else 1
+    gate_port = free_port()
+
+    def held(name: str) -> bool:
+        return name.startswith("_acme-challenge.held")
+
     try:
         port = free_port()
-        config = _dns_config(ca, tmp_path, port, bind)
+        config = _dns_config(ca, tmp_path, port, bind).replace(
+            "timeout = 2\n", f"timeout = 2\ncheck-server = 127.0.0.1:{gate_port}\npropagation-timeout = 300\n", 1
+        )
         served: dict[bytes, bytes] = {}
-        for round_ in range(rounds):
-            server = acmems_factory(config, port, f"acmems{round_}")
-            csrs = [
-                make_csr([f"k{round_}-{i}.example.test"] if i % 2 else [f"k{round_}-{i}.sub.example2.test"])[0]
-                for i in range(20)
-            ]
-            with concurrent.futures.ThreadPoolExecutor(20) as pool:
-                futures = {c: pool.submit(curl_post, _url(server), c) for c in csrs}
-                time.sleep(rng.uniform(0.01, 0.4))
-                assert server.proc is not None
-                server.proc.send_signal(signal.SIGKILL)
-                server.proc.wait()
-                for csr, future in futures.items():
-                    try:
-                        status, body, _ = future.result()
-                    except subprocess.CalledProcessError:
-                        continue  # connection cut by the kill
-                    if status == 200:
-                        served[csr] = body
-        restarted = acmems_factory(config, port, "restarted")
-        wait_for(lambda: "indexed in" in restarted.log_text(), 10, "the cache index")
+        in_flight: list[str] = []
+        with DnsGate(gate_port, bind.port, held) as gate:
+            for round_ in range(rounds):
+                server = acmems_factory(config, port, f"acmems{round_}")
+                names = [
+                    f"held{round_}-{i}.sub.example2.test"
+                    if i % 4 == 0
+                    else f"k{round_}-{i}.sub.example2.test"
+                    if i % 2 == 0
+                    else f"k{round_}-{i}.example.test"
+                    for i in range(20)
+                ]
+                csrs = {make_csr([name])[0]: name for name in names}
+                with concurrent.futures.ThreadPoolExecutor(20) as pool:
+                    futures = {pool.submit(curl_post, _url(server), c): c for c in csrs}
+                    assert gate.wait_held(5 * (round_ + 1), waits.ISSUANCE), "the held orders reach their check"
+                    round_held = [n for n in names if n.startswith("held")]
+                    for name in round_held:  # published at the primary, waiting for the check-server
+                        assert bind.txt(f"_acme-challenge.{name}") != [], name
+                    done, _ = concurrent.futures.wait(
+                        [f for f, c in futures.items() if not csrs[c].startswith("held")],
+                        waits.ISSUANCE,
+                        concurrent.futures.FIRST_COMPLETED,
+                    )
+                    assert done, "an order that is not held is answered"
+                    assert server.proc is not None
+                    server.proc.send_signal(signal.SIGKILL)
+                    server.proc.wait()
+                    for future, csr in futures.items():
+                        try:
+                            status, body, _ = future.result()
+                        except subprocess.CalledProcessError:
+                            continue  # connection cut by the kill
+                        assert not csrs[csr].startswith("held"), "a held order cannot have been answered"
+                        if status == 200:
+                            served[csr] = body
+                in_flight += round_held
+            assert served, "answers came before the kill"
+            restarted = acmems_factory(config, port, "restarted")
+            wait_for(lambda: "indexed in" in restarted.log_text(), waits.START, "the cache index")
+            # What the killed acmems published and never removed is gone (its journal, read at start).
+            assert [bind.txt(f"_acme-challenge.{name}") for name in in_flight] == [[]] * len(in_flight)
         storage = tmp_path / "s"
         leftovers = [p for p in storage.rglob("*") if p.name.endswith(".tmp")]
         leftovers += [p for p in (tmp_path / "account").rglob("*") if p.name.endswith(".tmp")]
         assert leftovers == []
-        for cert in storage.rglob("cert.pem"):
+        certificates = list(storage.rglob("cert.pem"))
+        assert certificates, "certificates were stored before the kill"
+        for cert in certificates:
             assert x509.load_pem_x509_certificates(cert.read_bytes())  # every file whole
         for csr, body in served.items():
             status, again, _ = curl_post(_url(restarted), csr)
@@ -191,15 +228,17 @@ def test_sigkill_during_20_issuances_loses_nothing(acmems_factory: AcmemsFactory
                 status, again, _ = curl_post(_url(restarted), csr_file.read_bytes())
                 assert status == 200 and again == (csr_file.parent / "cert.pem").read_bytes()
                 cached += 1
+        assert cached >= len(served)
         assert "issued a certificate" not in restarted.log_text()  # all of those came from the cache
         records = [
-            bind.txt(f"_acme-challenge.k{r}-{i}.sub.example2.test") for r in range(rounds) for i in range(0, 20, 2)
+            bind.txt(f"_acme-challenge.k{r}-{i}.sub.example2.test") for r in range(rounds) for i in range(2, 20, 4)
         ]
         assert all(r == [] for r in records)
         record(
             "sigkill_during_issuances",
             rounds=rounds,
             issuances_started=20 * rounds,
+            in_flight_at_kill=len(in_flight),
             answered_before_kill=len(served),
             cached_and_served_after_restart=cached,
             temp_files_left=0,
@@ -210,24 +249,29 @@ def test_sigkill_during_20_issuances_loses_nothing(acmems_factory: AcmemsFactory
 
 
 def test_sigterm_lets_running_requests_finish(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
-    # Pebble's validation authority sleeps 0-5 s here, so the orders are surely running at SIGTERM.
-    ca = _own_ca(tmp_path, bind, va_sleep=True)
+    # The CA's HTTP-01 checks are held at a gate: all five orders surely run when SIGTERM comes.
+    ca = _own_ca(tmp_path, bind)
+    port, listener = free_port(), free_port()
+    config = base_config(ca, tmp_path / "account", port, tmp_path / "s").replace(
+        f"listener = 127.0.0.1:{ca.http_port}", f"listener = 127.0.0.1:{listener}"
+    )
     try:
-        port = free_port()
-        server = acmems_factory(base_config(ca, tmp_path / "account", port, tmp_path / "s"), port)
-        csrs = [make_csr([f"term{i}.example.test"])[0] for i in range(5)]
-        with concurrent.futures.ThreadPoolExecutor(5) as pool:
-            futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
-            wait_for(lambda: "acmems_cache_misses_total 5.0" in _metrics(server), 20, "five running requests")
-            assert server.proc is not None
-            server.proc.send_signal(signal.SIGTERM)
-            # Pebble's VA sleeps a whole number of seconds, 0 included: most orders still run now.
-            issued_before = server.log_text().count("issued a certificate")
-            assert issued_before < 5
-            statuses = [f.result()[0] for f in futures]
+        with HttpGate(ca.http_port, listener) as gate:
+            server = acmems_factory(config, port)
+            csrs = [make_csr([f"term{i}.example.test"])[0] for i in range(5)]
+            with concurrent.futures.ThreadPoolExecutor(5) as pool:
+                futures = [pool.submit(curl_post, _url(server), c) for c in csrs]
+                assert gate.wait_held(5, waits.ISSUANCE), "five orders waiting for their validation"
+                assert server.proc is not None
+                server.proc.send_signal(signal.SIGTERM)
+                wait_for(lambda: "stopping: no new connections" in server.log_text(), waits.PROMPT, "the stop")
+                assert "issued a certificate" not in server.log_text()
+                gate.release()  # the challenge listener is still open: the validations go through
+                statuses = [f.result()[0] for f in futures]
         assert server.proc.wait(40) == 0
         assert statuses == [200] * 5
-        record("sigterm_during_issuance", running_requests=5 - issued_before, answered=5, exit_code=0)
+        assert server.log_text().count("issued a certificate") == 5
+        record("sigterm_during_issuance", running_requests=5, answered=5, exit_code=0)
     finally:
         ca.stop()
 
@@ -265,7 +309,7 @@ def test_200_clients_posting_cached_csrs(acmems: Acmems) -> None:
     rss_end = rss_mb(acmems.proc.pid)
     assert result["non_2xx"] == 0 and result["socket_errors"] == 0, result
     assert result["requests"] > 0
-    assert rss_end - rss_start < 25, (rss_start, rss_end)
+    # memory under load is a figure of `make bench` (bench/run.py), recorded here, never asserted
     record(
         "load_200_clients",
         seconds=seconds,

@@ -8,7 +8,9 @@ import datetime
 import hashlib
 import os
 import stat
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from acmems.core.renewal import renewal_time
 from acmems.core.settings import FileStorage
 from acmems.fileio import write_atomic
-from acmems.storage import Origin
+from acmems.storage import CachedCertificate, Origin
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 
@@ -225,10 +227,30 @@ def test_a_chain_in_memory_is_checked_against_its_file_once_a_second(
     assert get(cache, b"csr", now=NOW) is None  # checked: gone
 
 
-def test_the_count_while_the_index_is_read_never_falls_and_ends_exact(tmp_path: Path) -> None:
+def test_the_count_while_the_index_is_read_never_falls_and_ends_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     writer = FileCache(FileStorage("f", tmp_path, 14))
     for i in range(40):
         put(writer, f"csr{i}".encode(), certificate(NOW, NOW + 90 * DAY))
+    # The reading thread stops after its 20th certificate until the count has been seen there:
+    # the gauge is read in the middle of the reading, not only before and after it.
+    halfway, go_on = threading.Event(), threading.Event()
+    read = 0
+
+    def pausing(method: Callable[..., CachedCertificate | None]) -> Callable[..., CachedCertificate | None]:
+        def wrapper(*args: object) -> CachedCertificate | None:
+            nonlocal read
+            read += 1
+            if read == 21:
+                halfway.set()
+                assert go_on.wait(10)
+            return method(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(FileCache, "_read_folder", pausing(FileCache._read_folder))
+    monkeypatch.setattr(FileCache, "_from_saved", pausing(FileCache._from_saved))
 
     async def scenario() -> list[int]:
         reader = FileCache(FileStorage("f", tmp_path, 14))
@@ -236,13 +258,17 @@ def test_the_count_while_the_index_is_read_never_falls_and_ends_exact(tmp_path: 
         loading = asyncio.ensure_future(reader.load_index())
         while not loading.done():
             seen.append(reader.count())
+            if halfway.is_set():
+                seen.append(reader.count())
+                go_on.set()
             await asyncio.sleep(0)
         seen.append(reader.count())
         assert await loading == 40
         return seen
 
     seen = asyncio.run(scenario())
-    assert seen[-1] == 40 and seen == sorted(seen)  # the gauge counts up as the thread reads
+    assert 20 in seen  # seen halfway
+    assert seen[-1] == 40 and seen == sorted(seen)  # the gauge counts up as the thread reads, never falls
 
 
 def test_the_index_removes_interrupted_writes_and_reads_the_profile(tmp_path: Path) -> None:

@@ -25,21 +25,21 @@ from acmems.notify.outbox import Pending
 from acmems.notify.pickups import Pickups, Track
 from acmems.notify.watch import Fetch, Mark
 
-__all__ = ["WATCH_LEASE", "DatabaseOutbox", "DatabaseState"]
+__all__ = ["ADOPT_EVERY", "WATCH_LEASE", "DatabaseOutbox", "DatabaseState"]
 
 log = logging.getLogger("acmems.notify")
 WATCH_LEASE = "notify/watch"
 # A claim lasts beyond the next retry (and a send, at most 10 s): while this instance lives, nobody
 # else sends the event.
 _CLAIM_SECONDS = 15.0
-_ADOPT_EVERY = 5.0
+ADOPT_EVERY = 5.0  # how often an instance looks for events whose claim lapsed
 _PRUNE_AFTER = 400 * 86400.0
 
 
 class DatabaseOutbox:
     """``acmems_notify_outbox``: one row per event and receiver."""
 
-    adopt_every: float | None = _ADOPT_EVERY
+    adopt_every: float | None = ADOPT_EVERY
 
     def __init__(self, db: ClusterDb) -> None:
         self.db = db

@@ -1,0 +1,156 @@
+"""Gates: small loopback servers that hold one step of an issuance until the test lets it go, so a
+test can prove that work is in flight at the moment it kills or stops something (instead of
+sleeping and hoping).
+
+- :class:`HttpGate` stands where the CA sends its HTTP-01 checks: while closed it holds each check
+  until :meth:`HttpGate.release`, then forwards it to the real challenge listener.
+- :class:`DnsGate` is a ``check-server``: for the names it holds it serves no TXT value until
+  released (so acmems keeps waiting with its value published at the primary), and forwards every
+  other query to the real server.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+import dns.message
+import dns.query
+import dns.rcode
+
+__all__ = ["DnsGate", "HttpGate"]
+
+_HOLD_AT_MOST = 120.0  # a gate never holds longer, whatever the test does
+
+
+class _Gate:
+    """What both gates share: what was held so far (one count per distinct challenge: the CA may
+    check one from several places, acmems asks again and again), and the moment of release."""
+
+    def __init__(self, *, closed: bool = True) -> None:
+        self.released = threading.Event()
+        if not closed:
+            self.released.set()
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def _note_held(self, what: str) -> None:
+        with self._changed:
+            self._held.add(what)
+            self._changed.notify_all()
+
+    @property
+    def held(self) -> int:
+        """How many distinct challenges have reached the gate while it was closed."""
+        with self._lock:
+            return len(self._held)
+
+    def wait_held(self, count: int, timeout: float) -> bool:
+        """Until ``count`` distinct challenges have reached the closed gate (False after ``timeout``)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._held) >= count, timeout)
+
+    def close(self) -> None:
+        """Hold what comes from now on."""
+        self.released.clear()
+
+    def release(self) -> None:
+        """Let every held request, and all later ones, through."""
+        self.released.set()
+
+
+class HttpGate(_Gate):
+    """On ``port``: holds every request until released, then answers what ``backend_port`` answers."""
+
+    def __init__(self, port: int, backend_port: int, *, closed: bool = True) -> None:
+        super().__init__(closed=closed)
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not gate.released.is_set():
+                    gate._note_held(self.path)
+                    gate.released.wait(_HOLD_AT_MOST)
+                url = f"http://127.0.0.1:{backend_port}{self.path}"
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as answer:
+                        status, body = answer.status, answer.read()
+                except urllib.error.HTTPError as exc:
+                    status, body = exc.code, exc.read()
+                except OSError:
+                    status, body = 502, b"the challenge listener does not answer\n"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HttpGate:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class DnsGate(_Gate):
+    """A UDP DNS server on ``port``: a query for a name ``hold(name)`` picks is answered with no
+    records until released; everything else is forwarded to ``upstream_port``."""
+
+    def __init__(self, port: int, upstream_port: int, hold: Callable[[str], bool]) -> None:
+        super().__init__()
+        self.upstream_port = upstream_port
+        self.hold = hold
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", port))
+        self._socket.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self._socket.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                query = dns.message.from_wire(wire)
+            except dns.exception.DNSException:
+                continue
+            name = query.question[0].name.to_text().rstrip(".").lower() if query.question else ""
+            if not self.released.is_set() and self.hold(name):
+                self._note_held(name)
+                answer = dns.message.make_response(query)
+                answer.set_rcode(dns.rcode.NOERROR)
+            else:
+                try:
+                    answer = dns.query.udp(query, "127.0.0.1", port=self.upstream_port, timeout=2)
+                except (dns.exception.Timeout, OSError):
+                    continue
+            self._socket.sendto(answer.to_wire(), peer)
+
+    def __enter__(self) -> DnsGate:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+        self._stop.set()
+        self._thread.join(2)
+        self._socket.close()
