@@ -154,6 +154,15 @@ FULL = __import__("os").environ.get("ACMEMS_RELIABILITY") == "full"
 FIGURES: dict[str, dict[str, object]] = {}
 
 
+def metric(port: int, name: str) -> float:
+    """The value of an unlabelled series on the /metrics of the acmems on ``port``."""
+    text = curl_post(f"http://127.0.0.1:{port}/metrics", b"", extra=["-X", "GET"])[1].decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not on /metrics")
+
+
 def record(test: str, **figures: object) -> None:
     """Keep figures of a reliability test for docs/reliability.md (written at the end of the run)."""
     FIGURES.setdefault(test, {}).update(figures)

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tests import waits
 from tests.realservices import TSIG_ALGORITHMS as ALGORITHMS
 from tests.realservices import (
     Pebble,
@@ -77,7 +78,7 @@ class Resolver:
             "  dnssec-validation no; notify no; max-cache-ttl 1; max-ncache-ttl 1; };\ncontrols { };\n"
         )
         self.proc = spawn([tool("named"), "-g", "-c", str(d / "named.conf"), "-n", "1"], self.log)
-        wait_for(lambda: _answers(self.port, self.probe), 20, "resolving BIND", self.proc, self.log)
+        wait_for(lambda: _answers(self.port, self.probe), waits.SERVICE_START, "resolving BIND", self.proc, self.log)
         return self
 
     def stop(self) -> None:
@@ -163,7 +164,7 @@ class Knot(_Primary):
             f"zone:\n{zones}"
         )
         self.proc = spawn([tool("knotd"), "-c", str(d / "knot.conf")], self.log)
-        wait_for(lambda: _answers(self.port, self.zones[0]), 20, "Knot DNS", self.proc, self.log)
+        wait_for(lambda: _answers(self.port, self.zones[0]), waits.SERVICE_START, "Knot DNS", self.proc, self.log)
         return self
 
 
@@ -216,5 +217,5 @@ class PowerDns(_Primary):
                     self._pdnsutil("set-meta", zone, "ALLOW-DNSUPDATE-FROM", "127.0.0.0/8")
                     self._pdnsutil("set-meta", zone, "TSIG-ALLOW-DNSUPDATE", *(f"acme-{alg}" for alg in ALGORITHMS))
         self.proc = spawn([tool("pdns_server"), f"--config-dir={d}"], self.log)
-        wait_for(lambda: _answers(self.port, self.zones[0]), 20, "PowerDNS", self.proc, self.log)
+        wait_for(lambda: _answers(self.port, self.zones[0]), waits.SERVICE_START, "PowerDNS", self.proc, self.log)
         return self

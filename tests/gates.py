@@ -30,26 +30,35 @@ _HOLD_AT_MOST = 120.0  # a gate never holds longer, whatever the test does
 
 class _Gate:
     """What both gates share: what was held so far (one count per distinct challenge: the CA may
-    check one from several places, acmems asks again and again), and the moment of release."""
+    check one from several places, acmems asks again and again), what may pass, and the release."""
 
     def __init__(self, *, closed: bool = True) -> None:
-        self.released = threading.Event()
-        if not closed:
-            self.released.set()
+        self._open = not closed
         self._held: set[str] = set()
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self._allowed: set[str] = set()
+        self._changed = threading.Condition()
+
+    def passes(self, what: str) -> bool:
+        """Whether a request for ``what`` goes through now."""
+        with self._changed:
+            return self._open or what in self._allowed
 
     def _note_held(self, what: str) -> None:
         with self._changed:
             self._held.add(what)
             self._changed.notify_all()
 
+    def _hold(self, what: str) -> None:
+        with self._changed:
+            self._held.add(what)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self._open or what in self._allowed, _HOLD_AT_MOST)
+
     @property
-    def held(self) -> int:
-        """How many distinct challenges have reached the gate while it was closed."""
-        with self._lock:
-            return len(self._held)
+    def held(self) -> list[str]:
+        """The distinct challenges that reached the gate while it was closed, in no order."""
+        with self._changed:
+            return sorted(self._held)
 
     def wait_held(self, count: int, timeout: float) -> bool:
         """Until ``count`` distinct challenges have reached the closed gate (False after ``timeout``)."""
@@ -58,11 +67,20 @@ class _Gate:
 
     def close(self) -> None:
         """Hold what comes from now on."""
-        self.released.clear()
+        with self._changed:
+            self._open = False
+
+    def allow(self, what: str) -> None:
+        """Let the requests for ``what`` through (held ones and later ones); the gate stays closed."""
+        with self._changed:
+            self._allowed.add(what)
+            self._changed.notify_all()
 
     def release(self) -> None:
         """Let every held request, and all later ones, through."""
-        self.released.set()
+        with self._changed:
+            self._open = True
+            self._changed.notify_all()
 
 
 class HttpGate(_Gate):
@@ -74,9 +92,8 @@ class HttpGate(_Gate):
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if not gate.released.is_set():
-                    gate._note_held(self.path)
-                    gate.released.wait(_HOLD_AT_MOST)
+                if not gate.passes(self.path):
+                    gate._hold(self.path)
                 url = f"http://127.0.0.1:{backend_port}{self.path}"
                 try:
                     with urllib.request.urlopen(url, timeout=10) as answer:
@@ -134,7 +151,7 @@ class DnsGate(_Gate):
             except dns.exception.DNSException:
                 continue
             name = query.question[0].name.to_text().rstrip(".").lower() if query.question else ""
-            if not self.released.is_set() and self.hold(name):
+            if self.hold(name) and not self.passes(name):
                 self._note_held(name)
                 answer = dns.message.make_response(query)
                 answer.set_rcode(dns.rcode.NOERROR)

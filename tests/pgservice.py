@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests import waits
 from tests.realservices import ServiceError, free_port, spawn, tool, wait_for
 
 __all__ = ["ADMIN", "PASSWORD", "Postgres"]
@@ -76,7 +77,7 @@ class Postgres:
             ),
             log,
         )  # fmt: skip
-        wait_for(self._ready, 20, "postgres", self.proc, log)
+        wait_for(self._ready, waits.SERVICE_START, "postgres", self.proc, log)
 
     def _ready(self) -> bool:
         probe = [tool("pg_isready"), "-q", "-h", str(self.dir), "-p", str(self.port), "-U", ADMIN, "-d", "postgres"]

@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests import waits
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".cache" / "bin"
 ZONES = ("example.test", "sub.example2.test")
@@ -269,7 +271,7 @@ class Bind:
             "  dnssec-validation no; notify no; };\ncontrols { };\n" + "\n".join(zones) + "\n"
         )
         self.proc = spawn([named, "-g", "-c", str(d / "named.conf"), "-n", "2"], self.log)
-        wait_for(self._answers, 20, "BIND", self.proc, self.log)
+        wait_for(self._answers, waits.SERVICE_START, "BIND", self.proc, self.log)
         return self
 
     def _answers(self) -> bool:
@@ -403,7 +405,7 @@ class Pebble:
             self.log,
             env,
         )
-        wait_for(lambda: self.get("/dir", mgmt=False), 20, "Pebble", self.proc, self.log)
+        wait_for(lambda: self.get("/dir", mgmt=False), waits.SERVICE_START, "Pebble", self.proc, self.log)
         return self
 
     def get(self, path: str, *, mgmt: bool = True) -> bytes:
@@ -478,7 +480,7 @@ http {{
 }}
 """)
         self.proc = spawn([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], (d / "stdout.log"))
-        wait_for(lambda: _connects(self.port), 10, "nginx", self.proc, self.log)
+        wait_for(lambda: _connects(self.port), waits.SERVICE_START, "nginx", self.proc, self.log)
         return self
 
 
@@ -498,7 +500,7 @@ class Acmems:
         self.log = directory / "acmems.log"
         self.config = directory / "acmems.ini"
 
-    def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> Acmems:
+    def start(self, timeout: float = waits.START, env: dict[str, str] | None = None) -> Acmems:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self.config_text)
         self.proc = spawn(
@@ -580,7 +582,7 @@ DocumentRoot "{d}"
             + "\n"
         )
         self.proc = spawn([tool("apache2"), "-f", str(d / "httpd.conf"), "-DFOREGROUND"], (d / "stdout.log"))
-        wait_for(lambda: _connects(self.port), 10, "apache", self.proc, d / "stdout.log")
+        wait_for(lambda: _connects(self.port), waits.SERVICE_START, "apache", self.proc, d / "stdout.log")
         return self
 
 
@@ -614,5 +616,5 @@ backend acmems
 {servers}
 """)
         self.proc = spawn([tool("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], self.log)
-        wait_for(lambda: _connects(self.port), 10, "haproxy", self.proc, self.log)
+        wait_for(lambda: _connects(self.port), waits.SERVICE_START, "haproxy", self.proc, self.log)
         return self

@@ -36,6 +36,7 @@ class Hook:
         self.status = 200
         self.posts: list[tuple[dict[str, str], bytes]] = []
         self.attempts = 0
+        self._arrived = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -51,7 +52,9 @@ class Hook:
                 hook.attempts += 1
                 status = hook.status
                 if status == 200:
-                    hook.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    with hook._arrived:
+                        hook.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                        hook._arrived.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 if 300 <= status < 400:
@@ -74,6 +77,13 @@ class Hook:
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         found = [json.loads(body) for _, body in self.posts]
         return [e for e in found if kind is None or e["event"] == kind]
+
+    def wait_any(self, timeout: float) -> bool:
+        """Until one more POST arrives (True), or ``timeout`` passes (False): a pace for a loop that
+        acts until an event comes, woken by the event itself."""
+        with self._arrived:
+            seen = len(self.posts)
+            return self._arrived.wait_for(lambda: len(self.posts) > seen, timeout)
 
     def wait(self, kind: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -113,20 +123,33 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 class MailServer:
-    """aiosmtpd on loopback: STARTTLS with a self-signed certificate (``ca_file``), AUTH LOGIN/PLAIN
-    for ``user``/``password`` only (required, and only after STARTTLS)."""
+    """aiosmtpd on loopback with a self-signed certificate (``ca_file``). ``security``: ``starttls``
+    (AUTH LOGIN/PLAIN for ``user``/``password`` required, and only after STARTTLS), ``tls`` (TLS from
+    the first byte, AUTH required) or ``none`` (plain, no AUTH). The first ``refuse_first`` mails
+    are answered 451 (try again later); ``refused`` counts them."""
 
-    def __init__(self, directory: Path, user: str = "acmems", password: str = "s3cret-mail") -> None:  # noqa: S107
+    def __init__(
+        self,
+        directory: Path,
+        user: str = "acmems",
+        password: str = "s3cret-mail",  # noqa: S107
+        security: str = "starttls",
+        refuse_first: int = 0,
+    ) -> None:
         self.port = free_port()
         self.user, self.password = user, password
         self.ca_file, key_file = _self_signed(directory)
         self.mails: list[tuple[str, list[str], bytes]] = []
+        self.refused = 0
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.ca_file, key_file)
         server = self
 
         class Handler:
             async def handle_DATA(self, smtp: Any, session: Session, envelope: Envelope) -> str:
+                if server.refused < refuse_first:
+                    server.refused += 1
+                    return "451 4.3.0 try again later"
                 content = envelope.original_content or b""
                 server.mails.append((envelope.mail_from or "", list(envelope.rcpt_tos), content))
                 return "250 OK"
@@ -135,15 +158,18 @@ class MailServer:
             ok = isinstance(data, LoginPassword) and data.login.decode() == user and data.password.decode() == password
             return AuthResult(success=ok)
 
+        if security == "starttls":
+            modes: dict[str, Any] = {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
+        elif security == "tls":
+            modes = {"ssl_context": context, "auth_require_tls": False}
+        else:
+            modes = {"auth_required": False}
         self._controller = Controller(
             Handler(),
             hostname="127.0.0.1",
             port=self.port,
-            tls_context=context,
-            require_starttls=True,
             authenticator=authenticate,
-            auth_required=True,
-            auth_require_tls=True,
+            **{"auth_required": True, **modes},
         )
 
     def start(self) -> MailServer:

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -113,18 +112,14 @@ def test_database_outage_answers_what_is_held_and_recovers_without_a_restart(
         status, body, headers = _sign(server, make_csr(["during.example.test"])[0])
         assert status == 503, body
         assert b"database" in body and headers.get("retry-after")
-        wait_for(lambda: _health(server)[0] == 503, 10, "/health reporting the database")
+        wait_for(lambda: _health(server)[0] == 503, waits.PROMPT, "/health reporting the database")
         assert "database" in _health(server)[1]
     finally:
         database.server.start()
-    # Back: the first request succeeds within 10 s.
-    fresh, _ = make_csr(["after.example.test"])
-    deadline = time.monotonic() + 10
-    while True:
-        status, body, _ = _sign(server, fresh)
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    # Back, without a restart: once acmems finds the database again (its heartbeat, every second,
+    # says so on /health), the next request is answered.
+    wait_for(lambda: _health(server)[0] == 200, waits.DATABASE_BACK, "/health reporting the database back")
+    status, body, _ = _sign(server, make_csr(["after.example.test"])[0])
     assert status == 200, body
     log = server.log_text()
     assert "Traceback" not in log
@@ -172,7 +167,7 @@ def test_revocation_takes_a_certificate_out_of_every_instance(three: Cluster, tm
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Removed it from 1 cache entry" in done.stdout
     for server in three.instances:
-        wait_for(lambda s=server: _sign(s, csr)[1] != chain, 10, "a new certificate")
+        wait_for(lambda s=server: _sign(s, csr)[1] != chain, waits.ISSUANCE, "a new certificate")
     renewed = {_sign(s, csr)[1] for s in three.instances}
     assert len(renewed) == 1 and chain not in renewed
 
@@ -213,6 +208,7 @@ def _lease_row(database: Database) -> str:
     return database.query("SELECT holder || ' ' || coalesce(order_url, '-') FROM acmems_leases")
 
 
+@pytest.mark.slow
 def test_a_killed_holder_s_order_is_finished_by_another_instance(
     acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
 ) -> None:
@@ -252,38 +248,47 @@ def test_a_killed_holder_s_order_is_finished_by_another_instance(
 def test_a_holder_stopped_past_its_lease_cannot_overwrite_its_successor(
     acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
 ) -> None:
-    ca = Pebble(tmp_path / "pebble", bind.port, free_port(), va_sleep=True).start()
-    cluster = start_cluster(acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2)
+    # The CA's HTTP-01 check is held at a gate: the holder is stopped while its order waits for it.
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
+    behind = free_port()
     try:
-        holder, other = cluster.instances
-        assert holder.proc is not None
-        csr, _ = make_csr(["stopped.example.test"])
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            first = pool.submit(_sign, holder, csr)
-            wait_for(lambda: " https://" in _lease_row(database), 20, "the order URL saved with the lease")
-            holder.proc.send_signal(signal.SIGSTOP)
+        with HttpGate(ca.http_port, behind) as gate:
+            cluster = start_cluster(
+                acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2, proxy_port=behind
+            )
             try:
-                database.query("UPDATE acmems_leases SET expires = now() - interval '1 second'")  # it lapsed
-                status, chain, _ = _sign(other, csr)
-                assert status == 200, chain
+                holder, other = cluster.instances
+                assert holder.proc is not None
+                csr, _ = make_csr(["stopped.example.test"])
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    first = pool.submit(_sign, holder, csr)
+                    assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
+                    assert " https://" in _lease_row(database)  # the order URL saved with the lease
+                    holder.proc.send_signal(signal.SIGSTOP)
+                    try:
+                        database.query("UPDATE acmems_leases SET expires = now() - interval '1 second'")  # lapsed
+                        gate.release()
+                        status, chain, _ = _sign(other, csr)
+                        assert status == 200, chain
+                    finally:
+                        holder.proc.send_signal(signal.SIGCONT)
+                    late_status, late_chain, _ = first.result()
+                wait_for(
+                    lambda: (
+                        "another instance took its order over" in holder.log_text()
+                        or "issuance for stopped.example.test failed" in holder.log_text()
+                    ),
+                    waits.PROMPT,
+                    "the stopped holder's order to end",
+                )
             finally:
-                holder.proc.send_signal(signal.SIGCONT)
-            late_status, late_chain, _ = first.result()
-        wait_for(
-            lambda: (
-                "another instance took its order over" in holder.log_text()
-                or "issuance for stopped.example.test failed" in holder.log_text()
-            ),
-            30,
-            "the stopped holder's order to end",
-        )
+                stop_cluster(cluster)
         stored = database.query("SELECT encode(chain, 'escape') FROM acmems_certificates")
         assert stored.encode().strip() == chain.strip()  # the successor's, not overwritten
         assert _issued_at_ca(ca) == 1  # both worked on the one saved order
         if late_status == 200:
             assert late_chain == chain
     finally:
-        stop_cluster(cluster)
         ca.stop()
 
 
@@ -305,6 +310,7 @@ def test_worker_processes_answer_the_cluster_s_certificates(
     assert "Traceback" not in pooled.log_text()
 
 
+@pytest.mark.slow
 def test_a_dns01_value_left_by_a_killed_instance_is_removed_by_another(
     acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
 ) -> None:
@@ -316,15 +322,19 @@ def test_a_dns01_value_left_by_a_killed_instance_is_removed_by_another(
         csr, _ = make_csr(["left.example.test"])
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             first = pool.submit(_sign, holder, csr)
-            wait_for(lambda: bind.txt("_acme-challenge.left.example.test") != [], 20, "the TXT value published")
+            wait_for(
+                lambda: bind.txt("_acme-challenge.left.example.test") != [], waits.ISSUANCE, "the TXT value published"
+            )
             holder.proc.send_signal(signal.SIGKILL)
             holder.proc.wait(10)
             with pytest.raises(subprocess.CalledProcessError):
                 first.result()
         assert database.query("SELECT count(*) FROM acmems_dns_pending") == "1"
         # The other instance adopts it once the killed one has not said it is alive for 10 s.
-        wait_for(lambda: bind.txt("_acme-challenge.left.example.test") == [], 40, "the value removed")
-        wait_for(lambda: database.query("SELECT count(*) FROM acmems_dns_pending") == "0", 10, "the journal empty")
+        wait_for(lambda: bind.txt("_acme-challenge.left.example.test") == [], waits.ADOPTION, "the value removed")
+        wait_for(
+            lambda: database.query("SELECT count(*) FROM acmems_dns_pending") == "0", waits.PROMPT, "the journal empty"
+        )
         assert "removed 1 _acme-challenge record(s)" in other.log_text()
     finally:
         stop_cluster(cluster)
@@ -335,6 +345,7 @@ def _replaced_orders(ca: Pebble) -> list[str]:
     return re.findall(r'is a replacement of "([^"]+)"', ca.log.read_text(errors="replace"))
 
 
+@pytest.mark.slow
 def test_one_renewal_when_two_instances_see_the_same_certificate_due(
     acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
 ) -> None:
@@ -358,7 +369,7 @@ def test_one_renewal_when_two_instances_see_the_same_certificate_due(
         status, first, _ = _sign(servers[0], csr)
         assert status == 200, first
         assert _sign(servers[1], csr)[1] == first  # both know it
-        wait_for(lambda: len(_replaced_orders(ca)) >= 2, 40, "two renewals in a row")
+        wait_for(lambda: len(_replaced_orders(ca)) >= 2, waits.after(10.0, 2 * 15.0), "two renewals in a row")
         replaced = _replaced_orders(ca)
         assert len(replaced) == len(set(replaced)), replaced  # each certificate replaced once
         logs = "".join(s.log_text() for s in servers)
@@ -375,7 +386,7 @@ def test_an_instance_with_another_account_key_is_refused(
     config = cluster_config(pebble, tmp_path / "own-account", database, "acmems-x", mgmt, http)
     stranger = Acmems(tmp_path / "stranger", config, mgmt)
     with pytest.raises(ServiceError):
-        stranger.start(timeout=20)
+        stranger.start(timeout=waits.START)
     assert stranger.proc is not None and stranger.proc.wait(10) == 1
     assert "is not the cluster's" in stranger.log_text() and "copy the [account] dir" in stranger.log_text()
     assert "registered a new ACME account" not in stranger.log_text()  # refused before the CA hears of it
@@ -441,7 +452,37 @@ def test_db_init_as_owner_then_a_role_with_only_the_documented_grants(
     )
     refused = Acmems(tmp_path / "refused", refused_config, other)
     with pytest.raises(ServiceError):
-        refused.start(timeout=20)
+        refused.start(timeout=waits.START)
     assert "acmems db init" in refused.log_text()
     database.query(f"DROP OWNED BY {role}")
     database.query(f"DROP ROLE {role}")
+
+
+def test_the_rate_limits_count_the_whole_cluster_s_orders(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
+) -> None:
+    # limit-new-orders = 2/1h for the one account: an order through each instance uses both, and a
+    # third new CSR through either is refused before the CA is asked (DatabaseRateLog).
+    ports = [(free_port(), free_port()) for _ in range(2)]
+    configs = [
+        cluster_config(pebble, account_dir, database, f"limited-{i}", m, h).replace(
+            "[account]\n", "[account]\nlimit-new-orders = 2/1h\n", 1
+        )
+        for i, (m, h) in enumerate(ports)
+    ]
+    proxy = Nginx(tmp_path / "nginx", pebble.http_port, [h for _, h in ports], retry_404=False).start()
+    try:
+        a, b = (
+            acmems_factory(c, m, name=f"limited-{i}") for i, (c, (m, _)) in enumerate(zip(configs, ports, strict=True))
+        )
+        assert _sign(a, make_csr(["count-a.example.test"])[0])[0] == 200
+        assert _sign(b, make_csr(["count-b.example.test"])[0])[0] == 200
+        assert database.query("SELECT count(*) FROM acmems_rate_events WHERE kind = 'order'") == "2"
+        issued = _issued_at_ca(pebble)
+        for server in (a, b):
+            status, body, headers = _sign(server, make_csr([f"third-{server.mgmt_port}.example.test"])[0])
+            assert status == 429, body
+            assert b"limit-new-orders = 2/1h" in body and 0 < int(headers["retry-after"]) <= 3600
+        assert _issued_at_ca(pebble) == issued  # the CA was not asked
+    finally:
+        proxy.stop()

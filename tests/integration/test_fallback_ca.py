@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import ini
+from tests import ini, waits
 from tests.conftest import AcmemsFactory, curl_post, make_csr
 from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
 
@@ -95,6 +95,7 @@ def test_a_failed_validation_at_the_first_ca_is_not_tried_at_the_second(
         backup.stop()
 
 
+@pytest.mark.slow
 def test_a_certificate_from_the_fallback_is_renewed_at_the_first_ca_again(
     acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path
 ) -> None:
@@ -123,7 +124,7 @@ def test_a_certificate_from_the_fallback_is_renewed_at_the_first_ca_again(
                 "(verification http, ca default)" in server.log_text()
                 and "renewed renew.example.test ahead of its clients" in server.log_text()
             ),
-            100,
+            waits.after(10.0, 60.0),  # its backoff, then an order
             "the renewal at the first CA",
         )
         assert _issued(first) >= 1

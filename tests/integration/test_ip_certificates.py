@@ -54,3 +54,28 @@ def test_an_address_inside_a_block_s_network_gets_a_certificate(
     status, body, _ = curl_post(url, _csr([x509.IPAddress(ipaddress.ip_address("198.51.100.7"))]))
     assert status == 403 and b"198.51.100.7" in body
     assert re.search(r"names=\S*127\.0\.0\.1\S* outcome=issued status=200", server.log_text())
+
+
+def test_an_ipv6_address_gets_a_certificate_validated_at_the_address(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = ini.ini(
+        ini.account(pebble, account_dir),
+        ini.mgmt(port),
+        ini.section(
+            'verification "http"',
+            {"type": "http01", "listener": [f"127.0.0.1:{pebble.http_port}", f"[::1]:{pebble.http_port}"]},
+        ),
+        ini.file_storage("file", tmp_path / "storage"),
+        ini.auth("hosts", ["*.example.test"], ip="127.0.0.1", address=["::1/128"]),
+    )
+    server = acmems_factory(config, port)
+    loopback = ipaddress.ip_address("::1")
+    status, chain, _ = curl_post(f"http://127.0.0.1:{port}/sign", _csr([x509.IPAddress(loopback)]))
+    assert status == 200, chain
+    leaf = x509.load_pem_x509_certificate(chain)
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [loopback]
+    assert f"http://[::1]:{pebble.http_port}/.well-known/acme-challenge/" in pebble.log.read_text()  # checked there
+    assert re.search(r"names=\S*::1\S* outcome=issued status=200", server.log_text())

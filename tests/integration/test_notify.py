@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests import ini
-from tests.conftest import AcmemsFactory, curl_post, make_csr
+from tests import ini, waits
+from tests.conftest import AcmemsFactory, curl_post, make_csr, metric
+from tests.gates import HttpGate
 from tests.realservices import Acmems, Bind, Pebble, free_port, tool, wait_for
 from tests.receivers import Hook, MailServer, command_receiver
 
@@ -114,14 +115,71 @@ def test_issued_goes_to_webhook_mail_and_command_and_a_cache_hit_sends_nothing(
         )
         content = message.get_content()
         assert format(leaf.serial_number, "x") in content and event["not_after"] in content
-        wait_for(lambda: received.exists() and received.read_text().strip(), 30, "the command's event")
+        wait_for(lambda: received.exists() and received.read_text().strip(), waits.PROMPT, "the command's event")
         assert json.loads(received.read_text().splitlines()[0])["id"] == event["id"]
         status, again = _sign(server, [], csr)  # a cache hit
         assert status == 200 and again == chain
-        time.sleep(2)
-        assert len(hook.posts) == 1 and len(mail.mails) == 1 and len(received.read_text().splitlines()) == 1
+        # A later issuance is the marker: each receiver gets its events in order, so once the later
+        # one is there, anything the cache hit had sent would be there before it.
+        assert _sign(server, ["later.example.test"])[0] == 200
+        hook.wait("issued", 2, timeout=waits.PROMPT)
+        mail.wait(2)
+        wait_for(lambda: len(received.read_text().splitlines()) == 2, waits.PROMPT, "the command's second event")
+        assert [e["names"] for e in hook.events()] == [
+            ["notify.example.test", "www.notify.example.test"],
+            ["later.example.test"],
+        ]
+        assert len(hook.posts) == 2 and len(mail.mails) == 2 and len(received.read_text().splitlines()) == 2
         log = server.log_text()
         assert SECRET not in log and mail.password not in log
+    finally:
+        mail.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("security", ["tls", "none"])
+def test_mail_over_tls_or_plain_to_loopback_and_a_refused_mail_or_failed_command_is_tried_again(
+    acmems_factory: AcmemsFactory, pebble: Pebble, tmp_path: Path, security: str
+) -> None:
+    # TLS from the first byte with AUTH, or plain (allowed to a server on loopback only); the mail
+    # server answers the first mail 451 and the command exits 1 once: both get the event on a retry.
+    mail = MailServer(tmp_path / "smtp", security=security, refuse_first=1).start()
+    password = tmp_path / "smtp-password"
+    password.write_text(mail.password + "\n")
+    command, received = command_receiver(tmp_path / "cmd", fail_first=1)
+    credentials: dict[str, ini.Value | None] = (
+        {"username": mail.user, "password_file": password, "ca_file": mail.ca_file} if security == "tls" else {}
+    )
+    port = free_port()
+    config = _config(
+        pebble,
+        tmp_path,
+        port,
+        _notify(
+            "mail",
+            type="email",
+            smtp_server=f"127.0.0.1:{mail.port}",
+            security=security,
+            **credentials,
+            **{"from": "acmems@example.test"},
+            to="ops@example.test",
+            events="issued",
+        ),
+        _notify("script", type="command", command=command, events="issued"),
+    )
+    try:
+        server = acmems_factory(config, port)
+        assert _sign(server, [f"{security}.example.test"])[0] == 200
+        ((sender, recipients, text),) = mail.wait(1, timeout=waits.RETRY)
+        assert mail.refused == 1 and sender == "acmems@example.test" and recipients == ["ops@example.test"]
+        assert f"{security}.example.test" in text.decode()
+        wait_for(lambda: received.exists() and received.read_text().strip(), waits.RETRY, "the command's event")
+        (line,) = received.read_text().splitlines()
+        assert json.loads(line)["names"] == [f"{security}.example.test"]
+        assert (tmp_path / "cmd" / "runs").read_text() == "2"  # failed once, then delivered
+        log = server.log_text()
+        assert "notify mail: " in log and "notify script: " in log and log.count("not delivered") >= 2
+        assert mail.password not in log
     finally:
         mail.stop()
 
@@ -158,6 +216,7 @@ def test_failed_carries_the_ca_s_problem_for_a_failed_validation_and_a_ca_that_i
         ca.stop()
 
 
+@pytest.mark.slow
 def test_a_receiver_answering_500_or_down_gets_the_event_later_also_after_a_restart_and_never_twice(
     acmems_factory: AcmemsFactory, pebble: Pebble, tmp_path: Path
 ) -> None:
@@ -168,16 +227,16 @@ def test_a_receiver_answering_500_or_down_gets_the_event_later_also_after_a_rest
     try:
         server = acmems_factory(config, port)
         assert _sign(server, ["retry.example.test"])[0] == 200
-        wait_for(lambda: hook.attempts >= 1, 30, "the first attempt")
+        wait_for(lambda: hook.attempts >= 1, waits.PROMPT, "the first attempt")
         hook.status = 200
-        (first,) = hook.wait("issued", timeout=30)  # the retry, within 10 s
+        (first,) = hook.wait("issued", timeout=waits.RETRY)  # the retry
         assert "not delivered (HTTP 500" in server.log_text()
         # The receiver is down; acmems stops with the event undelivered and starts again.
         hook.stop()
         assert _sign(server, ["restart.example.test"])[0] == 200
         wait_for(
             lambda: "restart.example.test" in server.log_text() and "next try in" in server.log_text(),
-            30,
+            waits.PROMPT,
             "a failed try",
         )
         server.stop()
@@ -186,12 +245,20 @@ def test_a_receiver_answering_500_or_down_gets_the_event_later_also_after_a_rest
         kept = json.loads(pending[0].read_text())["body"].encode()
         hook.start()
         server.start()
-        events = hook.wait("issued", 2, timeout=30)
+        events = hook.wait("issued", 2, timeout=waits.RETRY)
         assert events[0]["id"] == first["id"] and events[1]["names"] == ["restart.example.test"]
         assert hook.posts[1][1] == kept  # byte for byte what was kept
-        time.sleep(7)  # longer than the first retry: nothing is sent twice
-        assert len(hook.posts) == 2
-        assert not list((tmp_path / "account" / "notify-outbox" / "ops").glob("*.json"))
+        # Nothing is sent twice: the outbox empties (nothing left to retry), and a later event comes
+        # right after the two, with nothing between.
+        outbox = tmp_path / "account" / "notify-outbox" / "ops"
+        wait_for(lambda: not list(outbox.glob("*.json")), waits.PROMPT, "the outbox emptied")
+        assert _sign(server, ["marker.example.test"])[0] == 200
+        events = hook.wait("issued", 3, timeout=waits.PROMPT)
+        assert [e["names"] for e in events] == [
+            ["retry.example.test"],
+            ["restart.example.test"],
+            ["marker.example.test"],
+        ]
     finally:
         hook.stop()
 
@@ -205,11 +272,13 @@ def short_ca(bind: Bind, tmp_path: Path) -> Iterator[Pebble]:
     ca.stop()
 
 
-def _short_config(ca: Pebble, tmp_path: Path, port: int, hook: Hook, **notify: ini.Value) -> str:
+def _short_config(
+    ca: Pebble, tmp_path: Path, port: int, hook: Hook, listener: int | None = None, **notify: ini.Value
+) -> str:
     return ini.ini(
         ini.account(ca, tmp_path / "account"),
         ini.mgmt(port, renewal_interval=1),
-        ini.http01("http", ca.http_port),
+        ini.http01("http", ca.http_port if listener is None else listener),
         ini.file_storage("file", tmp_path / "storage"),
         ini.auth("short", ["*.example.test"], ip="127.0.0.0/8", profile="short"),
         ini.section("notify", {"check-interval": 1, "remind-every": "10m", **notify}),
@@ -221,6 +290,7 @@ def _time(value: str) -> float:
     return time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
 
 
+@pytest.mark.slow
 def test_overdue_and_expiring_when_the_ca_is_gone_and_clients_keep_asking(
     acmems_factory: AcmemsFactory, short_ca: Pebble, hook: Hook, tmp_path: Path
 ) -> None:
@@ -233,13 +303,21 @@ def test_overdue_and_expiring_when_the_ca_is_gone_and_clients_keep_asking(
     lifetime = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds()
     renewal_point = leaf.not_valid_after_utc.timestamp() - lifetime / 3
     short_ca.stop()
-    deadline = time.monotonic() + 60
-    while not hook.events("expiring") and time.monotonic() < deadline:
-        status, answer = _sign(server, [], csr)  # the old certificate, while it is valid
-        assert status == 200 and answer == chain
-        time.sleep(1.5)
+    # Clients keep asking (one request a second, paced by the wait for the event): while the old
+    # certificate is valid they get it. A request after its expiry would be a renewal that cannot
+    # reach the CA, so the clients stop asking a second before it.
+    expires = leaf.not_valid_after_utc.timestamp()
+    asked = 0
+    while not hook.events("expiring"):
+        if time.time() < expires - 1:
+            status, answer = _sign(server, [], csr)  # the old certificate, while it is valid
+            assert status == 200 and answer == chain
+            asked += 1
+        assert time.time() < expires + waits.PROMPT, f"no expiring event by the expiry; got {hook.events()}"
+        hook.wait_any(1.0)
+    assert asked > 0
     (overdue,) = hook.events("overdue")
-    (expiring,) = hook.wait("expiring")
+    (expiring,) = hook.events("expiring")
     assert overdue["names"] == ["overdue.example.test"] and overdue["serial"] == format(leaf.serial_number, "x")
     # past the renewal point (the lifetime rule, or the CA's ARI window) plus the grace
     assert abs(_time(overdue["renewal_point"]) - renewal_point) <= lifetime / 3
@@ -253,39 +331,44 @@ def test_overdue_and_expiring_when_the_ca_is_gone_and_clients_keep_asking(
     assert overdue["not_after"] == leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@pytest.mark.slow
 def test_not_picked_up_names_the_client_that_fetched_the_old_one_until_it_fetches_the_new(
     acmems_factory: AcmemsFactory, short_ca: Pebble, hook: Hook, tmp_path: Path
 ) -> None:
-    port = free_port()
-    server = acmems_factory(_short_config(short_ca, tmp_path, port, hook), port)
-    csr, _ = make_csr(["pickup.example.test"])
-    status, old = _sign(server, [], csr, source="127.0.0.2")  # client A
-    assert status == 200, old
-    renewed = [e for e in hook.wait("issued", 2, timeout=60) if e["renewal"]]  # the renewer, ~20 s later
-    short_ca.stop()  # no further renewal (Pebble's ARI may call the new one due at once): it stays the latest
-    assert len(renewed) == 1 and renewed[0]["serial"] != format(_leaf(old).serial_number, "x")
-    status, new = _sign(server, [], csr, source="127.0.0.3")  # client B: only ever had the new one
-    assert status == 200 and new != old
-    assert format(_leaf(new).serial_number, "x") == renewed[0]["serial"]
-    (event,) = hook.wait("not-picked-up", timeout=30)
-    assert event["client"] == "127.0.0.2" and event["names"] == ["pickup.example.test"]
-    assert event["serial"] == renewed[0]["serial"]
-    assert _time(event["time"]) >= _time(renewed[0]["time"])
-    metrics = curl_post(f"http://127.0.0.1:{port}/metrics", b"", extra=["-X", "GET"])[1].decode()
-    assert "acmems_certificates_not_picked_up 1.0" in metrics
-    assert 'acmems_certificate_expiry_timestamp_seconds{name="pickup.example.test",storage="file"}' in metrics
-    status, fetched = _sign(server, [], csr, source="127.0.0.2")  # A picks it up
-    assert status == 200 and fetched == new
-    wait_for(
-        lambda: (
-            "acmems_certificates_not_picked_up 0.0"
-            in curl_post(f"http://127.0.0.1:{port}/metrics", b"", extra=["-X", "GET"])[1].decode()
-        ),
-        10,
-        "the condition to end",
-    )
-    time.sleep(3)
-    assert len(hook.events("not-picked-up")) == 1
+    # The CA's HTTP-01 checks pass a gate: after the first certificate it is closed, so exactly one
+    # renewal (the one let through) is validated; a further one (Pebble's ARI may call the new
+    # certificate due at once) waits at the gate and never replaces it.
+    port, listener = free_port(), free_port()
+    with HttpGate(short_ca.http_port, listener, closed=False) as gate:
+        server = acmems_factory(_short_config(short_ca, tmp_path, port, hook, listener), port)
+        csr, _ = make_csr(["pickup.example.test"])
+        status, old = _sign(server, [], csr, source="127.0.0.2")  # client A
+        assert status == 200, old
+        gate.close()
+        assert gate.wait_held(1, waits.after(10.0, 20.0)), "the renewal (its point after 20 s) validating"
+        gate.allow(gate.held[0])
+        events = hook.wait("issued", 2, timeout=waits.ISSUANCE)
+        renewed = [e for e in events if e["renewal"]]
+        assert len(renewed) == 1 and renewed[0]["serial"] != format(_leaf(old).serial_number, "x")
+        status, new = _sign(server, [], csr, source="127.0.0.3")  # client B: only ever had the new one
+        assert status == 200 and new != old
+        assert format(_leaf(new).serial_number, "x") == renewed[0]["serial"]
+        (event,) = hook.wait("not-picked-up", timeout=waits.after(5.0, 2.0))
+        assert event["client"] == "127.0.0.2" and event["names"] == ["pickup.example.test"]
+        assert event["serial"] == renewed[0]["serial"]
+        assert _time(event["time"]) >= _time(renewed[0]["time"])
+        assert metric(port, "acmems_certificates_not_picked_up") == 1.0
+        metrics = curl_post(f"http://127.0.0.1:{port}/metrics", b"", extra=["-X", "GET"])[1].decode()
+        assert 'acmems_certificate_expiry_timestamp_seconds{name="pickup.example.test",storage="file"}' in metrics
+        status, fetched = _sign(server, [], csr, source="127.0.0.2")  # A picks it up
+        assert status == 200 and fetched == new
+        wait_for(lambda: metric(port, "acmems_certificates_not_picked_up") == 0.0, waits.PROMPT, "the condition to end")
+        # Two more passes of the watch, each of which would send the event again were it still in
+        # force, and nothing left to deliver: then nothing more can arrive.
+        passes = metric(port, "acmems_notify_watch_passes_total")
+        wait_for(lambda: metric(port, "acmems_notify_watch_passes_total") >= passes + 2, waits.PROMPT, "two passes")
+        wait_for(lambda: metric(port, "acmems_notify_queue_length") == 0.0, waits.PROMPT, "the queue empty")
+        assert len(hook.events("not-picked-up")) == 1
 
 
 def _chromium(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import waits
 from tests.conftest import AcmemsFactory, base_config, curl_post, make_csr
 from tests.ini import HMAC_KEY
 from tests.realservices import Acmems, Pebble, free_port, wait_for
@@ -61,21 +62,21 @@ def test_sighup_reload_applies_a_valid_config_and_refuses_a_broken_one(
     assert curl_post(f"http://127.0.0.1:{port}/sign", csr)[0] == 403
     server.config.write_text(config + '\n[auth "new"]\nip = 127.0.0.1\ndomain = *.plain.sub.example2.test\n')
     server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "configuration reloaded" in server.log_text(), 10, "reload")
+    wait_for(lambda: "configuration reloaded" in server.log_text(), waits.PROMPT, "reload")
     status, body, _ = curl_post(f"http://127.0.0.1:{port}/sign", csr)
     assert status == 200, body
     assert curl_post(f"http://127.0.0.1:{port}/sign", csr)[0] == 200  # granted, and remembered
     # access taken away again: the same client and CSR are refused at once (nothing remembered)
     server.config.write_text(config)
     server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: server.log_text().count("configuration reloaded") == 2, 10, "second reload")
+    wait_for(lambda: server.log_text().count("configuration reloaded") == 2, waits.PROMPT, "second reload")
     assert curl_post(f"http://127.0.0.1:{port}/sign", csr)[0] == 403
     server.config.write_text(config + '\n[auth "new"]\nip = 127.0.0.1\ndomain = *.plain.sub.example2.test\n')
     server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: server.log_text().count("configuration reloaded") == 3, 10, "third reload")
+    wait_for(lambda: server.log_text().count("configuration reloaded") == 3, waits.PROMPT, "third reload")
     server.config.write_text(config.replace("max-size = 4k", "max-size = huge"))
     server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "reload refused" in server.log_text(), 10, "refused reload")
+    wait_for(lambda: "reload refused" in server.log_text(), waits.PROMPT, "refused reload")
     assert "max-size: 'huge' is not a size" in server.log_text()
     other, _ = make_csr(["again.plain.sub.example2.test"])
     assert curl_post(f"http://127.0.0.1:{port}/sign", other)[0] == 200  # the last good config serves on

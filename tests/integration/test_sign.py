@@ -5,15 +5,15 @@ from __future__ import annotations
 import concurrent.futures
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from tests import waits
 from tests.conftest import AcmemsFactory, base_config, curl_post, hmac_header, make_csr
 from tests.ini import HMAC_KEY
 from tests.integration.chain import assert_valid_chain
-from tests.realservices import Acmems, Bind, Pebble, free_port
+from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -218,11 +218,9 @@ def test_request_timeout_is_504_and_the_retry_gets_the_certificate(
     csr, _ = make_csr(["slow.example.test"])
     status, body, headers = curl_post(_url(server), csr)
     assert status == 504 and "retry-after" in headers and b"still being issued" in body
-    for _ in range(100):
-        status, _body, _ = curl_post(_url(server), csr)
-        if status == 200:
-            break
-        time.sleep(0.1)
+    # the order goes on: once it is issued, the client's retry gets it
+    wait_for(lambda: _issued(server) == 1, waits.ISSUANCE, "the order that went on")
+    status, _body, _ = curl_post(_url(server), csr)
     assert status == 200
     assert _issued(server) == 1
 

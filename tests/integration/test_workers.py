@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import waits
 from tests.conftest import AcmemsFactory, base_config, curl_post, hmac_header, make_csr
 from tests.ini import HMAC_KEY
 from tests.realservices import Acmems, Pebble, free_port, wait_for
@@ -80,8 +81,12 @@ def test_workers_answer_hits_and_pass_the_rest_to_the_main_process(pool: Acmems)
     assert len({r[1] for r in refused}) == 1
     # /health and /metrics from any process are the main process's; worker counters reach it.
     assert _get(f"http://127.0.0.1:{pool.mgmt_port}/health").strip() == "ok"
-    wait_for(lambda: _metric(pool.mgmt_port, "acmems_cache_hits_total") >= 30, 10, "worker counters")
-    wait_for(lambda: _metric(pool.mgmt_port, 'acmems_sign_requests_total{status="403"}') >= 10, 10, "worker refusals")
+    wait_for(lambda: _metric(pool.mgmt_port, "acmems_cache_hits_total") >= 30, waits.PROMPT, "worker counters")
+    wait_for(
+        lambda: _metric(pool.mgmt_port, 'acmems_sign_requests_total{status="403"}') >= 10,
+        waits.PROMPT,
+        "worker refusals",
+    )
     assert _metric(pool.mgmt_port, 'acmems_sign_requests_total{status="200"}') == 31
     assert _metric(pool.mgmt_port, "acmems_issuances_total") == 0  # no such series without labels
     assert _metric(pool.mgmt_port, 'acmems_issuances_total{outcome="issued",verification_type="http-01"}') == 1
@@ -92,9 +97,9 @@ def test_a_killed_worker_is_started_again(pool: Acmems) -> None:
     before = _children(pool.proc.pid)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: "stopped unexpectedly" in pool.log_text(), 10, "restart log line")
-    wait_for(lambda: len(_children(pool.proc.pid) - before) == 1, 10, "a new worker")
-    wait_for(lambda: _get(f"http://127.0.0.1:{pool.mgmt_port}/health").strip() == "ok", 10, "healthy again")
+    wait_for(lambda: "stopped unexpectedly" in pool.log_text(), waits.PROMPT, "restart log line")
+    wait_for(lambda: len(_children(pool.proc.pid) - before) == 1, waits.START, "a new worker")
+    wait_for(lambda: _get(f"http://127.0.0.1:{pool.mgmt_port}/health").strip() == "ok", waits.START, "healthy again")
     assert _metric(pool.mgmt_port, "acmems_worker_restarts_total") == 1
     url = f"http://127.0.0.1:{pool.mgmt_port}/sign"
     csr, _ = make_csr(["w2.sub.example2.test"])
@@ -114,21 +119,21 @@ def test_reload_replaces_the_workers_with_the_new_configuration(pool: Acmems) ->
     # The key changes: no process may answer with the old one once the reload is logged.
     pool.config.write_text(pool.config_text.replace(HMAC_KEY, "another-key-entirely"))
     pool.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "configuration reloaded" in pool.log_text(), 30, "reload")
+    wait_for(lambda: "configuration reloaded" in pool.log_text(), waits.START, "reload")
     assert not before & _children(pool.proc.pid)
     assert [curl_post(url, csr, headers)[0] for _ in range(20)] == [403] * 20
     new_headers = {"Authentication": hmac_header(csr, key="another-key-entirely")}
     assert [curl_post(url, csr, new_headers)[0] for _ in range(10)] == [200] * 10
     pool.config.write_text(pool.config_text.replace("workers = 3", "workers = 2"))
     pool.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "reload refused: [mgmt] workers changed" in pool.log_text(), 10, "refused reload")
+    wait_for(lambda: "reload refused: [mgmt] workers changed" in pool.log_text(), waits.PROMPT, "refused reload")
 
 
 def test_sigterm_stops_the_workers_too(pool: Acmems) -> None:
     assert pool.proc is not None
     workers = _children(pool.proc.pid)
     assert pool.stop() == 0
-    wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "workers gone")
+    wait_for(lambda: not any(_alive(pid) for pid in workers), waits.PROMPT, "workers gone")
 
 
 def test_workers_stop_when_the_main_process_is_killed(pool: Acmems) -> None:
@@ -136,7 +141,7 @@ def test_workers_stop_when_the_main_process_is_killed(pool: Acmems) -> None:
     workers = _children(pool.proc.pid)
     assert workers
     pool.stop(signal.SIGKILL)
-    wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "orphaned workers gone")
+    wait_for(lambda: not any(_alive(pid) for pid in workers), waits.PROMPT, "orphaned workers gone")
 
 
 def test_fetches_answered_by_workers_reach_the_status_page_and_admin_ip_holds_there(
@@ -154,7 +159,9 @@ def test_fetches_answered_by_workers_reach_the_status_page_and_admin_ip_holds_th
     for _ in range(12):  # cache hits, most answered by workers, from another address
         assert curl_post(url, csr, headers, ["--interface", "127.0.0.2"])[0] == 200
     assert "worker=" in server.log_text()
-    wait_for(lambda: "127.0.0.2" in _get(f"http://127.0.0.1:{port}/status"), 10, "the workers' fetches reported")
+    wait_for(
+        lambda: "127.0.0.2" in _get(f"http://127.0.0.1:{port}/status"), waits.PROMPT, "the workers' fetches reported"
+    )
     for _ in range(6):  # whichever process accepts it: the socket's peer decides
         status, body, _ = curl_post(
             f"http://127.0.0.1:{port}/status", b"", extra=["-X", "GET", "--interface", "127.0.0.2"]

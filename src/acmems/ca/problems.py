@@ -4,6 +4,7 @@ original answered it. Pure functions of the CA's answers."""
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import parsedate_to_datetime
 
@@ -16,9 +17,11 @@ from acmems.core.order_steps import Problem
 from acmems.errors import AcmemsError, CaError, Kind
 
 __all__ = [
+    "MAX_RETRY_AFTER",
     "ca_error",
     "falls_over",
     "format_chain",
+    "parse_retry_after",
     "problem_of",
     "retry_after_seconds",
 ]
@@ -36,22 +39,37 @@ _VALIDATION_PROBLEMS = {
 }
 
 
+#: the longest pause a CA's ``Retry-After`` can ask for here (Let's Encrypt's longest window is a week)
+MAX_RETRY_AFTER = 7 * 86400.0
+_DELAY_SECONDS = re.compile(r"[0-9]+")
+
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """A ``Retry-After`` value in seconds from ``now`` (Unix time), in ``[0, MAX_RETRY_AFTER]``:
+    ``delay-seconds`` (digits only) or an HTTP-date (RFC 9110 §10.2.3); None for anything else. Pure."""
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        # compared as text first: a few hundred digits are still "a long time", not an overflow
+        if len(value.lstrip("0")) > 12:
+            return MAX_RETRY_AFTER
+        return min(float(int(value)), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110: an HTTP-date is in GMT
+        return None
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
+
+
 def retry_after_seconds(response: requests.Response | None) -> float | None:
-    """The ``Retry-After`` of a CA's answer in seconds (either form of RFC 9110 §10.2.3), or None."""
+    """The ``Retry-After`` of a CA's answer in seconds (see :func:`parse_retry_after`), or None."""
     if response is None:
         return None
     value = response.headers.get("Retry-After")
     if value is None:
         return None
-    try:
-        return max(0.0, float(int(value)))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(value, time.time())
 
 
 def format_chain(fullchain_pem: str) -> bytes:

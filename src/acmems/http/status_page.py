@@ -6,14 +6,18 @@ renewal window, now, expiry)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import jinja2
 from aiohttp import web
 
 from acmems.notify.status import STATES, StatusList, StatusRow
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["PAGE_SIZE", "render_status", "status_handler"]
 
@@ -28,12 +32,20 @@ _COLOURS = {
     "ok": "#2f9e44",
 }
 _COLUMNS = ("names", "profile", "state", "not after (UTC)", "renewal from", "last fetched", "last error", "timeline")
-_TEMPLATE = jinja2.Environment(
-    loader=jinja2.PackageLoader("acmems.http", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-).get_template("status.html")
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    # Built on the first request for the page: an acmems nobody asks for /status never loads it.
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("acmems.http", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+    )
+    return environment.get_template("status.html")
 
 
 def _when(moment: datetime | float | None) -> str:
@@ -90,7 +102,7 @@ def render_status(status: StatusList, now: datetime, page: int = 1, state: str |
     pages = max(1, -(-status.total(state) // PAGE_SIZE))
     page = min(max(page, 1), pages)
     chunk = [status.row(*item) for item in status.select(state, (page - 1) * PAGE_SIZE, page * PAGE_SIZE)]
-    text = _TEMPLATE.render(
+    text = _template().render(
         total=len(status),
         states=STATES,
         counts=status.counts,

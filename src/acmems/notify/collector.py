@@ -49,6 +49,11 @@ class NotifyCollector(Collector):
             value=n.count(EventKind.NOT_PICKED_UP),
         )
         yield GaugeMetricFamily("acmems_notify_queue_length", "Events not yet delivered", value=n.queue_length())
+        yield CounterMetricFamily(
+            "acmems_notify_watch_passes",
+            "Passes of the watch for overdue, expiring and not picked up",
+            value=n.watch_passes,
+        )
         sent = CounterMetricFamily("acmems_notify_events_sent", "Events delivered, by receiver", labels=["receiver"])
         failed = CounterMetricFamily(
             "acmems_notify_events_failed", "Deliveries that failed (and are retried), by receiver", labels=["receiver"]

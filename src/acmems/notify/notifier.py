@@ -68,6 +68,7 @@ class Notifier:
         self.state = state
         self.pickups = Pickups()
         self.marks: dict[str, Mark] = {}
+        self.watch_passes = 0  # passes of the watch run here (a test's and an operator's sign of life)
         self.receivers: dict[str, _Receiver] = {}
         self._serials: Lru[bytes, int] = Lru(_SERIALS)
         self._watch_task: asyncio.Task[None] | None = None
@@ -292,6 +293,7 @@ class Notifier:
         if not await self._take_watch():
             return
         events, marks = watch(items, datetime.now(UTC), self.settings.thresholds, self.marks)
+        self.watch_passes += 1
         if marks != self.marks:
             self._marks_changed = True
         self.marks = marks
