@@ -125,7 +125,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 class MailServer:
     """aiosmtpd on loopback with a self-signed certificate (``ca_file``). ``security``: ``starttls``
     (AUTH LOGIN/PLAIN for ``user``/``password`` required, and only after STARTTLS), ``tls`` (TLS from
-    the first byte, AUTH required) or ``none`` (plain, no AUTH). The first ``refuse_first`` mails
+    the first byte, no AUTH) or ``none`` (plain, no AUTH). The first ``refuse_first`` mails
     are answered 451 (try again later); ``refused`` counts them."""
 
     def __init__(
@@ -161,7 +161,8 @@ class MailServer:
         if security == "starttls":
             modes: dict[str, Any] = {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
         elif security == "tls":
-            modes = {"ssl_context": context, "auth_require_tls": False}
+            # AUTH is tested with STARTTLS: aiosmtpd counts TLS from the first byte as "no TLS" for AUTH
+            modes = {"ssl_context": context, "auth_required": False}
         else:
             modes = {"auth_required": False}
         self._controller = Controller(

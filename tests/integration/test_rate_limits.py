@@ -58,7 +58,7 @@ def _limited(pebble: Pebble, account_dir: Path, tmp_path: Path, port: int, **lim
         ini.mgmt(port),
         ini.http01("http", pebble.http_port),
         ini.file_storage("file", tmp_path / "storage"),
-        ini.auth("local", ["*.example.test", "*.other.test"], ip="127.0.0.1"),
+        ini.auth("local", ["*.example.test", "*.sub.example2.test"], ip="127.0.0.1"),
     )
 
 
@@ -74,8 +74,8 @@ def test_new_orders_and_registered_domains_are_counted_and_refused_over_their_li
     assert curl_post(url, make_csr(["b.example.test"])[0])[0] == 200
     status, body, _ = curl_post(url, make_csr(["c.example.test"])[0])  # a third of example.test
     assert status == 429 and b"limit-registered-domain = 2/1h" in body, body
-    assert curl_post(url, make_csr(["a.other.test"])[0])[0] == 200  # another registered domain: order 3
-    status, body, headers = curl_post(url, make_csr(["b.other.test"])[0])  # a fourth new order
+    assert curl_post(url, make_csr(["a.sub.example2.test"])[0])[0] == 200  # another registered domain: order 3
+    status, body, headers = curl_post(url, make_csr(["b.sub.example2.test"])[0])  # a fourth new order
     assert status == 429 and b"limit-new-orders = 3/1h" in body, body
     assert 0 < int(headers["retry-after"]) <= 3600
     metrics = curl_metrics(port)

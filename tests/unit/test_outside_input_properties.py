@@ -10,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import itertools
 import json
 import tempfile
 from pathlib import Path
 
+import dns.rcode
+import dns.rrset
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acmems.ca.problems import MAX_RETRY_AFTER, format_chain, parse_retry_after
+from acmems.challenges.dns_chain import MAX_HOPS, Chain, ChainError, CnameWalk
 from acmems.challenges.dns_persist import parse_persist, persist_matches, persist_record
+from acmems.challenges.dns_servers import UPDATE_ANSWERS
 from acmems.core.event_kinds import EventKind
 from acmems.core.rate_limits import Event
 from acmems.errors import CaError
@@ -340,3 +345,63 @@ def test_a_retry_after_of_a_few_hundred_digits_is_the_cap_not_an_overflow() -> N
     with pytest.raises(ValueError):
         int("9" * 5000)  # what Python itself refuses is still only "not a number" here:
     assert parse_retry_after("9" * 5000, NOW) == MAX_RETRY_AFTER
+
+
+# ------------------------------------------------------------------- DNS answers: the CNAME walk
+
+
+def _cname(owner: str, target: str) -> dns.rrset.RRset:
+    return dns.rrset.from_text(owner + ".", 60, "IN", "CNAME", target + ".")
+
+
+def _walk(start: str, links: dict[str, str], per_answer: int) -> Chain:
+    """Drive a :class:`CnameWalk` against a server that knows ``links`` and answers up to
+    ``per_answer`` hops of the chain in one answer (a server that follows it inside its zone)."""
+    walk = CnameWalk(start)
+    for _ in range(MAX_HOPS + 3):
+        answer, name = [], walk.query
+        while name in links and len(answer) < per_answer:
+            answer.append(_cname(name, links[name]))
+            name = links[name]
+        chain = walk.feed(dns.rcode.NOERROR, answer)
+        if chain is not None:
+            return chain
+    raise AssertionError("the walk never ended")
+
+
+_labels = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True), min_size=14, max_size=14, unique=True)
+
+
+@given(_labels, st.integers(min_value=0, max_value=12), st.integers(min_value=1, max_value=4))
+def test_a_cname_chain_is_followed_to_its_end_or_refused_past_eight_hops(
+    labels: list[str], length: int, per_answer: int
+) -> None:
+    names = [f"_acme-challenge.{label}.example.test" for label in labels[: length + 1]]
+    links = dict(itertools.pairwise(names))
+    if length > MAX_HOPS:
+        with pytest.raises(ChainError, match=f"more than {MAX_HOPS} CNAMEs"):
+            _walk(names[0], links, per_answer)
+        return
+    chain = _walk(names[0], links, per_answer)
+    assert chain.name == names[0] and list(chain.hops) == names[1:] and chain.target == names[-1]
+
+
+@given(_labels, st.integers(min_value=1, max_value=7), st.data())
+def test_a_cname_loop_is_refused_naming_the_loop(labels: list[str], length: int, data: st.DataObject) -> None:
+    names = [f"{label}.example.test" for label in labels[: length + 1]]
+    links = dict(itertools.pairwise(names))
+    links[names[-1]] = names[data.draw(st.integers(min_value=0, max_value=length - 1))]  # back into the chain
+    with pytest.raises(ChainError, match="CNAME loop"):
+        _walk(names[0], links, data.draw(st.integers(min_value=1, max_value=3)))
+
+
+@given(st.sampled_from([dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.REFUSED, dns.rcode.NOTAUTH]))
+def test_an_answer_without_a_cname_ends_the_walk_where_it_is(rcode: int) -> None:
+    walk = CnameWalk("_acme-challenge.www.example.test")
+    assert walk.feed(rcode, []) == Chain("_acme-challenge.www.example.test")
+
+
+@given(st.integers(min_value=0, max_value=4095))
+def test_every_update_rcode_has_one_line_that_says_what_to_do(rcode: int) -> None:
+    text = UPDATE_ANSWERS.get(dns.rcode.to_text(rcode), "the update failed; see its log")
+    assert text and "\n" not in text
