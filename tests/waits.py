@@ -13,6 +13,7 @@ from __future__ import annotations
 from acmems.cluster.instances import ALIVE_SECONDS
 from acmems.cluster.leases import LEASE_SECONDS
 from acmems.cluster.notify_store import ADOPT_EVERY
+from acmems.issuance.renewer import RETRY_FIRST
 
 __all__ = [
     "ADOPTION",
@@ -20,6 +21,7 @@ __all__ = [
     "ISSUANCE",
     "LEASE_LAPSE",
     "PROMPT",
+    "RENEWAL_RETRY",
     "RETRY",
     "SERVICE_START",
     "SLACK",
@@ -53,3 +55,5 @@ LEASE_LAPSE = after(5.0, LEASE_SECONDS)
 ADOPTION = after(5.0, ALIVE_SECONDS + ADOPT_EVERY)
 #: the cluster database answers again after an outage (the pool reconnects within its timeout)
 DATABASE_BACK = after(5.0, 5.0)
+#: a background renewal that failed is tried again (the renewer's first backoff)
+RENEWAL_RETRY = after(5.0, RETRY_FIRST)

@@ -369,11 +369,17 @@ def test_one_renewal_when_two_instances_see_the_same_certificate_due(
         status, first, _ = _sign(servers[0], csr)
         assert status == 200, first
         assert _sign(servers[1], csr)[1] == first  # both know it
-        wait_for(lambda: len(_replaced_orders(ca)) >= 2, waits.after(10.0, 2 * 15.0), "two renewals in a row")
+        # Two lifetimes, and one renewer backoff: Pebble indexes an issued certificate by its serial
+        # in a goroutine after the certificate can be fetched, so a renewal naming it in `replaces`
+        # at once can get serverInternal ("could not find order resulting in the given certificate
+        # serial number"), retried after RENEWAL_RETRY; Boulder has no such window.
+        wait_for(
+            lambda: len(_replaced_orders(ca)) >= 2, waits.after(10.0, 2 * 15.0) + waits.RENEWAL_RETRY, "two renewals"
+        )
         replaced = _replaced_orders(ca)
         assert len(replaced) == len(set(replaced)), replaced  # each certificate replaced once
         logs = "".join(s.log_text() for s in servers)
-        assert "renewal of renewed.example.test failed" not in logs  # no second order the CA refused
+        assert "already has a replacement" not in logs and "alreadyReplaced" not in logs  # no second order
     finally:
         proxy.stop()
         ca.stop()

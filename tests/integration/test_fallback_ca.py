@@ -124,7 +124,7 @@ def test_a_certificate_from_the_fallback_is_renewed_at_the_first_ca_again(
                 "(verification http, ca default)" in server.log_text()
                 and "renewed renew.example.test ahead of its clients" in server.log_text()
             ),
-            waits.after(10.0, 60.0),  # its backoff, then an order
+            waits.RENEWAL_RETRY,  # its backoff, then an order
             "the renewal at the first CA",
         )
         assert _issued(first) >= 1

@@ -29,12 +29,12 @@ from acmems.errors import AcmemsError
 from acmems.issuance.issuer import Issuer, OrderRequest
 from acmems.storage import CachedCertificate, CertificateStore
 
-__all__ = ["Renewer", "ari_batch", "block_of", "renewal_candidates"]
+__all__ = ["RETRY_FIRST", "Renewer", "ari_batch", "block_of", "renewal_candidates"]
 
 log = logging.getLogger("acmems.renewer")
 T = TypeVar("T")
 _CONCURRENCY = 4
-_BACKOFF_FIRST = 60.0
+RETRY_FIRST = 60.0  # a failed renewal is tried again after this, doubling to _BACKOFF_MAX
 _BACKOFF_MAX = 6 * 3600.0
 
 
@@ -224,7 +224,7 @@ class Renewer:
         when this renewal started the order (``report``; else the client's order reported it)."""
         failures = self._failures.get(entry.digest, 0) + 1
         self._failures[entry.digest] = failures
-        delay = capped_backoff(failures, _BACKOFF_FIRST, _BACKOFF_MAX)
+        delay = capped_backoff(failures, RETRY_FIRST, _BACKOFF_MAX)
         if isinstance(exc, AcmemsError) and exc.retry_after:
             delay = max(delay, float(exc.retry_after))
         self.backoff[entry.digest] = time.time() + delay
