@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import subprocess
 import sys
 import time
@@ -180,3 +181,40 @@ def test_revocation_shows_at_the_ca_and_leaves_the_cache(
     wait_for(lambda: curl_post(_url(server), csr)[1] != chain, 10, "a new certificate for the CSR")
     status, after, _ = curl_post(_url(server), csr)
     assert status == 200 and after != chain
+
+
+_ARI_REQUEST = re.compile(r"^Pebble (\S+ \S+) GET /draft-ietf-acme-ari-03/renewalInfo/", re.M)
+
+
+@pytest.mark.slow
+def test_renewal_info_per_minute_spreads_the_ari_requests_over_passes(
+    acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path
+) -> None:
+    # renewal-interval 2 s and 30 renewal-info requests a minute: one per pass, so the four new
+    # certificates are asked about in four passes (each at least 1.8 s after the last, with its
+    # jitter), never all in one; the default (300 a minute) would ask about all four in the first.
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
+    try:
+        port = free_port()
+        text = ini.ini(
+            ini.account(ca, tmp_path / "account"),
+            ini.mgmt(port, renewal_interval=2, renewal_info_per_minute=30),
+            ini.http01("http", ca.http_port),
+            ini.file_storage("file", tmp_path / "storage"),
+            ini.auth("local", ["*.example.test"], ip="127.0.0.1"),
+        )
+        server = acmems_factory(text, port)
+        for i in range(4):
+            assert curl_post(_url(server), make_csr([f"ari{i}.example.test"])[0])[0] == 200
+        wait_for(
+            lambda: len(_ARI_REQUEST.findall(ca.log.read_text())) >= 4, waits.after(10.0, 4 * 2.2), "four ARI requests"
+        )
+        moments = [
+            datetime.datetime.strptime(m, "%Y/%m/%d %H:%M:%S").timestamp()
+            for m in _ARI_REQUEST.findall(ca.log.read_text())[:4]
+        ]
+        # three passes lie between the first and the fourth (Pebble logs whole seconds)
+        assert moments[3] - moments[0] >= 3 * 1.8 - 1, moments
+        assert len(set(moments)) >= 3, moments  # not several in one moment
+    finally:
+        ca.stop()

@@ -30,17 +30,22 @@ def _csr(sans: list[x509.GeneralName]) -> bytes:
     return request.public_bytes(serialization.Encoding.PEM)
 
 
+def _config(pebble: Pebble, account_dir: Path, tmp_path: Path, port: int, hosts: list[str], networks: list[str]) -> str:
+    """The challenge listener on the CA's HTTP port at each of ``hosts``; certificates for ``networks``."""
+    return ini.ini(
+        ini.account(pebble, account_dir),
+        ini.mgmt(port),
+        ini.section('verification "http"', {"type": "http01", "listener": [f"{h}:{pebble.http_port}" for h in hosts]}),
+        ini.file_storage("file", tmp_path / "storage"),
+        ini.auth("hosts", ["*.example.test"], ip="127.0.0.1", address=networks),
+    )
+
+
 def test_an_address_inside_a_block_s_network_gets_a_certificate(
     acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    config = ini.ini(
-        ini.account(pebble, account_dir),
-        ini.mgmt(port),
-        ini.http01("http", pebble.http_port),
-        ini.file_storage("file", tmp_path / "storage"),
-        ini.auth("hosts", ["*.example.test"], ip="127.0.0.1", address=["127.0.0.0/8", "2001:db8::/32"]),
-    )
+    config = _config(pebble, account_dir, tmp_path, port, ["127.0.0.1"], ["127.0.0.0/8", "2001:db8::/32"])
     server = acmems_factory(config, port)
     url = f"http://127.0.0.1:{port}/sign"
     loopback = ipaddress.ip_address("127.0.0.1")
@@ -60,16 +65,7 @@ def test_an_ipv6_address_gets_a_certificate_validated_at_the_address(
     acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    config = ini.ini(
-        ini.account(pebble, account_dir),
-        ini.mgmt(port),
-        ini.section(
-            'verification "http"',
-            {"type": "http01", "listener": [f"127.0.0.1:{pebble.http_port}", f"[::1]:{pebble.http_port}"]},
-        ),
-        ini.file_storage("file", tmp_path / "storage"),
-        ini.auth("hosts", ["*.example.test"], ip="127.0.0.1", address=["::1/128"]),
-    )
+    config = _config(pebble, account_dir, tmp_path, port, ["127.0.0.1", "[::1]"], ["::1/128"])
     server = acmems_factory(config, port)
     loopback = ipaddress.ip_address("::1")
     status, chain, _ = curl_post(f"http://127.0.0.1:{port}/sign", _csr([x509.IPAddress(loopback)]))
