@@ -115,7 +115,11 @@ def test_a_persist_record_reads_back_as_what_was_written(issuer: str, uri: str, 
 @given(text)
 def test_any_txt_value_parses_or_is_none(value: str) -> None:
     parsed = parse_persist(value)
-    assert parsed is None or (parsed.issuer and " " not in parsed.issuer)
+    assert parsed is None or (parsed.issuer and not any(c.isspace() for c in parsed.issuer))
+
+
+def test_a_txt_value_of_only_a_dot_names_no_issuer() -> None:
+    assert parse_persist(".") is None and parse_persist(" . ; accounturi=x") is None  # found by the property
 
 
 # ---------------------------------------------------------------------------- worker reports

@@ -49,8 +49,9 @@ class PersistValue:
 
 def parse_persist(text: str) -> PersistValue | None:
     """``issuer; key=value; ...``, or None when it is not of that form."""
-    issuer, *parts = (p.strip() for p in text.split(";"))
-    if not issuer or " " in issuer:
+    first, *parts = (p.strip() for p in text.split(";"))
+    issuer = first.lower().rstrip(".")
+    if not issuer or any(c.isspace() for c in issuer):  # "." or " . " names no issuer
         return None
     params = {}
     for part in parts:
@@ -58,7 +59,7 @@ def parse_persist(text: str) -> PersistValue | None:
         if not sep:
             return None
         params[key.strip().lower()] = value.strip()
-    return PersistValue(issuer.lower().rstrip("."), params)
+    return PersistValue(issuer, params)
 
 
 def persist_matches(text: str, issuers: tuple[str, ...], account_uri: str, *, wildcard: bool) -> bool:
