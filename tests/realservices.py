@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -126,18 +127,35 @@ def tool(name: str) -> str:
     return found
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_EPHEMERAL = _ephemeral_ports()
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP (and, for DNS, UDP) port that is free right now on ``host``."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
+    """A TCP (and, for DNS, UDP) port that is free right now on ``host``, never handed out before in
+    this run, and outside the kernel's range for outgoing connections: a port taken from that range
+    (bind to port 0) can meanwhile become the local port of any client's connection (curl, Pebble,
+    psycopg), and the service that was to listen there then finds it in use."""
+    candidates = [p for p in range(10000, 65536) if p not in _EPHEMERAL and p not in _HANDED_OUT]
+    for port in random.sample(candidates, len(candidates)):
         try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                tcp.bind((host, port))
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 udp.bind((host, port))
         except OSError:
             continue
+        _HANDED_OUT.add(port)
         return port
+    raise ServiceError("no free port outside the ephemeral range")
 
 
 def wait_for(
