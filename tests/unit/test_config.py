@@ -480,3 +480,10 @@ def test_addresses_with_a_dns01_verification_are_refused() -> None:
         "verification = dns\n"
     )
     assert "CAs validate by HTTP-01 only" in message and '[auth "h"] address' in message
+
+
+def test_the_eab_mac_key_is_in_no_repr() -> None:
+    from acmems.core.settings import AccountSettings
+
+    account = AccountSettings(eab_kid="kid-1", eab_hmac_key="c2VjcmV0LW1hYy1rZXk")
+    assert "c2VjcmV0LW1hYy1rZXk" not in repr(account) and "kid-1" in repr(account)

@@ -169,3 +169,43 @@ def test_ip_address_sans_are_identifiers_the_auth_blocks_decide_on() -> None:
 def test_an_ip_address_as_common_name_is_refused_saying_why() -> None:
     with pytest.raises(CsrError, match=r"common name is an IP address .* CAs refuse that"):
         parse_csr(build("192.0.2.7", [x509.IPAddress(ipaddress.ip_address("192.0.2.7"))]))
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    size = (n.bit_length() + 7) // 8
+    return bytes([0x80 | size]) + n.to_bytes(size, "big")
+
+
+def _tlv_end(der: bytes, start: int) -> int:
+    first = der[start + 1]
+    if first < 0x80:
+        return start + 2 + first
+    size = first & 0x7F
+    return start + 2 + size + int.from_bytes(der[start + 2 : start + 2 + size], "big")
+
+
+def test_a_common_name_that_is_a_bit_string_is_our_error_not_a_crash() -> None:
+    # cryptography builds a CN as text only: the UTF8String "Zbitcn" is turned into the BIT STRING
+    # 00 "bitcn" of the same length and the request signed again, as a hostile client could.
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Zbitcn")]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("bit.example.org")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    der = request.public_bytes(serialization.Encoding.DER)
+    tbs = request.tbs_certrequest_bytes.replace(b"\x0c\x06Zbitcn", b"\x03\x06\x00bitcn")
+    start = der.index(request.tbs_certrequest_bytes)
+    algorithm = der[
+        start + len(request.tbs_certrequest_bytes) : _tlv_end(der, start + len(request.tbs_certrequest_bytes))
+    ]
+    signature = b"\x00" + key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    inner = tbs + algorithm + b"\x03" + _der_length(len(signature)) + signature
+    hostile = b"\x30" + _der_length(len(inner)) + inner
+    pem = x509.load_der_x509_csr(hostile).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(CsrError, match=r"subject cannot be read \(a common name must be text\)") as refused:
+        parse_csr(pem)
+    assert refused.value.status == 415

@@ -111,11 +111,14 @@ def _identifiers(csr: x509.CertificateSigningRequest) -> tuple[tuple[str, ...], 
     addresses: list[str] = []
     try:
         common_names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError as exc:
-        raise CsrError("the certificate request's subject cannot be read", log_detail=str(exc)) from None
+    except (ValueError, TypeError) as exc:  # TypeError: cryptography's answer to a CN that is a BIT STRING
+        raise CsrError(
+            "the certificate request's subject cannot be read (a common name must be text)", log_detail=str(exc)
+        ) from None
     for attribute in common_names:
-        value = attribute.value
-        text = value if isinstance(value, str) else value.decode()
+        text = attribute.value
+        if not isinstance(text, str):  # a BIT STRING (bytes): a CN is text, a host name
+            raise CsrError("the common name is not text (a BIT STRING); put the host name there, or leave the CN out")
         if _is_address(text):
             raise CsrError(
                 f"the common name is an IP address ({text}); CAs refuse that: leave the CN out and name "

@@ -67,7 +67,7 @@ class AccountSettings:
     ca_bundle: Path | None = None
     emails: tuple[str, ...] = ()
     eab_kid: str | None = None
-    eab_hmac_key: str | None = None
+    eab_hmac_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log
     profile: str | None = None
     rate_limits: RateLimits | None = None  # checked before each new order (None: the CA's word only)
 
