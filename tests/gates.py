@@ -49,10 +49,10 @@ class _Gate:
             self._changed.notify_all()
 
     def _hold(self, what: str) -> None:
+        """Note ``what`` as held, then wait until it passes (the condition's lock is re-entrant)."""
         with self._changed:
-            self._held.add(what)
-            self._changed.notify_all()
-            self._changed.wait_for(lambda: self._open or what in self._allowed, _HOLD_AT_MOST)
+            self._note_held(what)
+            self._changed.wait_for(lambda: self.passes(what), _HOLD_AT_MOST)
 
     @property
     def held(self) -> list[str]:

@@ -144,8 +144,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     this run, and outside the kernel's range for outgoing connections: a port taken from that range
     (bind to port 0) can meanwhile become the local port of any client's connection (curl, Pebble,
     psycopg), and the service that was to listen there then finds it in use."""
-    candidates = [p for p in range(10000, 65536) if p not in _EPHEMERAL and p not in _HANDED_OUT]
-    for port in random.sample(candidates, len(candidates)):
+    for _ in range(10_000):
+        port = random.randrange(10000, 65536)
+        if port in _EPHEMERAL or port in _HANDED_OUT:
+            continue
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
                 tcp.bind((host, port))
@@ -172,7 +174,7 @@ def wait_for(
                 return
         except Exception:  # noqa: S110 - a readiness probe: any failure means "not yet"
             pass
-        time.sleep(0.05)
+        time.sleep(0.05)  # not sync: wait_for's poll interval; the check is the event
     tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
     state = f"exited with {proc.returncode}" if proc is not None and proc.poll() is not None else "timed out"
     raise ServiceError(f"{what} did not become ready ({state}):\n{tail}")

@@ -10,7 +10,6 @@ import json
 import ssl
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -86,12 +85,11 @@ class Hook:
             return self._arrived.wait_for(lambda: len(self.posts) > seen, timeout)
 
     def wait(self, kind: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.events(kind)) >= count:
-                return self.events(kind)
-            time.sleep(0.1)
-        raise AssertionError(f"{count} {kind} event(s) expected within {timeout} s; got {self.events()}")
+        """Until ``count`` events of ``kind`` have arrived (woken by each POST)."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.events(kind)) >= count, timeout):
+                raise AssertionError(f"{count} {kind} event(s) expected within {timeout} s; got {self.events()}")
+        return self.events(kind)
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -141,6 +139,7 @@ class MailServer:
         self.ca_file, key_file = _self_signed(directory)
         self.mails: list[tuple[str, list[str], bytes]] = []
         self.refused = 0
+        self._arrived = threading.Condition()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.ca_file, key_file)
         server = self
@@ -151,7 +150,9 @@ class MailServer:
                     server.refused += 1
                     return "451 4.3.0 try again later"
                 content = envelope.original_content or b""
-                server.mails.append((envelope.mail_from or "", list(envelope.rcpt_tos), content))
+                with server._arrived:
+                    server.mails.append((envelope.mail_from or "", list(envelope.rcpt_tos), content))
+                    server._arrived.notify_all()
                 return "250 OK"
 
         def authenticate(smtp: Any, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
@@ -181,10 +182,10 @@ class MailServer:
         self._controller.stop()
 
     def wait(self, count: int = 1, timeout: float = 60) -> list[tuple[str, list[str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.mails) < count:
-            time.sleep(0.1)
-        assert len(self.mails) >= count, f"{count} mail(s) expected within {timeout} s; got {len(self.mails)}"
+        """Until ``count`` mails have arrived (woken by each one)."""
+        with self._arrived:
+            arrived = self._arrived.wait_for(lambda: len(self.mails) >= count, timeout)
+        assert arrived, f"{count} mail(s) expected within {timeout} s; got {len(self.mails)}"
         return self.mails
 
 

@@ -76,7 +76,7 @@ def test_slowloris_is_cut_off_and_others_are_served(strict: Acmems) -> None:
                 for part in parts:
                     sock.sendall(part)
                     sent += 1
-                    time.sleep(0.5)  # the slow client's own pace (what is tested), not a wait for acmems
+                    time.sleep(0.5)  # not sync: the slow client's own pace is what is tested
                     sock.setblocking(False)
                     try:
                         if sock.recv(1) == b"":

@@ -100,7 +100,7 @@ async def _found_held(store: DatabaseStore) -> None:
     # registration is the event waited for (not a sleep).
     async with asyncio.timeout(waits.PROMPT):
         while not store._waiters:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # not sync: the poll of the registration waited for
 
 
 def test_a_waiter_is_woken_when_the_lease_is_released_or_lapses(database: Database) -> None:

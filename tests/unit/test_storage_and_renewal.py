@@ -261,7 +261,7 @@ def test_the_count_while_the_index_is_read_never_falls_and_ends_exact(
             if halfway.is_set():
                 seen.append(reader.count())
                 go_on.set()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # not sync: yields to the loop between reads of the gauge
         seen.append(reader.count())
         assert await loading == 40
         return seen

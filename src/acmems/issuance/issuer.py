@@ -14,15 +14,15 @@ from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.core.csr import CsrInfo
 from acmems.core.rate_limits import Event, names_key, refusal, registered_domains
+from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
+from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest
+from acmems.storage.pauses import CaPauses, NoSharedPauses
 from acmems.storage.rate_log import RateLog
 
 if TYPE_CHECKING:
     from acmems.notify.notifier import Notifier
-from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
-from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest
-from acmems.storage.pauses import CaPauses, NoSharedPauses
 
 __all__ = ["Issuer", "OrderRequest", "SignResult"]
 
