@@ -124,7 +124,8 @@ class MailServer:
     """aiosmtpd on loopback with a self-signed certificate (``ca_file``). ``security``: ``starttls``
     (AUTH LOGIN/PLAIN for ``user``/``password`` required, and only after STARTTLS), ``tls`` (TLS from
     the first byte, no AUTH) or ``none`` (plain, no AUTH). The first ``refuse_first`` mails
-    are answered 451 (try again later); ``refused`` counts them."""
+    are answered 451 (try again later); ``refused`` counts them. ``bad_quit``: QUIT (after the mail
+    was taken) is answered 421 instead of 221."""
 
     def __init__(
         self,
@@ -133,6 +134,7 @@ class MailServer:
         password: str = "s3cret-mail",  # noqa: S107
         security: str = "starttls",
         refuse_first: int = 0,
+        bad_quit: bool = False,
     ) -> None:
         self.port = free_port()
         self.user, self.password = user, password
@@ -154,6 +156,9 @@ class MailServer:
                     server.mails.append((envelope.mail_from or "", list(envelope.rcpt_tos), content))
                     server._arrived.notify_all()
                 return "250 OK"
+
+            async def handle_QUIT(self, smtp: Any, session: Session, envelope: Envelope) -> str:
+                return "421 4.3.2 shutting down" if bad_quit else "221 Bye"
 
         def authenticate(smtp: Any, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
             ok = isinstance(data, LoginPassword) and data.login.decode() == user and data.password.decode() == password

@@ -424,3 +424,27 @@ def test_a_webhook_redirect_is_not_followed_and_counts_as_a_failure(hook: Hook) 
     assert hook.attempts == 1 and not hook.posts  # not followed to the Location
     hook.status = 200
     assert asyncio.run(send()) == "delivered"
+
+
+@pytest.mark.parametrize("security", ["tls", "none"])
+def test_a_mail_taken_by_the_server_is_delivered_even_when_quit_is_answered_with_an_error(
+    tmp_path: Path, security: str
+) -> None:
+    # The server answers 250 for the mail, then 421 to QUIT: the mail is delivered,
+    # and reporting it as failed would send it again.
+    from acmems.core.settings import EmailReceiver
+    from acmems.notify.outbox import Pending
+    from acmems.notify.senders import MailSender
+
+    mail = MailServer(tmp_path / "smtp", security=security, bad_quit=True).start()
+    try:
+        settings = EmailReceiver(
+            "ops", "127.0.0.1", mail.port, "acmems@example.test", ("ops@example.test",), security=security,
+            ca_file=str(mail.ca_file),
+        )
+        body = json.dumps({"id": "1", "kind": "failed", "names": ["quit.example.test"]}).encode()
+        asyncio.run(MailSender(settings).send(Pending("1", "failed", body)))
+        ((_, recipients, text),) = mail.wait(1, timeout=waits.PROMPT)
+        assert recipients == ["ops@example.test"] and b"quit.example.test" in text
+    finally:
+        mail.stop()

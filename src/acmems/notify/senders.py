@@ -136,7 +136,7 @@ class MailSender:
             smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=MAIL_TIMEOUT, context=self._context())
         else:
             smtp = smtplib.SMTP(s.host, s.port, timeout=MAIL_TIMEOUT)
-        with smtp:
+        try:
             smtp.ehlo()
             if s.security == "starttls":
                 smtp.starttls(context=self._context())
@@ -144,6 +144,15 @@ class MailSender:
             if s.username is not None and s.password is not None:
                 smtp.login(s.username, s.password)
             smtp.send_message(self._message(pending))
+        except BaseException:
+            smtp.close()
+            raise
+        # The server took the mail (250 for DATA): whatever happens while saying goodbye does not make
+        # it undelivered, and reporting it as failed would send it twice.
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
 
     async def send(self, pending: Pending) -> None:
         try:
