@@ -439,7 +439,12 @@ def test_a_mail_taken_by_the_server_is_delivered_even_when_quit_is_answered_with
     mail = MailServer(tmp_path / "smtp", security=security, bad_quit=True).start()
     try:
         settings = EmailReceiver(
-            "ops", "127.0.0.1", mail.port, "acmems@example.test", ("ops@example.test",), security=security,
+            "ops",
+            "127.0.0.1",
+            mail.port,
+            "acmems@example.test",
+            ("ops@example.test",),
+            security=security,
             ca_file=str(mail.ca_file),
         )
         body = json.dumps({"id": "1", "kind": "failed", "names": ["quit.example.test"]}).encode()
