@@ -11,6 +11,7 @@ import hmac
 import json
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -453,3 +454,27 @@ def test_a_mail_taken_by_the_server_is_delivered_even_when_quit_is_answered_with
         assert recipients == ["ops@example.test"] and b"quit.example.test" in text
     finally:
         mail.stop()
+
+
+def test_a_command_receiver_gets_a_small_environment_without_acmems_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # acmems may run with database passwords and systemd's socket in its environment: a command
+    # receiver (somebody's script) gets PATH, the locale and the event, nothing else.
+    from acmems.core.settings import CommandReceiver
+    from acmems.notify.outbox import Pending
+    from acmems.notify.senders import CommandSender
+
+    for key, value in {"PGPASSWORD": "db-s3cret", "NOTIFY_SOCKET": "/run/systemd/notify", "LC_ALL": "C.UTF-8"}.items():
+        monkeypatch.setenv(key, value)
+    dump = tmp_path / "env.json"
+    script = tmp_path / "env.py"
+    script.write_text(
+        f"import json, os, sys\nsys.stdin.read()\nopen({str(dump)!r}, 'w').write(json.dumps(dict(os.environ)))\n"
+    )
+    receiver = CommandReceiver("script", (sys.executable, str(script)))
+    asyncio.run(CommandSender(receiver).send(Pending("e-1", "issued", b"{}")))
+    seen = json.loads(dump.read_text())
+    assert "PGPASSWORD" not in seen and "NOTIFY_SOCKET" not in seen
+    assert seen["ACMEMS_EVENT"] == "issued" and seen["ACMEMS_EVENT_ID"] == "e-1"
+    assert seen["LC_ALL"] == "C.UTF-8" and seen["PATH"]

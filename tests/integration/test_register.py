@@ -122,3 +122,17 @@ def test_eab_in_the_config_for_automatic_registration_at_start(eab_pebble: Pebbl
         assert EAB_KEY not in server.log_text()
     finally:
         server.stop()
+
+
+def test_an_account_key_other_users_may_read_is_refused_naming_the_fix(pebble: Pebble, tmp_path: Path) -> None:
+    config = write_config(tmp_path, pebble)
+    assert register("--gen-key", "--register", "--accept-terms-of-service", str(config)).returncode == 0
+    key = tmp_path / "account" / "account.pem"
+    key.chmod(0o644)
+    refused = register("--register", "--accept-terms-of-service", str(config))
+    assert refused.returncode == 1
+    assert (
+        f"may be read or changed by other users (mode 0644); run 'chmod 600 {key}'" in refused.stdout + refused.stderr
+    )
+    key.chmod(0o600)
+    assert register("--register", "--accept-terms-of-service", str(config)).returncode == 0

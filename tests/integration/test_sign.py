@@ -153,7 +153,7 @@ def test_name_outside_the_block_and_names_split_across_blocks_are_refused(acmems
     assert status == 403
     split, _ = make_csr(["www.example.test", "www.sub.example2.test"])
     status, body, _ = curl_post(_url(acmems), split, {"Authentication": hmac_header(split)})
-    assert status == 403 and b"no single auth block allows all these names" in body
+    assert status == 403 and b"no single auth block open to this client allows all these names" in body
 
 
 def test_request_shape_errors(acmems: Acmems) -> None:

@@ -105,3 +105,24 @@ def test_plain_smtp_to_loopback_is_allowed_and_admin_ip_defaults_to_loopback() -
     assert settings.mgmt.admin_ip == LOOPBACK
     opened = load("[mgmt]\nadmin-ip = 0.0.0.0/0\nadmin-ip = ::/0\n")
     assert opened.mgmt.admin_ip == (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.slack.com/services/T0AAA/B0BBB/XXXXsecretXXXX", "https://hooks.slack.com/services/********"),
+        (
+            "https://acme.webhook.office.com/webhookb2/1234@5678/IncomingWebhook/abcdef/9999",
+            "https://acme.webhook.office.com/webhookb2/********",
+        ),
+        ("https://user:pw@hooks.example.org:8443/acmems", "https://user:********@hooks.example.org:8443/acmems"),
+        ("https://hooks.example.org", "https://hooks.example.org"),
+        ("https://hooks.example.org/", "https://hooks.example.org/"),
+    ],
+)
+def test_check_shows_no_token_a_webhook_url_keeps_in_its_path(tmp_path: Path, url: str, shown: str) -> None:
+    settings = load(f'[notify "chat"]\ntype = webhook\nurl = {url}\n')
+    text = describe_settings(settings)
+    assert f"url = {shown} " in text
+    for secret_text in ("XXXXsecretXXXX", "1234@5678", "abcdef", ":pw@"):
+        assert secret_text not in text

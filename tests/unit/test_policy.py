@@ -96,13 +96,13 @@ def test_domain_globs_are_case_insensitive_and_star_matches_dots() -> None:
 
 
 def test_names_may_not_be_split_across_blocks() -> None:
-    with pytest.raises(AuthError, match="no single auth block allows all these names"):
+    with pytest.raises(AuthError, match="no single auth block open to this client allows all these names"):
         choose_auth_block(BLOCKS, LOCAL, None, BODY, ["mail.example.org", "x.open.example"])
 
 
 def test_wrong_ip_wrong_hmac_missing_hmac() -> None:
-    with pytest.raises(AuthError, match=r"address 192\.0\.2\.7 may not ask"):
-        choose_auth_block(BLOCKS, OTHER, None, BODY, ["mail.example.org"])
+    with pytest.raises(AuthError, match=r"address 192\.0\.2\.7 may not ask for certificates"):
+        choose_auth_block([MAIL, SECURE], OTHER, None, BODY, ["mail.example.org"])
     with pytest.raises(AuthError, match="Authentication header is required"):
         choose_auth_block([SECURE], LOCAL, None, BODY, ["mail1.example.org"])
     wrong = hmac.new(b"other", BODY, hashlib.sha256).hexdigest()
@@ -174,9 +174,33 @@ def test_ip_addresses_are_allowed_by_address_networks_not_by_domain_globs() -> N
     assert choose_auth_block(blocks, LOCAL, None, BODY, ["2001:db8::5"], {"2001:db8::5"}) is HOSTS
     mixed = ["web.hosts.example", "192.0.2.10"]
     assert choose_auth_block(blocks, LOCAL, None, BODY, mixed, {"192.0.2.10"}) is HOSTS
-    with pytest.raises(AuthError, match="no single auth block allows all these names"):
+    with pytest.raises(AuthError, match="no single auth block open to this client allows all these names"):
         choose_auth_block(blocks, LOCAL, None, BODY, ["198.51.100.1"], {"198.51.100.1"})
     # a glob never lets an address through, even '*'
     everything = AuthSettings("all", all=True, domains=("*",))
     with pytest.raises(AuthError):
         choose_auth_block([everything], LOCAL, None, BODY, ["192.0.2.9"], {"192.0.2.9"})
+
+
+@pytest.mark.parametrize(
+    ("peer", "header"),
+    [
+        (OTHER, None),  # may use ext and open, not mail or secure
+        (LOCAL, None),  # may use mail and open; secure wants a header
+        (LOCAL, f"hmac name=sha256, hash={hmac.new(b'other', BODY, hashlib.sha256).hexdigest()}"),
+    ],
+)
+def test_a_refusal_does_not_tell_whether_a_name_is_configured_in_a_block_the_client_may_not_use(
+    peer: ipaddress.IPv4Address, header: str | None
+) -> None:
+    # mail.example.com is in mail's block only; nowhere.example is in none. The client gets the same
+    # answer for both (bar the name it asked for): it learns nothing about blocks it cannot use.
+    def refusal(name: str) -> str:
+        blocks = [EXT, OPEN] if peer == OTHER else [SECURE, OPEN]
+        configured = [*blocks, MAIL] if peer == OTHER else [*blocks, EXT]
+        with pytest.raises(AuthError) as info:
+            choose_auth_block(configured if name != "nowhere.example" else blocks, peer, header, BODY, [name])
+        return info.value.message.replace(name, "NAME")
+
+    secret = "mail.example.com" if peer == OTHER else "x.test.example.org"
+    assert refusal(secret) == refusal("nowhere.example")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +74,9 @@ class AccountFiles:
             ConfigError: missing, unreadable or not a supported key, saying how to fix it.
         """
         try:
-            data = self.key_path.read_bytes()
+            with self.key_path.open("rb") as file:
+                mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+                data = file.read()
         except FileNotFoundError:
             raise ConfigError(
                 f"no account key at {self.key_path}; run 'acme-register --gen-key --register CONFIG' "
@@ -81,6 +84,11 @@ class AccountFiles:
             ) from None
         except OSError as exc:
             raise ConfigError(f"cannot read the account key {self.key_path}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise ConfigError(
+                f"the account key {self.key_path} may be read or changed by other users (mode {mode:04o}); "
+                f"run 'chmod 600 {self.key_path}'"
+            )
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):

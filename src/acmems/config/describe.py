@@ -50,11 +50,15 @@ def _account_lines(name: str, account: AccountSettings) -> list[str]:
 
 
 def _masked_url(url: str) -> str:
-    # A password in the URL, or a token in its query, is a secret too.
+    """A webhook URL as ``acmems check`` shows it. A password in it, its query and every path segment
+    after the first are secrets too: Slack and Teams keep their tokens in the path
+    (``/services/T0/B0/XXXX`` is shown ``/services/********``)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = (f"{parts.username}:********@" if parts.password else "") + host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "********" if parts.query else "", ""))
+    first, _, rest = parts.path.lstrip("/").partition("/")
+    path = ("/" + first if first or parts.path else "") + ("/********" if rest else "")
+    return urlunsplit((parts.scheme, netloc, path, "********" if parts.query else "", ""))
 
 
 def _receiver_line(receiver: ReceiverSettings) -> str:

@@ -170,7 +170,7 @@ def choose_auth_block(
         except AuthError as exc:
             header_error = exc
     reasons: list[str] = []
-    method_failures: list[str] = []
+    checked: list[tuple[AuthSettings, str]] = []  # every block's method check, whatever its names
     for block in blocks:
         outside = [
             name
@@ -180,25 +180,39 @@ def choose_auth_block(
         failed = _failed_method(block, peer, parsed, header_error, body)
         if not failed and not outside:
             return block
+        checked.append((block, failed))
         if failed:
             reasons.append(f"{block.name}: {failed}")
         if outside:
             reasons.append(f"{block.name}: names not allowed: {', '.join(outside)}")
-        elif failed:
-            method_failures.append(failed)
     detail = "; ".join(reasons) or "no auth blocks configured"
-    if not method_failures:
-        # No block allows every name, whatever the credentials.
-        message = f"not authorized for {', '.join(names)}: no single auth block allows all these names"
-    elif header_error is not None:
-        message = f"not authorized: {header_error.message}"
-    elif any(f == "no Authentication header" for f in method_failures):
-        message = "not authorized: an Authentication header is required for these names"
-    elif parsed is not None and any(f.startswith("hmac") for f in method_failures):
-        message = "not authorized: the HMAC does not match this body (or its algorithm is not the one configured)"
-    else:
-        message = f"not authorized: address {peer} may not ask for these names"
-    raise AuthError(message, log_detail=detail)
+    raise AuthError(_refusal(names, peer, checked, header_error, parsed), log_detail=detail)
+
+
+def _refusal(
+    names: Sequence[str],
+    peer: IPAddress,
+    checked: Sequence[tuple[AuthSettings, str]],
+    header_error: AuthError | None,
+    parsed: HmacHeader | None,
+) -> str:
+    """The one line a refused client reads. It speaks of the client's credentials against all blocks,
+    never of which block lists a name: an outsider cannot learn whether a name is configured
+    somewhere it may not use."""
+    if header_error is not None:
+        return f"not authorized: {header_error.message}"
+    usable = [block for block, failed in checked if not failed]
+    failures = [failed for _, failed in checked if failed]
+    if parsed is not None and any(f.startswith("hmac") for f in failures):
+        if not any(block.hmac_key is not None for block in usable):
+            return "not authorized: the HMAC does not match this body (or its algorithm is not the one configured)"
+    wants_header = "no Authentication header" in failures
+    if not usable and not wants_header:
+        return f"not authorized: address {peer} may not ask for certificates"
+    message = f"not authorized for {', '.join(names)}: no single auth block open to this client allows all these names"
+    if wants_header:
+        message += " (an Authentication header is required by the others)"
+    return message
 
 
 def _failed_method(

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -75,8 +76,23 @@ class WebhookSender:
             await self._session.close()
 
 
+# What a command receiver inherits from acmems' environment: where programs are, the locale, the
+# time zone, who and where it runs. Nothing else (database passwords, NOTIFY_SOCKET, ...) reaches it.
+COMMAND_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def command_environment(pending: Pending) -> dict[str, str]:
+    """The environment of one run: :data:`COMMAND_ENVIRONMENT` and ``LC_*`` taken over, plus
+    ``ACMEMS_EVENT`` (its kind) and ``ACMEMS_EVENT_ID``."""
+    inherited = {key: value for key, value in os.environ.items() if key in COMMAND_ENVIRONMENT or key.startswith("LC_")}
+    inherited.setdefault("PATH", DEFAULT_PATH)
+    return {**inherited, "ACMEMS_EVENT": pending.kind, "ACMEMS_EVENT_ID": pending.id}
+
+
 class CommandSender:
-    """Runs the command with the event's JSON on standard input; exit status 0 means delivered."""
+    """Runs the command with the event's JSON on standard input and a small environment
+    (:func:`command_environment`); exit status 0 means delivered."""
 
     def __init__(self, settings: CommandReceiver) -> None:
         self.settings = settings
@@ -88,6 +104,7 @@ class CommandSender:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                env=command_environment(pending),
             )
         except OSError as exc:
             raise DeliveryError(f"cannot run {self.settings.argv[0]}: {exc.strerror}") from None
