@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import subprocess
 import textwrap
 from pathlib import Path
@@ -90,6 +91,36 @@ def test_repost_is_byte_identical_without_a_new_order_and_survives_restart(
     second = acmems_factory(config, port, "second")
     status, after_restart, _ = curl_post(_url(second), csr)
     assert status == 200 and after_restart == chain
+    assert _issued(second) == 0
+
+
+def test_bytes_around_the_csr_make_no_new_order_and_a_cache_kept_under_the_posted_body_keeps_answering(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    storage = tmp_path / "storage"
+    config = base_config(pebble, account_dir, port, storage)
+    first = acmems_factory(config, port, "first")
+    csr, _ = make_csr(["samecsr.example.test"])
+    status, chain, _ = curl_post(_url(first), csr)
+    assert status == 200
+    for body in (csr + b"\n", csr.replace(b"\n", b"\r\n"), b"# web1's request\n" + csr + b"\n\n"):
+        status, again, _ = curl_post(_url(first), body)
+        assert status == 200 and again == chain, body
+    assert _issued(first) == 1  # one CSR, one order, one certificate
+    assert first.stop() == 0
+    # A cache written before, as the original wrote it: the folder named by the SHA-384 of the body as
+    # posted (here with text around the PEM block), csr.pem that body, no meta.json, no saved index.
+    posted = b"# the CSR of web2\r\n" + csr.replace(b"\n", b"\r\n")
+    request, old = hashlib.sha384(csr).hexdigest(), hashlib.sha384(posted).hexdigest()
+    (storage / old[:2]).mkdir(exist_ok=True)
+    (storage / request[:2] / request[2:]).rename(storage / old[:2] / old[2:])
+    (storage / old[:2] / old[2:] / "csr.pem").write_bytes(posted)
+    (storage / old[:2] / old[2:] / "meta.json").unlink()
+    (storage / ".acmems-index.json").unlink()
+    second = acmems_factory(config, port, "second")
+    status, kept, _ = curl_post(_url(second), posted)
+    assert status == 200 and kept == chain
     assert _issued(second) == 0
 
 

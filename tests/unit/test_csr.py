@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Sequence
 
@@ -42,12 +43,20 @@ def test_sans_without_cn_and_cn_without_sans() -> None:
     assert parse_csr(build("b.example.org", [])).names == ("b.example.org",)
 
 
-def test_the_exact_bytes_are_kept_and_surrounding_text_ignored() -> None:
-    pem, _ = make_csr(["x.example.org"])
-    assert parse_csr(pem).pem == pem
+def test_the_key_is_the_request_itself_and_the_body_as_posted_is_the_second_key() -> None:
+    pem, _ = make_csr(["x.example.org"])  # what openssl writes: the standard PEM form
+    assert parse_csr(pem).pem == pem and parse_csr(pem).keys == (pem,)
     wrapped = b"garbage before\n" + pem + b"after"
-    assert parse_csr(wrapped).pem == wrapped
-    assert parse_csr(wrapped).request_pem == pem
+    crlf = pem.replace(b"\n", b"\r\n")
+    for body in (wrapped, crlf, pem + b"\n\n"):
+        info = parse_csr(body)
+        assert info.pem == pem and info.request_pem == pem and info.body == body
+        assert info.keys == (pem, body)  # the request first; the body: caches written before
+    der = x509.load_pem_x509_csr(pem).public_bytes(serialization.Encoding.DER)
+    rewrapped = (
+        b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE REQUEST-----\n"
+    )
+    assert parse_csr(rewrapped).pem == pem  # other line lengths: the same request, the same key
 
 
 def test_wildcards() -> None:

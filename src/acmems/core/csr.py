@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
@@ -29,17 +30,29 @@ _PEM_RE = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class CsrInfo:
-    """A checked CSR: the body exactly as posted (``pem``: the cache key, as in the original), the
-    PEM block alone (``request_pem``: what the CA gets), the identifiers it asks for (``names``: DNS
-    names lower-case, then IP addresses in their short form; no duplicates), which of them are IP
-    addresses, and its key."""
+    """A checked CSR: the request itself as PEM (``pem``: its DER in the standard PEM form, 64
+    characters a line, as openssl writes it; the cache key and what the CA gets), the identifiers it
+    asks for (``names``: DNS names lower-case, then IP addresses in their short form; no duplicates),
+    which of them are IP addresses, its key, and the body exactly as posted (``body``)."""
 
     pem: bytes
-    request_pem: bytes
     names: tuple[str, ...]
     key_type: str
     key_size: int
     addresses: frozenset[str] = frozenset()
+    body: bytes = b""
+
+    @property
+    def request_pem(self) -> bytes:
+        """What the CA gets: the request alone."""
+        return self.pem
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """The cache keys to look up, in turn: the request itself, then the body as posted when it
+        differs (text around the PEM block, CRLF lines): the key earlier acmems and the original
+        stored it under, so those caches keep answering."""
+        return (self.pem,) if self.body in (b"", self.pem) else (self.pem, self.body)
 
     @property
     def has_wildcard(self) -> bool:
@@ -103,7 +116,8 @@ def parse_csr(body: bytes) -> CsrInfo:
             f"{type(key).__name__.removeprefix('_')} keys are not accepted by CAs; use RSA >= 2048 or EC P-256/P-384"
         )
     names, addresses = _identifiers(csr)
-    return CsrInfo(body, match.group(0) + b"\n", names, key_type, key_size, addresses)
+    canonical = csr.public_bytes(serialization.Encoding.PEM)
+    return CsrInfo(canonical, names, key_type, key_size, addresses, body=body)
 
 
 def _identifiers(csr: x509.CertificateSigningRequest) -> tuple[tuple[str, ...], frozenset[str]]:

@@ -17,7 +17,7 @@ from acmems.core.rate_limits import Event, names_key, refusal, registered_domain
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
-from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest
+from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest, find_cached
 from acmems.storage.pauses import CaPauses, NoSharedPauses
 from acmems.storage.rate_log import RateLog
 
@@ -126,10 +126,10 @@ class Issuer:
                 kind=Kind.WILDCARD_NEEDS_DNS01,
             )
         profile = block.profile
-        cached = await cache.get(csr.pem, profile)
+        cached = await find_cached(cache, csr, profile)
         if cached is not None:
             self.metrics.cache_hits.inc()
-            return SignResult(cached, cache_hit=True)
+            return SignResult(cached.chain, cache_hit=True)
         self.metrics.cache_misses.inc()
         request = OrderRequest(csr, solver, cache, profile, ca_names=block.ca, block=block.name)
         task = self.start_issuance(request)
@@ -138,7 +138,7 @@ class Issuer:
             issued = await asyncio.wait_for(asyncio.shield(task), timeout)
         except AcmemsError as exc:
             # The old certificate keeps being served while it is valid, if its renewal fails.
-            old = await cache.get(csr.pem, profile, allow_due=True)
+            old = await find_cached(cache, csr, profile, allow_due=True)
             if old is None or isinstance(exc, IssuanceTimeout):
                 raise
             log.warning(
@@ -146,7 +146,7 @@ class Issuer:
                 ", ".join(csr.names),
                 exc.message,
             )
-            return SignResult(old, cache_hit=True)
+            return SignResult(old.chain, cache_hit=True)
         except TimeoutError:
             self._orphans.add(key)
             raise IssuanceTimeout(
@@ -201,7 +201,7 @@ class Issuer:
     async def _had_one(self, request: OrderRequest) -> bool:
         if self.notifier is None:
             return False  # only the events tell renewals apart
-        return await request.cache.get(request.csr.pem, request.profile, allow_due=True) is not None
+        return await find_cached(request.cache, request.csr, request.profile, allow_due=True) is not None
 
     def running(self, request: OrderRequest) -> bool:
         """Whether an order for this request runs now (then a new one joins it)."""

@@ -198,6 +198,10 @@ class Renewer:
                 ours = not runtime.issuer.running(request)
                 task = runtime.issuer.start_issuance(request)
                 await task
+                if request.digest != entry.digest:
+                    # Kept under the body as once posted (text around the PEM block): the renewal is
+                    # stored under the request itself, where that body's client finds it too.
+                    await cache.remove_serial(entry.serial)
             except (AcmemsError, OSError, ValueError) as exc:
                 self._failed(runtime, cache, entry, block, exc, report=ours)
                 return

@@ -12,6 +12,7 @@ from __future__ import annotations
 from acmems.core.settings import FileStorage, NoneStorage
 from acmems.storage.base import (
     CachedCertificate,
+    CacheHit,
     CertificateCache,
     CertificateIndex,
     CertificateStore,
@@ -22,11 +23,14 @@ from acmems.storage.base import (
     StaleFence,
     csr_digest,
     describe_chain,
+    find_cached,
+    forget_cached,
 )
 from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 
 __all__ = [
+    "CacheHit",
     "CachedCertificate",
     "CertificateCache",
     "CertificateIndex",
@@ -38,6 +42,8 @@ __all__ = [
     "StaleFence",
     "csr_digest",
     "describe_chain",
+    "find_cached",
+    "forget_cached",
     "make_local_store",
 ]
 

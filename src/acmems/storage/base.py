@@ -12,9 +12,11 @@ from typing import Protocol
 
 from cryptography import x509
 
+from acmems.core.csr import CsrInfo
 from acmems.core.renewal import renewal_time
 
 __all__ = [
+    "CacheHit",
     "CachedCertificate",
     "CertificateCache",
     "CertificateIndex",
@@ -27,12 +29,15 @@ __all__ = [
     "StaleFence",
     "csr_digest",
     "describe_chain",
+    "find_cached",
+    "forget_cached",
 ]
 
 
 @functools.lru_cache(maxsize=4096)  # a cache hit asks for it at every request
 def csr_digest(csr_pem: bytes, profile: str | None = None) -> str:
-    """The cache key: hex SHA-384 of the CSR bytes (the original's), covering the profile if any."""
+    """The cache key: hex SHA-384 of the CSR's PEM (the original's key when the body was just the
+    PEM block, as openssl writes it), covering the profile if any."""
     if profile is None:
         return hashlib.sha384(csr_pem).hexdigest()
     return hashlib.sha384(csr_pem + b"\n#acmems-profile=" + profile.encode()).hexdigest()
@@ -194,6 +199,32 @@ class CertificateCache(Protocol):
     def forget(self, csr_pem: bytes, profile: str | None = None) -> None:
         """Drop what is remembered in memory of this CSR's certificate: the next ``get`` reads it afresh."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """A chain found for a CSR, and the store's key it was found under."""
+
+    digest: str
+    chain: bytes
+
+
+async def find_cached(
+    cache: CertificateCache, csr: CsrInfo, profile: str | None = None, *, allow_due: bool = False
+) -> CacheHit | None:
+    """The chain for ``csr``, looked up under each of its keys in turn (:attr:`CsrInfo.keys`: the
+    request itself, then the body as posted, the key of caches written before)."""
+    for key in csr.keys:
+        chain = await cache.get(key, profile, allow_due=allow_due)
+        if chain is not None:
+            return CacheHit(csr_digest(key, profile), chain)
+    return None
+
+
+def forget_cached(cache: CertificateCache, csr: CsrInfo, profile: str | None = None) -> None:
+    """Drop what ``cache`` remembers in memory of ``csr``'s certificate, under each of its keys."""
+    for key in csr.keys:
+        cache.forget(key, profile)
 
 
 class CertificateIndex(Protocol):

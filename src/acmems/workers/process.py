@@ -35,7 +35,7 @@ from acmems.http.plumbing import OneLineErrorServer
 from acmems.issuance.issuer import SignResult
 from acmems.lru import Lru
 from acmems.metrics import Metrics
-from acmems.storage import CertificateStore, csr_digest
+from acmems.storage import CertificateStore, csr_digest, find_cached, forget_cached
 from acmems.workers.messages import MAX_FETCHED, PEER_HEADER, REPORT_PATH, WorkerReport
 from acmems.workers.pool import STOP_GRACE
 
@@ -91,12 +91,12 @@ class _CacheSigner:
 
     async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult:
         cache = self.caches[block.storage]
-        chain = await cache.get(csr.pem, block.profile)
-        if chain is None:
-            cache.forget(csr.pem, block.profile)  # the main process may renew it: read it afresh next time
+        hit = await find_cached(cache, csr, block.profile)
+        if hit is None:
+            forget_cached(cache, csr, block.profile)  # the main process may renew it: read it afresh next time
             raise _NotCached
         self.metrics.cache_hits.inc()
-        return SignResult(chain, cache_hit=True)
+        return SignResult(hit.chain, cache_hit=True)
 
 
 @dataclass(frozen=True, slots=True)
