@@ -35,10 +35,11 @@ class Database:
     server: Postgres
     name: str
     password_file: Path
+    via_port: int | None = None  # the instances reach it through this port (a SlowLink)
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://acmems@127.0.0.1:{self.server.port}/{self.name}"
+        return f"postgresql://acmems@127.0.0.1:{self.via_port or self.server.port}/{self.name}"
 
     def query(self, statement: str) -> str:
         return self.server.psql(statement, database=self.name)

@@ -7,10 +7,13 @@ sleeping and hoping).
 - :class:`DnsGate` is a ``check-server``: for the names it holds it serves no TXT value until
   released (so acmems keeps waiting with its value published at the primary), and forwards every
   other query to the real server.
+- :class:`SlowLink` is a slow network in front of a TCP server (the cluster's database).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import urllib.error
@@ -23,7 +26,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-__all__ = ["DnsGate", "HttpGate"]
+__all__ = ["DnsGate", "HttpGate", "SlowLink"]
 
 _HOLD_AT_MOST = 120.0  # a gate never holds longer, whatever the test does
 
@@ -171,3 +174,62 @@ class DnsGate(_Gate):
         self._stop.set()
         self._thread.join(2)
         self._socket.close()
+
+
+class SlowLink:
+    """A TCP proxy on ``port`` to ``upstream_port`` that delivers every chunk ``delay`` seconds after
+    it arrived, both ways (a database across a slow network, or a busy one): operations take longer,
+    so anything that queues behind them shows. Order and throughput are kept: a chunk waits for its
+    own due time only."""
+
+    def __init__(self, port: int, upstream_port: int, delay: float) -> None:
+        self.port, self.upstream_port, self.delay = port, upstream_port, delay
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                if not chunk:
+                    break
+                await asyncio.sleep(max(0.0, due - self._loop.time()))  # not sync: the simulated latency
+                writer.write(chunk)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.ensure_future(deliver())
+        try:
+            while chunk := await reader.read(65536):
+                queue.put_nowait((self._loop.time() + self.delay, chunk))
+        except OSError:
+            pass
+        queue.put_nowait((0.0, b""))
+        with contextlib.suppress(OSError):
+            await sender
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    def __enter__(self) -> SlowLink:
+        self._thread.start()
+        started = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._connection, "127.0.0.1", self.port), self._loop
+        )
+        self._server = started.result(5)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        server = self._server
+        if server is not None:
+            server.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(2)

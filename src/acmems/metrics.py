@@ -50,6 +50,13 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.challenge_requests = Counter(
+            "acmems_challenge_requests",
+            "Requests to the HTTP-01 challenge listeners, by answer: answered, unknown (a token nobody "
+            "holds), not-a-token (not shaped like one: no lookup), unavailable (the cluster database)",
+            ["answer"],
+            registry=r,
+        )
         self.storage_errors = Counter("acmems_storage_errors", "Certificates that could not be cached", registry=r)
         self.certificates_cached = Gauge("acmems_certificates_cached", "Certificates in the file caches", registry=r)
         self.soonest_expiry = Gauge(

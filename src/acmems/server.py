@@ -178,7 +178,9 @@ class Server:
         for name, solver in self._http01.items():
             verification = runtime.settings.verifications[name]
             assert isinstance(verification, Http01Verification)
-            await self.listeners.serve(challenge_handler(solver), verification.listeners, f"http01 {name!r}", idle)
+            await self.listeners.serve(
+                challenge_handler(solver, self.metrics), verification.listeners, f"http01 {name!r}", idle
+            )
         if shared is None:
             await self.listeners.serve(handler, mgmt.listeners, "mgmt", idle)
             return

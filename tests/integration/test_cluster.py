@@ -4,6 +4,7 @@ session Pebble, behind one nginx with plain round robin (no ``http_404`` retry).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import re
 import signal
 import subprocess
@@ -26,9 +27,9 @@ from tests.cluster_fixtures import (
     three,
 )
 from tests.conftest import AcmemsFactory, base_config, curl_post, make_csr
-from tests.gates import HttpGate
+from tests.gates import HttpGate, SlowLink
 from tests.pgservice import PASSWORD
-from tests.realservices import Acmems, Apache, Bind, HAProxy, Nginx, Pebble, ServiceError, free_port, wait_for
+from tests.realservices import Acmems, Apache, Bind, HAProxy, Nginx, Pebble, ServiceError, free_port, tool, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["database", "postgres", "three"]  # fixtures
@@ -492,3 +493,61 @@ def test_the_rate_limits_count_the_whole_cluster_s_orders(
         assert _issued_at_ca(pebble) == issued  # the CA was not asked
     finally:
         proxy.stop()
+
+
+def _challenge_answers(server: Acmems, answer: str) -> float:
+    text = curl_post(f"http://127.0.0.1:{server.mgmt_port}/metrics", b"", extra=["-X", "GET"])[1].decode()
+    found = re.search(rf'^acmems_challenge_requests_total{{answer="{answer}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.slow
+def test_junk_tokens_at_full_speed_cannot_starve_leases_heartbeat_or_sign(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
+) -> None:
+    # The database is across a slow link (every chunk 50 ms late each way), so a lookup holds a
+    # connection for a while. wrk asks instance a's public challenge listener for tokens nobody
+    # holds, as fast as 128 connections can: half shaped like ACME tokens (each a database lookup),
+    # half not (a 404 without one). Meanwhile the cluster issues through instance a, the CA's checks
+    # landing on both listeners. Lookups have their own bound and the heartbeat its own connection:
+    # no lease is lost, no /sign fails, and a's heartbeat never lapses.
+    with SlowLink(free_port(), database.server.port, 0.05) as link:
+        slow = dataclasses.replace(database, via_port=link.port)
+        cluster = start_cluster(acmems_factory, pebble, account_dir, slow, tmp_path, count=2)
+        try:
+            first = cluster.instances[0]
+            listener = re.search(r'\[verification "http"\]\ntype = http01\nlistener = (\S+)', cluster.configs[0])
+            assert listener is not None
+            script = tmp_path / "junk.lua"
+            script.write_text(
+                "counter = 0\n"
+                "request = function()\n"
+                "  counter = counter + 1\n"
+                "  local token = (counter % 2 == 0) and string.format('%043d', counter) or ('x.' .. counter)\n"
+                "  return wrk.format('GET', '/.well-known/acme-challenge/' .. token)\n"
+                "end\n"
+            )
+            flood = subprocess.Popen(  # until the orders below are done, then stopped
+                [tool("wrk"), "-t2", "-c128", "-d600s", "-s", str(script), f"http://{listener.group(1)}/"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                wait_for(lambda: _challenge_answers(first, "unknown") > 0, waits.PROMPT, "the flood reaching a")
+                csrs = [make_csr([f"flood{i}.example.test"])[0] for i in range(4)]
+                with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                    results = list(pool.map(lambda csr: _sign(first, csr), csrs))
+            finally:
+                flood.send_signal(signal.SIGINT)  # wrk prints its summary on SIGINT
+                out, _ = flood.communicate(timeout=waits.PROMPT)
+            assert [status for status, _, _ in results] == [200] * 4, [body[:300] for _, body, _ in results]
+            requests = re.search(r"(\d+) requests in", out)
+            assert requests is not None and int(requests.group(1)) > 0, out
+            assert _challenge_answers(first, "not-a-token") > 0  # the unshaped half: 404 without a lookup
+            alive = database.query("SELECT alive_until > now() FROM acmems_instances WHERE name = 'acmems-a'")
+            assert alive.strip() == "t"
+            for server in cluster.instances:
+                log = server.log_text()
+                assert "lost the lease" not in log and "heartbeat late" not in log and "Traceback" not in log
+        finally:
+            stop_cluster(cluster)

@@ -3,9 +3,19 @@ cluster also in the database for every other instance's listener."""
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
-__all__ = ["Http01Solver", "NoSharedTokens", "TokenTable"]
+__all__ = ["Http01Solver", "NoSharedTokens", "TokenTable", "looks_like_token"]
+
+# RFC 8555 §8.1: a token has at least 128 bits of entropy, base64url without padding: 22 characters
+# or more (Let's Encrypt's and Pebble's have 43). 256 is our bound: no CA's is that long.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,256}")
+
+
+def looks_like_token(token: str) -> bool:
+    """Whether ``token`` is shaped like an ACME token: anything else is a 404 without a lookup."""
+    return _TOKEN_RE.fullmatch(token) is not None
 
 
 class TokenTable(Protocol):
@@ -59,7 +69,10 @@ class Http01Solver:
 
     async def lookup(self, token: str) -> str | None:
         """What to answer for ``token``: this process's, else any instance's (never remembered when
-        not found). Raises :class:`DatabaseError` when only the database could know."""
+        not found); None without any lookup when it is not shaped like a token. Raises
+        :class:`DatabaseError` when only the database could know."""
+        if not looks_like_token(token):
+            return None
         held = self._tokens.get(token)
         if held is not None:
             return held

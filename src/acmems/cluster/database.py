@@ -207,6 +207,46 @@ class ClusterDb:
         """Call ``callback(payload)`` for every notification on ``channel``."""
         self._listeners.setdefault(channel, []).append(callback)
 
+    def heartbeat(self, statement: str, params: tuple[object, ...], late_after: float) -> None:
+        """Run ``statement`` once a second in a task and on a connection of its own: nothing else
+        this process does (a full pool, a slow look for changes) can delay it. A beat that has not
+        reached the database for ``late_after`` seconds is logged once, and its return too."""
+        self._tasks.append(asyncio.create_task(self._beat_forever(statement, params, late_after)))
+
+    async def _beat_forever(self, statement: str, params: tuple[object, ...], late_after: float) -> None:
+        conn: psycopg.AsyncConnection[TupleRow] | None = None
+        last = time.monotonic()
+        late = False
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    if conn is None:
+                        conn = await psycopg.AsyncConnection.connect(
+                            self.settings.database, autocommit=True, **self._kwargs
+                        )
+                    await asyncio.wait_for(conn.execute(statement, params), self.timeout)
+                    if late:
+                        log.info("heartbeat: reaches the cluster database again")
+                    last, late = time.monotonic(), False
+                except (psycopg.Error, OSError, TimeoutError) as exc:
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    if not late and time.monotonic() - last >= late_after:
+                        late = True
+                        log.warning(
+                            "heartbeat late: %.0f s since the last one reached the cluster database (%s); "
+                            "others take this instance for gone after %g s",
+                            time.monotonic() - last,
+                            _one_line(exc),
+                            late_after * 2,
+                        )
+                await asyncio.sleep(max(0.1, 1.0 - (time.monotonic() - started)))
+        finally:
+            if conn is not None:
+                await conn.close()
+
     def every_second(self, tick: Callable[[], Awaitable[None]], resync: Callable[[], Awaitable[None]]) -> None:
         """Run ``tick`` once a second (what notifications may have missed) and ``resync`` after the
         listening connection was re-opened. Their :class:`DatabaseError` is ignored (logged once)."""

@@ -1,12 +1,14 @@
 """The DNS-01 cleanup journal of a cluster (``acmems_dns_pending``): every TXT value an instance adds
 is listed with that instance's id before it is sent, and taken off once deleted. Values whose
-instance is no longer alive (it has not said so for :data:`ALIVE_SECONDS`) are adopted by a live
-instance, which deletes them; a value that a live instance also lists (it resumed that order) is
+instance is gone (it has not said it is alive for ``ALIVE_SECONDS`` and then ``ADOPT_AFTER_LAPSE``
+more, see :mod:`acmems.cluster.instances`) are adopted by another live instance, never by their
+own, which deletes them; a value that a live instance also lists (it resumed that order) is
 only taken off the list, not deleted from the zone."""
 
 from __future__ import annotations
 
 from acmems.cluster.database import ClusterDb
+from acmems.cluster.instances import ADOPT_AFTER_LAPSE
 from acmems.storage.dns_journal import DnsRecord
 
 __all__ = ["DatabaseJournal"]
@@ -14,7 +16,11 @@ __all__ = ["DatabaseJournal"]
 _ADOPT = """
 WITH orphans AS (
     SELECT p.id FROM acmems_dns_pending p
-    WHERE NOT EXISTS (SELECT 1 FROM acmems_instances i WHERE i.instance = p.instance AND i.alive_until > now())
+    WHERE p.instance <> %(instance)s
+      AND NOT EXISTS (
+        SELECT 1 FROM acmems_instances i
+        WHERE i.instance = p.instance AND i.alive_until > now() - %(lapse)s * interval '1 second'
+      )
     FOR UPDATE SKIP LOCKED
 )
 UPDATE acmems_dns_pending p SET instance = %(instance)s, holder = %(holder)s
@@ -57,7 +63,9 @@ class DatabaseJournal:
         """The values of instances that are gone, adopted by this one (to be deleted now)."""
         adopted = []
         async with self.db.transaction() as cursor:
-            await cursor.execute(_ADOPT, {"instance": self.db.instance, "holder": self.db.name})
+            await cursor.execute(
+                _ADOPT, {"instance": self.db.instance, "holder": self.db.name, "lapse": ADOPT_AFTER_LAPSE}
+            )
             rows = await cursor.fetchall()
             for row_id, server, port, zone, name, value in rows:
                 await cursor.execute(_STILL_USED, (server, port, zone, name, value, row_id))

@@ -8,13 +8,17 @@ import logging
 import psycopg
 
 from acmems.cluster.database import ClusterDb
+from acmems.cluster.leases import LEASE_SECONDS
 from acmems.cluster.schema import SCHEMA_VERSION, migrate, schema_version
 from acmems.errors import AcmemsError, DatabaseError
 
-__all__ = ["ALIVE_SECONDS", "check_account", "database_status", "prepare", "sweep"]
+__all__ = ["ADOPT_AFTER_LAPSE", "ALIVE_SECONDS", "check_account", "database_status", "prepare", "sweep"]
 
 log = logging.getLogger("acmems.cluster")
 ALIVE_SECONDS = 10.0  # an instance that has not said it is alive for this long is gone (said every second)
+# What another instance adopts of one that is gone (its DNS-01 values) waits this much longer
+# still: a live instance whose beats were late for a moment keeps what it holds.
+ADOPT_AFTER_LAPSE = LEASE_SECONDS
 
 
 async def prepare(db: ClusterDb, *, upgrade: bool = True, announce: bool = True) -> None:
@@ -65,19 +69,11 @@ async def prepare(db: ClusterDb, *, upgrade: bool = True, announce: bool = True)
         ) from None
     except (psycopg.Error, RuntimeError) as exc:
         raise AcmemsError(f"the cluster database {db.where}: {str(exc).splitlines()[0]}") from None
-    db.every_second(lambda: _still_alive(db), _nothing)
-
-
-async def _still_alive(db: ClusterDb) -> None:
-    async with db.transaction() as cursor:
-        await cursor.execute(
-            "UPDATE acmems_instances SET alive_until = now() + %s * interval '1 second' WHERE instance = %s",
-            (ALIVE_SECONDS, db.instance),
-        )
-
-
-async def _nothing() -> None:
-    return None
+    db.heartbeat(
+        "UPDATE acmems_instances SET alive_until = now() + %s * interval '1 second' WHERE instance = %s",
+        (ALIVE_SECONDS, db.instance),
+        late_after=ALIVE_SECONDS / 2,
+    )
 
 
 async def database_status(db: ClusterDb) -> str:

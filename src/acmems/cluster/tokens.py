@@ -3,13 +3,22 @@ challenge listener answers every instance's tokens (the CA's fetches may land on
 
 A token is committed before the CA is told to validate and deleted afterwards; a lookup that finds
 nothing is never remembered (the next fetch asks again).
+
+The challenge listener is public: anybody may ask for any token, as fast as they like. Lookups share
+the database pool with the leases, the heartbeat and ``/sign``'s claims, so at most
+:data:`LOOKUP_SLOTS` of them run at once (the rest wait their turn): however many arrive, the pool
+keeps connections for the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from acmems.cluster.database import ClusterDb
 
-__all__ = ["SharedTokens"]
+__all__ = ["LOOKUP_SLOTS", "SharedTokens"]
+
+LOOKUP_SLOTS = 2
 
 
 class SharedTokens:
@@ -17,6 +26,7 @@ class SharedTokens:
 
     def __init__(self, db: ClusterDb) -> None:
         self.db = db
+        self._lookups = asyncio.Semaphore(LOOKUP_SLOTS)
 
     async def put(self, token: str, key_authorization: str) -> None:
         """Publish a token (committed when this returns). Raises :class:`DatabaseError`."""
@@ -34,8 +44,9 @@ class SharedTokens:
             await cursor.execute("DELETE FROM acmems_http01 WHERE token = %s", (token,))
 
     async def get(self, token: str) -> str | None:
-        """The key authorization of ``token`` published by any instance. Raises :class:`DatabaseError`."""
-        async with self.db.transaction() as cursor:
+        """The key authorization of ``token`` published by any instance (one of :data:`LOOKUP_SLOTS`
+        lookups at a time). Raises :class:`DatabaseError`."""
+        async with self._lookups, self.db.transaction() as cursor:
             await cursor.execute("SELECT key_authorization FROM acmems_http01 WHERE token = %s", (token,))
             row = await cursor.fetchone()
         return str(row[0]) if row is not None else None

@@ -17,8 +17,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from acmems.challenges.http01 import Http01Solver
+from acmems.challenges.http01 import Http01Solver, looks_like_token
 from acmems.errors import AcmemsError, Kind, RequestError, http_answer
+from acmems.metrics import Metrics
 
 __all__ = [
     "MAX_FIELD_BYTES",
@@ -154,13 +155,15 @@ class Routes:
         return await handler(request)
 
 
-def challenge_handler(solver: Http01Solver) -> Handler:
+def challenge_handler(solver: Http01Solver, metrics: Metrics) -> Handler:
     """The handler for an http01 verification's listeners: ``GET /.well-known/acme-challenge/<token>``.
 
-    Any Host header; 404 for unknown tokens so a proxy can try the next acmems. It raises nothing,
-    so it needs no :func:`answering_errors` around it, only the header limit.
+    Any Host header; 404 for unknown tokens so a proxy can try the next acmems, and for anything not
+    shaped like a token without looking it up. It raises nothing, so it needs no
+    :func:`answering_errors` around it, only the header limit.
     """
     prefix = "/.well-known/acme-challenge/"
+    counted = metrics.challenge_requests
 
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -169,13 +172,20 @@ def challenge_handler(solver: Http01Solver) -> Handler:
             return text_answer(exc.status, exc.message)
         path = request.path
         if request.method in ("GET", "HEAD") and path.startswith(prefix):
+            token = path[len(prefix) :]
+            if not looks_like_token(token):
+                counted.labels("not-a-token").inc()
+                return text_answer(404, "unknown token")
             try:
-                key_authorization = await solver.lookup(path[len(prefix) :])
+                key_authorization = await solver.lookup(token)
             except AcmemsError as exc:  # the cluster database does not answer: 503, never "unknown"
+                counted.labels("unavailable").inc()
                 failed = http_answer(exc)
                 return text_answer(failed.status, failed.line, failed.headers)
             if key_authorization is not None:
+                counted.labels("answered").inc()
                 return web.Response(text=key_authorization, content_type="text/plain")
+            counted.labels("unknown").inc()
             return text_answer(404, "unknown token")
         if not path.startswith(prefix):
             return text_answer(404, "not found")
