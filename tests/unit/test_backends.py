@@ -12,7 +12,7 @@ import pytest
 
 from acmems.backends import Role, make_backend
 from acmems.backends.files import FileBackend
-from acmems.challenges.http01 import Http01Solver
+from acmems.challenges.http01 import Http01Solver, looks_like_token
 from acmems.config import settings_from_sources
 from acmems.core.settings import DatabaseStorage, FileStorage, NoneStorage
 from acmems.errors import ConfigError
@@ -65,10 +65,11 @@ def test_one_acmems_shares_no_tokens_and_no_pauses() -> None:
 
     async def scenario() -> None:
         solver = Http01Solver("web", backend.http01_tokens())
-        await solver.present("www.example.org", "token-1", "token-1.thumb")
-        assert await solver.lookup("token-1") == "token-1.thumb"
-        await solver.cleanup("www.example.org", "token-1", "token-1.thumb")
-        assert await solver.lookup("token-1") is None
+        token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+        await solver.present("www.example.org", token, f"{token}.thumb")
+        assert await solver.lookup(token) == f"{token}.thumb"
+        await solver.cleanup("www.example.org", token, f"{token}.thumb")
+        assert await solver.lookup(token) is None
         pauses = backend.ca_pauses()
         await pauses.hold("https://ca", 120, "rateLimited")
         await pauses.check("https://ca")  # no CaError: this process's own pause is AcmeCa's
@@ -92,3 +93,20 @@ def test_one_acmems_with_files_never_loads_psycopg(tmp_path: Path) -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "acmems.server" in loaded  # the server was built
     assert not [m for m in loaded if m.startswith(("psycopg", "acmems.cluster", "acmems.backends.postgres"))]
+
+
+@pytest.mark.parametrize(
+    ("token", "shaped"),
+    [
+        ("evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA", True),  # Let's Encrypt's and Pebble's: 43
+        ("A" * 22, True),  # 128 bits, the least RFC 8555 allows
+        ("A" * 21, False),
+        ("A" * 257, False),
+        ("evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ+PCt92wr/oA", False),  # base64, not base64url
+        ("evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA=", False),  # padding
+        ("../../etc/passwd-aaaaaaaaaaaaaaaaaaaaaa", False),
+        ("", False),
+    ],
+)
+def test_only_what_is_shaped_like_an_acme_token_is_looked_up(token: str, shaped: bool) -> None:
+    assert looks_like_token(token) is shaped
