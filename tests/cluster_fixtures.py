@@ -70,13 +70,14 @@ def cluster_config(
     bind: Bind | None = None,
     extra: Sequence[str] = (),
     auth: Mapping[str, str] | None = None,
+    account: Mapping[str, str] | None = None,
     **mgmt: str | int,
 ) -> str:
     """An instance of a cluster: HTTP-01 on ``http_port``, or with ``bind`` DNS-01 there; ``extra``
-    sections and ``auth`` keys of its auth block added."""
+    sections, ``auth`` keys of its auth block and ``account`` keys of ``[account]`` added."""
     verification = ini.http01("http", http_port) if bind is None else ini.dns01("dns", bind, ttl=5, timeout=2)
     return ini.ini(
-        ini.account(pebble, account_dir),
+        ini.account(pebble, account_dir, **(account or {})),
         ini.mgmt(mgmt_port, **mgmt),
         ini.cluster(db.dsn, db.password_file, name),
         verification,
@@ -111,6 +112,7 @@ def start_cluster(
     extra: Sequence[str] = (),
     auth: Mapping[str, str] | None = None,
     proxy_port: int | None = None,
+    account: Mapping[str, str] | None = None,
     **mgmt: str | int,
 ) -> Cluster:
     """``count`` acmems on one database; nginx round-robins the CA's checks over their challenge
@@ -118,7 +120,7 @@ def start_cluster(
     ports = [(free_port(), free_port()) for _ in range(count)]
     letters = "abcdefgh"[:count]
     configs = [
-        cluster_config(pebble, account_dir, db, f"acmems-{letter}", port, http, bind, extra, auth, **mgmt)
+        cluster_config(pebble, account_dir, db, f"acmems-{letter}", port, http, bind, extra, auth, account, **mgmt)
         for letter, (port, http) in zip(letters, ports, strict=True)
     ]
     front = pebble.http_port if proxy_port is None else proxy_port

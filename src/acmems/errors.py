@@ -171,7 +171,8 @@ class CsrError(AcmemsError):
 
 
 class CaError(AcmemsError):
-    """The ACME CA refused, failed or could not be reached; ``problem_type`` is its RFC 8555 §6.7 type."""
+    """The ACME CA refused, failed or could not be reached; ``problem_type`` is its RFC 8555 §6.7 type.
+    ``held``: not the CA's answer now, but a pause it asked for earlier (nothing new to note)."""
 
     def __init__(
         self,
@@ -181,9 +182,11 @@ class CaError(AcmemsError):
         retry_after: int | None = None,
         log_detail: str = "",
         problem_type: str | None = None,
+        held: bool = False,
     ) -> None:
         super().__init__(message, kind=kind, retry_after=retry_after, log_detail=log_detail)
         self.problem_type = problem_type
+        self.held = held
 
 
 class DnsUpdateError(AcmemsError):

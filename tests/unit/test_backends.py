@@ -14,6 +14,7 @@ from acmems.backends import Role, make_backend
 from acmems.backends.files import FileBackend
 from acmems.challenges.http01 import Http01Solver, looks_like_token
 from acmems.config import settings_from_sources
+from acmems.core.pause_scope import ACCOUNT
 from acmems.core.settings import DatabaseStorage, FileStorage, NoneStorage
 from acmems.errors import ConfigError
 from acmems.storage.file import FileCache
@@ -71,8 +72,8 @@ def test_one_acmems_shares_no_tokens_and_no_pauses() -> None:
         await solver.cleanup("www.example.org", token, f"{token}.thumb")
         assert await solver.lookup(token) is None
         pauses = backend.ca_pauses()
-        await pauses.hold("https://ca", 120, "rateLimited")
-        await pauses.check("https://ca")  # no CaError: this process's own pause is AcmeCa's
+        await pauses.hold("https://ca", ACCOUNT, 120, "rateLimited")
+        await pauses.check("https://ca", [ACCOUNT])  # no CaError: this process's own pauses are the issuer's
         assert await backend.status() is None
 
     asyncio.run(scenario())

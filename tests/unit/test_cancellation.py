@@ -141,41 +141,6 @@ def test_a_failure_in_a_blocking_call_is_still_the_clients_answer(tmp_path: Path
     asyncio.run(scenario())
 
 
-def test_a_ca_retry_after_holds_every_order_of_the_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The CA rate-limits one order: for its Retry-After no order of any client goes to it.
-    from types import SimpleNamespace
-
-    from acmems.errors import CaError, Kind
-
-    ca = _ca("http://127.0.0.1:9/dir", tmp_path)
-    calls: list[bytes] = []
-
-    async def ready() -> None:
-        return None
-
-    async def order(*args: object) -> bytes:
-        calls.append(b"order")
-        raise CaError("the CA rate-limited this request", kind=Kind.RATE_LIMITED, retry_after=120)
-
-    monkeypatch.setattr(ca, "start_ready", ready)
-    monkeypatch.setattr(ca, "_order", order)
-    monkeypatch.setattr(ca, "_take_client", lambda: SimpleNamespace(net=SimpleNamespace(last_response=None, account=0)))
-
-    async def scenario() -> tuple[CaError, CaError]:
-        with pytest.raises(CaError) as first:
-            await ca.issue(b"csr-1", NoSolver())
-        with pytest.raises(CaError) as second:
-            await ca.issue(b"csr-2", NoSolver())
-        return first.value, second.value
-
-    first, second = asyncio.run(scenario())
-    ca.close()
-    assert calls == [b"order"]  # the second client's order never went out
-    assert second.status == 429 and second.retry_after is not None and 110 <= second.retry_after <= 120
-    assert "no order is sent to it" in second.message
-    assert first.status == 429  # the CA's own answer reaches the first client unchanged
-
-
 class NoSolver:
     name = "none"
     challenge_type = "http-01"

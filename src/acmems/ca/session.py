@@ -13,8 +13,6 @@ import asyncio
 import datetime
 import functools
 import logging
-import math
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
@@ -63,9 +61,6 @@ class AcmeCa:
         self._directory: messages.Directory | None = None
         self._regr: messages.RegistrationResource | None = None
         self._ready_lock = asyncio.Lock()
-        # The CA's last rateLimited Retry-After: no order goes to it before then, for any client.
-        self._backoff_until = 0.0  # monotonic
-        self._backoff_reason = ""
 
     # ------------------------------------------------------------------------------- set-up
 
@@ -254,15 +249,6 @@ class AcmeCa:
                 self.check_profiles({profile})
             except ConfigError as exc:
                 raise CaError(exc.message, kind=Kind.CA_REFUSED) from None
-        waiting = self._backoff_until - time.monotonic()
-        if waiting > 0:
-            raise CaError(
-                f"the CA asked this account to wait ({self._backoff_reason}); no order is sent to it for "
-                f"{math.ceil(waiting)} s more",
-                kind=Kind.RATE_LIMITED,
-                retry_after=math.ceil(waiting),
-                problem_type="rateLimited",  # the CA's own word, kept: another CA may be tried
-            )
         async with self._slots:
             client = self._take_client()
             reuse = True
@@ -275,10 +261,6 @@ class AcmeCa:
                     "the CA did not finish the order in time; retry later", kind=Kind.CA_UNREACHABLE
                 ) from None
             except CaError as exc:
-                if exc.kind is Kind.RATE_LIMITED and exc.retry_after:
-                    self._backoff_until = max(self._backoff_until, time.monotonic() + exc.retry_after)
-                    self._backoff_reason = exc.message
-                    log.warning("the CA rate-limited the account: no order for %d s (%s)", exc.retry_after, exc.message)
                 if exc.kind is Kind.CA_UNREACHABLE:
                     # The CA may have restarted: drop pooled sessions (their nonces and connections).
                     self._idle.clear()

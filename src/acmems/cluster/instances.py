@@ -124,3 +124,4 @@ async def sweep(db: ClusterDb) -> None:
     async with db.transaction() as cursor:
         await cursor.execute("DELETE FROM acmems_http01 WHERE added < now() - interval '1 hour'")
         await cursor.execute("DELETE FROM acmems_leases WHERE expires < now() - interval '1 day'")
+        await cursor.execute("DELETE FROM acmems_ca_pauses WHERE until < now() - interval '1 day'")

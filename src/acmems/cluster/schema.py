@@ -130,6 +130,25 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         sent double precision NOT NULL
     );
     """,
+    """
+    CREATE TABLE acmems_ca_pauses (
+        acme_server text NOT NULL,
+        scope text NOT NULL,
+        value text NOT NULL,
+        until timestamptz NOT NULL,
+        reason text NOT NULL,
+        PRIMARY KEY (acme_server, scope, value)
+    );
+    CREATE TABLE acmems_block_orders (
+        id bigserial PRIMARY KEY,
+        block text NOT NULL,
+        at timestamptz NOT NULL DEFAULT now(),
+        lease text,
+        holder text NOT NULL,
+        running_until timestamptz
+    );
+    CREATE INDEX acmems_block_orders_block ON acmems_block_orders (block, at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

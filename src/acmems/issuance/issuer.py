@@ -13,12 +13,13 @@ from acmems.ca.problems import falls_over
 from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.core.csr import CsrInfo
+from acmems.core.pause_scope import classify_rate_limit, scopes_of
 from acmems.core.rate_limits import Event, names_key, refusal, registered_domains
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
 from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest, find_cached
-from acmems.storage.pauses import CaPauses, NoSharedPauses
+from acmems.storage.pauses import CaPauses, MemoryPauses, NoSharedPauses
 from acmems.storage.rate_log import RateLog
 
 if TYPE_CHECKING:
@@ -104,7 +105,10 @@ class Issuer:
         self.caches = caches
         self.metrics = metrics or Metrics()
         self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
-        self.backoff = backoff or NoSharedPauses()  # a cluster: the CA's rateLimited pauses, shared
+        # The CA's rateLimited pauses, each scoped to what it refused: this process's, and a
+        # cluster's shared ones.
+        self.pauses = MemoryPauses()
+        self.backoff = backoff or NoSharedPauses()
         self.notifier = notifier  # told of each certificate issued, and of each failed order a client asked for
         self._inflight: dict[_Key, asyncio.Task[Issued]] = {}
         self._orphans: set[_Key] = set()
@@ -297,11 +301,11 @@ class Issuer:
         vtype = solver.challenge_type
         account = ca.settings.acme_server
         try:
-            await self.backoff.check(account)
+            await self._check_pauses(account, csr.names)
             chain = await ca.issue(csr.request_pem, solver, profile, replaces, claim)
         except AcmemsError as exc:
-            if isinstance(exc, CaError) and exc.problem_type == "rateLimited" and exc.retry_after:
-                await self._hold(account, exc)
+            if isinstance(exc, CaError) and exc.problem_type == "rateLimited" and exc.retry_after and not exc.held:
+                await self._hold(account, csr.names, exc)
             self.metrics.issuances.labels("failed", vtype).inc()
             if isinstance(exc, CaError):
                 self.metrics.ca_errors.labels(exc.problem_type or f"http-{exc.status}").inc()
@@ -326,11 +330,21 @@ class Issuer:
         )
         return chain
 
-    async def _hold(self, account: str, exc: CaError) -> None:
+    async def _check_pauses(self, account: str, names: Sequence[str]) -> None:
+        scopes = scopes_of(names)
+        await self.pauses.check(account, scopes)
+        await self.backoff.check(account, scopes)
+
+    async def _hold(self, account: str, names: Sequence[str], exc: CaError) -> None:
         assert exc.retry_after is not None
+        scope = classify_rate_limit(exc.message, names)
+        log.warning(
+            "the CA rate-limited %s: no order for it for %d s (%s)", scope.describe(), exc.retry_after, exc.message
+        )
+        await self.pauses.hold(account, scope, exc.retry_after, exc.message)
         try:
-            await self.backoff.hold(account, exc.retry_after, exc.message)
-        except AcmemsError as failed:  # the database: this instance still holds it (AcmeCa)
+            await self.backoff.hold(account, scope, exc.retry_after, exc.message)
+        except AcmemsError as failed:  # the database: this instance still holds it (self.pauses)
             log.warning("cannot share the CA's pause with the cluster: %s", failed.message)
 
     async def _store(self, csr: CsrInfo, chain: bytes, cache: CertificateCache, origin: Origin) -> None:
