@@ -217,7 +217,11 @@ class SlowLink:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        try:
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        finally:
+            for each in (writer, up_writer):
+                each.transport.abort()  # closed at once, also when cancelled: nothing left to the GC
 
     def __enter__(self) -> SlowLink:
         self._thread.start()
@@ -227,9 +231,16 @@ class SlowLink:
         self._server = started.result(5)
         return self
 
+    async def _shut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        server = self._server
-        if server is not None:
-            server.close()
+        asyncio.run_coroutine_threadsafe(self._shut(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(2)
+        self._thread.join(5)
+        self._loop.close()

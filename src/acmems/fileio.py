@@ -10,11 +10,13 @@ from pathlib import Path
 __all__ = ["write_atomic"]
 
 
-def write_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o644, *, exclusive: bool = False) -> None:
     """Write ``data`` (or its pieces, one after another: a large file never whole in memory) to
     ``path`` through a temporary file in the same folder, fsync and rename.
 
     The file has ``mode`` from its creation on (keys: 0o600), so no other user can read it in between.
+    With ``exclusive`` an existing ``path`` is never replaced: :class:`FileExistsError` (another
+    process wrote it first).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,7 +30,11 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o644) -
                     handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)  # fails if path exists, where a rename would replace it
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

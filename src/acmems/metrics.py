@@ -57,6 +57,21 @@ class Metrics:
             ["answer"],
             registry=r,
         )
+        self.block_requests = Counter(
+            "acmems_block_requests", "POST /sign requests accepted by each auth block", ["block"], registry=r
+        )
+        self.block_orders = Counter(
+            "acmems_block_orders",
+            "New orders the clients of each auth block asked for (renewals not)",
+            ["block"],
+            registry=r,
+        )
+        self.block_refusals = Counter(
+            "acmems_block_refusals",
+            "Orders refused by an auth block's limit-new-orders or limit-pending",
+            ["block", "limit"],
+            registry=r,
+        )
         self.storage_errors = Counter("acmems_storage_errors", "Certificates that could not be cached", registry=r)
         self.certificates_cached = Gauge("acmems_certificates_cached", "Certificates in the file caches", registry=r)
         self.soonest_expiry = Gauge(

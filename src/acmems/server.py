@@ -34,6 +34,7 @@ from acmems.metrics import Metrics
 from acmems.notify.collector import NotifyCollector
 from acmems.sdnotify import notify
 from acmems.storage import CertificateIndex, CertificateStore
+from acmems.storage.pauses import MemoryPauses
 from acmems.storage.rate_log import RateLog
 from acmems.workers.pool import WorkerPool, bind_shared
 
@@ -62,6 +63,7 @@ class Server:
         # Files, or the cluster database: chosen once (``[cluster]`` changes need a restart).
         self.backend: Backend = make_backend(settings)
         self._http01: dict[str, Http01Solver] = {}
+        self._pauses = MemoryPauses()  # the CA's pauses this process knows of: kept across reloads
         # Events (webhook, mail, command), the watch for overdue certificates, and /status.
         directory = settings.account.dir or Path(".")
         self.notify = NotifyService(
@@ -105,7 +107,9 @@ class Server:
             caches,
             metrics=self.metrics,
             rate_log=self._rate_log(ca, cas),
+            pauses=self._pauses,
             backoff=self.backend.ca_pauses(),
+            quotas=self.backend.block_quotas(),
             cas=cas,
             request_timeout=settings.mgmt.request_timeout,
             notifier=self.notify.notifier,
@@ -324,7 +328,7 @@ async def _main(settings: Settings) -> int:
     try:
         await server.start()
     except AcmemsError as exc:
-        log.error("%s", exc.message)
+        log.error("%s%s", exc.message, f" ({exc.log_detail})" if exc.log_detail else "")
         await server.stop()
         return 1
     log.info("acmems ready: %s", ", ".join(server.listeners.bound))

@@ -144,12 +144,12 @@ def test_two_instances_starting_at_once_on_an_empty_database(
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         started = list(pool.map(lambda i: acmems_factory(configs[i], ports[i][0], name=f"start-{i}"), range(2)))
     assert all(_health(s)[0] == 200 for s in started)
-    assert database.query("SELECT count(*), max(version) FROM acmems_schema") == "3|3"
+    assert database.query("SELECT count(*), max(version) FROM acmems_schema") == "4|4"
     check = subprocess.run(
         [sys.executable, "-m", "acmems", "check", str(started[0].config)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0
-    assert "answers; schema version 3" in check.stdout
+    assert "answers; schema version 4" in check.stdout
     assert PASSWORD not in check.stdout + check.stderr
 
 
@@ -435,7 +435,7 @@ def test_db_init_as_owner_then_a_role_with_only_the_documented_grants(
         [sys.executable, "-m", "acmems", "db", "init", str(owner)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert "answers; schema version 3" in done.stdout
+    assert "answers; schema version 4" in done.stdout
     role = f"limited_{database.name}"
     database.query(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
     for grant in (

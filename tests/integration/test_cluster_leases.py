@@ -130,23 +130,27 @@ def test_a_waiter_is_woken_when_the_lease_is_released_or_lapses(database: Databa
     assert _run(database, work) == ["released", "lapsed"]
 
 
-def test_the_cas_pause_noted_by_one_instance_holds_the_others(database: Database) -> None:
-    from acmems.cluster import check_account
+def test_the_cas_pause_noted_by_one_instance_holds_the_others_in_its_scope(database: Database) -> None:
     from acmems.cluster.backoff import SharedBackoff
+    from acmems.core.pause_scope import PauseScope, Scope, scopes_of
     from acmems.errors import CaError
 
+    ca = "https://ca.example/dir"
+    team_a, team_b = scopes_of(["www.team-a.example.com"]), scopes_of(["www.team-b.example.org"])
+
     async def work(a: ClusterDb, b: ClusterDb) -> tuple[int | None, str]:
-        await check_account(a, "https://ca.example/dir", "thumbprint")
-        await SharedBackoff(b).check("https://ca.example/dir")  # no pause yet
-        await SharedBackoff(a).hold("https://ca.example/dir", 120, "rateLimited: too many new orders")
+        await SharedBackoff(b).check(ca, team_a)  # no pause yet
+        await SharedBackoff(a).hold(ca, PauseScope(Scope.DOMAIN, "example.com"), 120, "too many certificates")
         with pytest.raises(CaError) as held:
-            await SharedBackoff(b).check("https://ca.example/dir")
-        await asyncio.to_thread(
-            database.query, "UPDATE acmems_accounts SET backoff_until = now() - interval '1 second'"
-        )
-        await SharedBackoff(b).check("https://ca.example/dir")  # over
+            await SharedBackoff(b).check(ca, team_a)
+        await SharedBackoff(b).check(ca, team_b)  # another registered domain: not held
+        await SharedBackoff(a).hold(ca, PauseScope(Scope.DOMAIN, "example.com"), 60, "shorter")  # the longer stays
+        with pytest.raises(CaError, match="too many certificates"):
+            await SharedBackoff(b).check(ca, team_a)
+        await asyncio.to_thread(database.query, "UPDATE acmems_ca_pauses SET until = now() - interval '1 second'")
+        await SharedBackoff(b).check(ca, team_a)  # over
         return held.value.retry_after, held.value.message
 
     retry_after, message = _run(database, work)
     assert retry_after is not None and 110 <= retry_after <= 120
-    assert "too many new orders" in message and "no instance of the cluster sends it an order" in message
+    assert "the CA paused the registered domain example.com (too many certificates)" in message

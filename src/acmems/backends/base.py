@@ -16,6 +16,7 @@ from acmems.notify.state import NotifyState
 from acmems.storage import CertificateStore
 from acmems.storage.dns_journal import DnsJournal
 from acmems.storage.pauses import CaPauses
+from acmems.storage.quotas import BlockQuotas
 from acmems.storage.rate_log import RateLog
 
 __all__ = ["AccountCheck", "Backend", "Role", "Schema"]
@@ -79,6 +80,10 @@ class Backend(Protocol):
 
     def ca_pauses(self) -> CaPauses:
         """The CA's ``rateLimited`` pauses beyond this process."""
+        ...
+
+    def block_quotas(self) -> BlockQuotas:
+        """Where the auth blocks' ``limit-new-orders`` and ``limit-pending`` are counted."""
         ...
 
     def notify_outbox(self, directory: Path) -> Outbox:

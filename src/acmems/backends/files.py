@@ -18,6 +18,7 @@ from acmems.notify.state import STATE_FILE, FileState, NotifyState
 from acmems.storage import CertificateStore, make_local_store
 from acmems.storage.dns_journal import DnsJournal, PendingJournal
 from acmems.storage.pauses import CaPauses, NoSharedPauses
+from acmems.storage.quotas import BlockQuotas, MemoryQuotas
 from acmems.storage.rate_log import FileRateLog, RateLog
 
 __all__ = ["DNS_JOURNAL", "OUTBOX", "RATE_LOG", "FileBackend"]
@@ -38,6 +39,7 @@ class FileBackend:
         self._rate_logs: dict[Path, FileRateLog] = {}
         self._tokens = NoSharedTokens()
         self._pauses = NoSharedPauses()
+        self._quotas = MemoryQuotas()
 
     async def open(self, schema: Schema = Schema.CREATE) -> None:
         """Nothing to connect to."""
@@ -71,6 +73,9 @@ class FileBackend:
 
     def ca_pauses(self) -> CaPauses:
         return self._pauses
+
+    def block_quotas(self) -> BlockQuotas:
+        return self._quotas
 
     def notify_outbox(self, directory: Path) -> Outbox:
         return FileOutbox(directory / OUTBOX)

@@ -16,6 +16,7 @@ from acmems.cluster import ClusterDb, DatabaseStore, SharedTokens, check_account
 from acmems.cluster.backoff import SharedBackoff
 from acmems.cluster.dns_journal import DatabaseJournal
 from acmems.cluster.notify_store import DatabaseOutbox, DatabaseState
+from acmems.cluster.quotas import DatabaseQuotas
 from acmems.cluster.rate_log import DatabaseRateLog
 from acmems.core.settings import ClusterSettings, DatabaseStorage, StorageSettings
 from acmems.errors import AcmemsError
@@ -25,6 +26,7 @@ from acmems.notify.state import NotifyState
 from acmems.storage import CertificateStore, make_local_store
 from acmems.storage.dns_journal import DnsJournal
 from acmems.storage.pauses import CaPauses
+from acmems.storage.quotas import BlockQuotas
 from acmems.storage.rate_log import RateLog
 
 __all__ = ["DNS_SWEEP_EVERY", "PostgresBackend"]
@@ -49,6 +51,7 @@ class PostgresBackend:
         self._journal = DatabaseJournal(self.db)
         self._tokens = SharedTokens(self.db)
         self._pauses = SharedBackoff(self.db)
+        self._quotas = DatabaseQuotas(self.db)
         self._rate_log = DatabaseRateLog(self.db)
 
     async def open(self, schema: Schema = Schema.CREATE) -> None:
@@ -85,6 +88,9 @@ class PostgresBackend:
 
     def ca_pauses(self) -> CaPauses:
         return self._pauses
+
+    def block_quotas(self) -> BlockQuotas:
+        return self._quotas
 
     def notify_outbox(self, directory: Path) -> Outbox:
         return DatabaseOutbox(self.db)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,10 +61,14 @@ class AccountFiles:
         return self.directory / REGISTRATION_FILE
 
     def remove_stale_temp_files(self) -> None:
-        """Remove temporary files of writes a killed process did not finish."""
+        """Remove temporary files of writes a killed process did not finish (older than a minute:
+        a younger one may be another process's write in progress)."""
         if self.directory.is_dir():
+            stale = time.time() - 60
             for temp in self.directory.glob(".*.tmp"):
-                temp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if temp.stat().st_mtime < stale:
+                        temp.unlink()
 
     def has_key(self) -> bool:
         return self.key_path.exists()
@@ -97,15 +103,16 @@ class AccountFiles:
             raise ConfigError(f"{self.key_path} holds a {type(key).__name__}; use RSA or EC")
         return key
 
-    def save_key(self, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
-        """Write the key as PKCS#8 PEM, mode 0600, atomically."""
+    def save_key(self, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, *, replace: bool = False) -> None:
+        """Write the key as PKCS#8 PEM, mode 0600, atomically; without ``replace``, only where none
+        exists (:class:`FileExistsError`: another process saved one first)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        write_atomic(self.key_path, pem, mode=0o600)
+        write_atomic(self.key_path, pem, mode=0o600, exclusive=not replace)
 
     def back_up(self) -> list[Path]:
         """Move the key and its registration aside (``*.bak-<UTC time>``) before a new key replaces them.

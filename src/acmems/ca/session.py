@@ -79,8 +79,11 @@ class AcmeCa:
         if not self.files.has_key() and create:
             # EC P-256: every ACME request is signed with this key, and an ECDSA signature costs a
             # small fraction of an RSA-4096 one (eight or more per certificate).
-            self.files.save_key(generate_key("ec", 256))
-            log.info("generated a new account key at %s", self.files.key_path)
+            try:
+                self.files.save_key(generate_key("ec", 256))
+                log.info("generated a new account key at %s", self.files.key_path)
+            except FileExistsError:
+                log.info("another process saved the account key %s first: using it", self.files.key_path)
         self._key, self._alg = jwk_and_alg(self.files.load_key())
 
     @property

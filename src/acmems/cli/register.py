@@ -101,7 +101,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
                 for backup in files.back_up():
                     print(f"Kept the old {backup.name.split('.')[0]} as {backup}")
             _step("Generate private key")
-            files.save_key(generate_key(key_type, size))
+            files.save_key(generate_key(key_type, size), replace=True)
             print("done")
     else:
         _step("Load private key")

@@ -125,3 +125,8 @@ async def sweep(db: ClusterDb) -> None:
         await cursor.execute("DELETE FROM acmems_http01 WHERE added < now() - interval '1 hour'")
         await cursor.execute("DELETE FROM acmems_leases WHERE expires < now() - interval '1 day'")
         await cursor.execute("DELETE FROM acmems_ca_pauses WHERE until < now() - interval '1 day'")
+        # limit-new-orders windows are at most 31 days; a running order's row lives as long as it runs
+        await cursor.execute(
+            "DELETE FROM acmems_block_orders WHERE at < now() - interval '32 days' "
+            "OR (NOT running AND NOT counted AND at < now() - interval '1 day')"
+        )

@@ -143,9 +143,9 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         id bigserial PRIMARY KEY,
         block text NOT NULL,
         at timestamptz NOT NULL DEFAULT now(),
-        lease text,
         holder text NOT NULL,
-        running_until timestamptz
+        counted boolean NOT NULL,
+        running boolean NOT NULL
     );
     CREATE INDEX acmems_block_orders_block ON acmems_block_orders (block, at);
     """,

@@ -173,6 +173,7 @@ def _auth_lines(block: AuthSettings) -> list[str]:
         f"  addresses = {', '.join(str(n) for n in block.addresses) or '- (no IP-address certificates)'}",
         f"  verification = {block.verification}, storage = {block.storage}, "
         f"profile = {block.profile or '- (the CA default)'}, ca = {' '.join(block.ca)}",
+        f"  limit-new-orders = {block.limit_new_orders or '-'}, limit-pending = {block.limit_pending or '-'}",
     ]
 
 

@@ -34,7 +34,7 @@ from acmems.config.values import (
     read_secret_file,
     worker_count,
 )
-from acmems.core.rate_limits import LETSENCRYPT, RateLimits, parse_limit
+from acmems.core.rate_limits import LETSENCRYPT, Limit, RateLimits, parse_limit
 from acmems.core.settings import (
     LETSENCRYPT_STAGING,
     LOOPBACK,
@@ -270,10 +270,22 @@ def read_auth(section: Section, keys: Keys) -> RawAuth:
         all=keys.value("all", parse_bool, False),
         domains=tuple(keys.values("domain", domain_glob)),
         addresses=tuple(keys.values("address", ip_network)),
+        limit_new_orders=keys.value("limit-new-orders", _block_limit, None),
+        limit_pending=keys.value("limit-pending", positive_int, None),
     )
     return RawAuth(
         section, settings, keys.one("verification"), keys.one("storage"), keys.one("profile"), keys.one("ca")
     )
+
+
+_LONGEST_WINDOW = 31 * 86400  # a cluster keeps the block's order times this long
+
+
+def _block_limit(value: str) -> Limit:
+    limit = parse_limit("limit-new-orders", value)
+    if limit.window.total_seconds() > _LONGEST_WINDOW:
+        raise ValueError(f"{value!r}: the window may be at most 31d")
+    return limit
 
 
 def block_profile(section: Section, entry: Entry | None, default: str | None) -> str | None:

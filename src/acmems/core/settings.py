@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acmems.core.event_kinds import DEFAULT_EVENTS, EventKind
-from acmems.core.rate_limits import RateLimits
+from acmems.core.rate_limits import Limit, RateLimits
 from acmems.core.thresholds import Thresholds
 
 __all__ = [
@@ -215,6 +215,8 @@ class AuthSettings:
     storage: str = IMPLICIT_STORAGE
     profile: str | None = None
     ca: tuple[str, ...] = (DEFAULT_ACCOUNT,)  # the accounts to order from, in turn when one fails
+    limit_new_orders: Limit | None = None  # new orders its clients may start in a window
+    limit_pending: int | None = None  # its orders running at once
 
     @property
     def has_methods(self) -> bool:

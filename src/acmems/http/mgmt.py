@@ -102,6 +102,7 @@ class SignHandler:
                 )
             block = self._auth_block(settings, peer, request.headers.get("Authentication"), body, csr)
             block_name = block.name
+            self.metrics.block_requests.labels(block_name).inc()
             outcome = await self.obtain(request, body, csr, block, runtime)
         except Exception as exc:
             answer = http_answer(exc)

@@ -14,12 +14,14 @@ from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.core.csr import CsrInfo
 from acmems.core.pause_scope import classify_rate_limit, scopes_of
+from acmems.core.quotas import BlockQuota
 from acmems.core.rate_limits import Event, names_key, refusal, registered_domains
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
 from acmems.metrics import Metrics
 from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest, find_cached
 from acmems.storage.pauses import CaPauses, MemoryPauses, NoSharedPauses
+from acmems.storage.quotas import BlockQuotas, MemoryQuotas, QuotaExceeded, QuotaSlot
 from acmems.storage.rate_log import RateLog
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class OrderRequest:
     replaces_at: str = DEFAULT_ACCOUNT
     requested: bool = True
     block: str = "-"
+    quota: BlockQuota | None = None  # the block's limit-new-orders and limit-pending
 
     @property
     def key(self) -> _Key:
@@ -93,7 +96,9 @@ class Issuer:
         *,
         metrics: Metrics | None = None,
         rate_log: RateLog | None = None,
+        pauses: MemoryPauses | None = None,
         backoff: CaPauses | None = None,
+        quotas: BlockQuotas | None = None,
         cas: Mapping[str, AcmeCa] | None = None,
         request_timeout: float = 60.0,
         notifier: Notifier | None = None,
@@ -107,8 +112,9 @@ class Issuer:
         self.rate_log = rate_log  # with [account] rate limits: the orders and certificates they count
         # The CA's rateLimited pauses, each scoped to what it refused: this process's, and a
         # cluster's shared ones.
-        self.pauses = MemoryPauses()
+        self.pauses = pauses if pauses is not None else MemoryPauses()
         self.backoff = backoff or NoSharedPauses()
+        self.quotas = quotas if quotas is not None else MemoryQuotas()  # the blocks' limit-* keys
         self.notifier = notifier  # told of each certificate issued, and of each failed order a client asked for
         self._inflight: dict[_Key, asyncio.Task[Issued]] = {}
         self._orphans: set[_Key] = set()
@@ -135,7 +141,8 @@ class Issuer:
             self.metrics.cache_hits.inc()
             return SignResult(cached.chain, cache_hit=True)
         self.metrics.cache_misses.inc()
-        request = OrderRequest(csr, solver, cache, profile, ca_names=block.ca, block=block.name)
+        quota = BlockQuota(block.name, block.limit_new_orders, block.limit_pending)
+        request = OrderRequest(csr, solver, cache, profile, ca_names=block.ca, block=block.name, quota=quota)
         task = self.start_issuance(request)
         key = request.key
         try:
@@ -185,7 +192,12 @@ class Issuer:
             issued = await self._issued_elsewhere(request) if claim.fence is not None else None
             if issued is None:
                 renewal = not request.requested or request.replaces is not None or await self._had_one(request)
-                chain, used = await self._from_cas(request, claim)
+                slot = await self._take_quota(request, claim, renewal)
+                try:
+                    chain, used = await self._from_cas(request, claim)
+                finally:
+                    if slot is not None:
+                        await self._finish_quota(slot)
                 origin = Origin(request.profile, request.solver.name, request.requested, claim.fence, used)
                 await self._store(csr, chain, cache, origin)
                 issued = Issued(chain, used)
@@ -193,7 +205,7 @@ class Issuer:
                     self.notifier.issued(cache.name, digest, request.block, csr.names, chain, request.profile, renewal)
         except AcmemsError as exc:
             await claim.release()
-            if request.requested and self.notifier is not None:
+            if request.requested and self.notifier is not None and not isinstance(exc, QuotaExceeded):
                 self.notifier.failed(cache.name, digest, request.block, csr.names, exc.message)
             raise
         except BaseException:
@@ -201,6 +213,29 @@ class Issuer:
             raise
         await claim.release()
         return issued
+
+    async def _take_quota(self, request: OrderRequest, claim: Claim, renewal: bool) -> QuotaSlot | None:
+        """A new order a client asked for counts for its block (renewals and resumed orders never);
+        over a quota of the block: 429."""
+        if renewal or claim.saved_order is not None or request.quota is None:
+            return None
+        block = request.quota.block
+        slot = None
+        if request.quota.limited:
+            try:
+                slot = await self.quotas.take(request.quota)
+            except QuotaExceeded as exc:
+                self.metrics.block_refusals.labels(block, exc.limit).inc()
+                log.warning("not ordering for %s: %s", ", ".join(request.csr.names), exc.message)
+                raise
+        self.metrics.block_orders.labels(block).inc()
+        return slot
+
+    async def _finish_quota(self, slot: QuotaSlot) -> None:
+        try:
+            await slot.finish()
+        except AcmemsError as exc:  # the database: the slot frees when this instance's liveness lapses
+            log.warning("cannot count the order as finished for its block's quota: %s", exc.message)
 
     async def _had_one(self, request: OrderRequest) -> bool:
         if self.notifier is None:
