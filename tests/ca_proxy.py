@@ -96,8 +96,9 @@ class RateLimitingCa:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path == "/order-plz":
-                    identifiers = _payload(body).get("identifiers", [])
-                    names = [str(i.get("value", "")) for i in identifiers if isinstance(i, dict)]
+                    identifiers = _payload(body).get("identifiers")
+                    listed = identifiers if isinstance(identifiers, list) else []
+                    names = [str(i.get("value", "")) for i in listed if isinstance(i, dict)]
                     refusal = self._refusal(names)
                     if refusal is not None:
                         detail, retry_after = refusal

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -180,7 +181,7 @@ def test_mail_over_tls_or_plain_to_loopback_and_a_refused_mail_or_failed_command
         mail.stop()
 
 
-def test_failed_carries_the_ca_s_problem_for_a_failed_validation_and_a_ca_that_is_down(
+def test_failed_carries_the_ca_s_problem_once_per_repeat_failed_for_a_failed_validation_and_a_ca_that_is_down(
     acmems_factory: AcmemsFactory, bind: Bind, hook: Hook, tmp_path: Path
 ) -> None:
     # Pebble checks HTTP-01 on a port where nothing listens: the validation fails.
@@ -201,6 +202,11 @@ def test_failed_carries_the_ca_s_problem_for_a_failed_validation_and_a_ca_that_i
         (event,) = hook.wait("failed")
         assert event["names"] == ["refused.example.test"] and event["block"] == "local"
         assert "connection" in event["error"] and "\n" not in event["error"]
+        # The client tries again and again: one event per block and names per repeat-failed (1h).
+        for _ in range(2):
+            assert _sign(server, ["refused.example.test"])[0] == 421
+        wait_for(lambda: metric(port, "acmems_notify_failed_held_total") == 2, waits.PROMPT, "two held back")
+        assert len(hook.events("failed")) == 1
         ca.stop()
         status, body = _sign(server, ["down.example.test"])
         assert status == 503, body
@@ -291,7 +297,7 @@ def test_overdue_and_expiring_when_the_ca_is_gone_and_clients_keep_asking(
     acmems_factory: AcmemsFactory, short_ca: Pebble, hook: Hook, tmp_path: Path
 ) -> None:
     port = free_port()
-    server = acmems_factory(_short_config(short_ca, tmp_path, port, hook), port)
+    server = acmems_factory(_short_config(short_ca, tmp_path, port, hook, **{"repeat-failed": 0}), port)
     csr, _ = make_csr(["overdue.example.test"])
     status, chain = _sign(server, [], csr)
     assert status == 200, chain
@@ -320,11 +326,39 @@ def test_overdue_and_expiring_when_the_ca_is_gone_and_clients_keep_asking(
     assert _time(overdue["time"]) >= int(_time(overdue["renewal_point"]) + 0.05 * lifetime)
     assert _time(expiring["time"]) >= int(leaf.not_valid_after_utc.timestamp() - 0.10 * lifetime)
     failed = hook.events("failed")
-    assert len(failed) >= 2  # one per renewal attempt (the clients' and the renewer's)
+    assert len(failed) >= 2  # one per renewal attempt (the clients' and the renewer's): repeat-failed = 0
     assert all("cannot be reached" in event["error"] for event in failed)
     assert all(_time(event["time"]) >= int(renewal_point) for event in failed)
     assert any("attempt" in event and "next_attempt" in event for event in failed)  # the renewer's
     assert overdue["not_after"] == leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.slow
+def test_a_certificate_no_block_allows_any_more_is_not_renewed_and_the_operators_are_told(
+    acmems_factory: AcmemsFactory, short_ca: Pebble, hook: Hook, tmp_path: Path
+) -> None:
+    # The block is narrowed after a compromise: its old certificate is served until it expires, but
+    # the renewer does not renew it; the log says so once, an event tells the operators, /status shows it.
+    port = free_port()
+    config = _short_config(short_ca, tmp_path, port, hook)
+    server = acmems_factory(config, port)
+    assert server.proc is not None
+    status, chain = _sign(server, ["revoked-team.example.test"])
+    assert status == 200, chain
+    leaf = _leaf(chain)
+    issued = short_ca.log.read_text().count("Issued certificate serial")
+    server.config.write_text(config.replace("domain = *.example.test", "domain = *.other.example.test"))
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in server.log_text(), waits.PROMPT, "reload")
+    lifetime = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds()
+    (event,) = hook.wait("failed", timeout=lifetime + waits.PROMPT)
+    assert event["names"] == ["revoked-team.example.test"]
+    assert event["error"] == "not renewed: no auth block allows revoked-team.example.test (storage file)"
+    page = curl_post(f"http://127.0.0.1:{port}/status", b"", extra=["-X", "GET"])[1].decode()
+    assert "not renewed: no auth block allows revoked-team.example.test" in page
+    log = server.log_text()
+    assert log.count("not renewed: no auth block allows revoked-team.example.test") == 1
+    assert short_ca.log.read_text().count("Issued certificate serial") == issued
 
 
 @pytest.mark.slow

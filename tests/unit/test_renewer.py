@@ -70,3 +70,21 @@ def test_renewal_info_is_asked_for_at_most_the_configured_rate_longest_waiting_f
     small = ari_batch(known, NOW, 60, 60.0)
     assert [e.digest for _s, e in small] == [f"d{i}" for i in range(999, 939, -1)]  # 60 a minute, one minute
     assert len(ari_batch(known, NOW, 1, 1.0)) == 1  # at least one a pass
+
+
+def test_a_certificate_is_renewed_only_while_a_block_of_its_storage_allows_every_name() -> None:
+    import ipaddress as ip
+
+    from acmems.core.settings import AuthSettings
+    from acmems.issuance.renewer import allowed_today
+
+    blocks = (
+        AuthSettings("web", domains=("*.example.org",), storage="file"),
+        AuthSettings("hosts", addresses=(ip.ip_network("192.0.2.0/24"),), storage="file"),
+        AuthSettings("other", domains=("*.example.com",), storage="elsewhere"),
+    )
+    assert allowed_today(blocks, "file", ["www.example.org", "example.org.example.org"])
+    assert allowed_today(blocks, "file", ["192.0.2.7"])
+    assert not allowed_today(blocks, "file", ["www.example.org", "192.0.2.7"])  # no single block
+    assert not allowed_today(blocks, "file", ["www.example.com"])  # allowed only for another storage
+    assert not allowed_today(blocks, "file", ["www.example.net"])  # the block was removed

@@ -106,7 +106,8 @@ def describe_settings(settings: Settings) -> str:
     out.append(
         f"[notify] overdue-grace = {t.overdue_grace}, expiring = {t.expiring_left}, "
         f"not-picked-up-grace = {t.pickup_grace}, remind-every = {t.remind_every}, "
-        f"check-interval = {notify.check_interval:g} s, metrics-certificates = {notify.metrics_certificates}"
+        f"check-interval = {notify.check_interval:g} s, metrics-certificates = {notify.metrics_certificates}, "
+        f"repeat-failed = {notify.repeat_failed:g} s"
     )
     out += [_receiver_line(receiver) for receiver in notify.receivers]
     log = settings.logging

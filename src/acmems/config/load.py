@@ -96,7 +96,7 @@ class _Sections:
     cluster: ClusterSettings | None = None
     accounts: dict[str, AccountSettings] = dataclasses.field(default_factory=dict)
     receivers: list[ReceiverSettings] = dataclasses.field(default_factory=list)
-    notify_defaults: tuple[Thresholds, float, int] = dataclasses.field(
+    notify_defaults: tuple[Thresholds, float, int, float] = dataclasses.field(
         default_factory=lambda: read_notify_defaults(_unnamed("notify"))
     )
 

@@ -22,8 +22,17 @@ RECEIVER_TYPES = ("webhook", "email", "command")
 _SECURITY = ("starttls", "tls", "none")
 
 
-def read_notify_defaults(keys: Keys) -> tuple[Thresholds, float, int]:
-    """``[notify]``: the thresholds, ``check-interval`` and ``metrics-certificates``."""
+def _repeat(value: str) -> float:
+    if value.strip() == "0":
+        return 0.0
+    span = parse_span(value)
+    if span.share:
+        raise ValueError(f"{value!r} is not a time; write 30m, 1h, 1d (or 0: an event for every failure)")
+    return span.value
+
+
+def read_notify_defaults(keys: Keys) -> tuple[Thresholds, float, int, float]:
+    """``[notify]``: the thresholds, ``check-interval``, ``metrics-certificates`` and ``repeat-failed``."""
     base = Thresholds()
 
     def span(key: str, default: Span) -> Span:
@@ -39,6 +48,7 @@ def read_notify_defaults(keys: Keys) -> tuple[Thresholds, float, int]:
         thresholds,
         keys.value("check-interval", positive_number, 60.0),
         keys.value("metrics-certificates", positive_int, 10_000),
+        keys.value("repeat-failed", _repeat, 3600.0),
     )
 
 

@@ -275,6 +275,7 @@ class NotifySettings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     check_interval: float = 60.0  # how often overdue, expiring and not-picked-up are looked for
     metrics_certificates: int = 10_000  # above this many certificates, /metrics has only totals
+    repeat_failed: float = 3600.0  # at most one failed event per block and set of names this often (0: each)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -24,12 +25,13 @@ from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.core.backoff import capped_backoff
 from acmems.core.csr import parse_csr
+from acmems.core.policy import address_allowed, domain_allowed
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings, Settings
 from acmems.errors import AcmemsError
 from acmems.issuance.issuer import Issuer, OrderRequest
 from acmems.storage import CachedCertificate, CertificateStore
 
-__all__ = ["RETRY_FIRST", "Renewer", "ari_batch", "block_of", "renewal_candidates"]
+__all__ = ["RETRY_FIRST", "Renewer", "allowed_today", "ari_batch", "block_of", "renewal_candidates"]
 
 log = logging.getLogger("acmems.renewer")
 T = TypeVar("T")
@@ -61,6 +63,25 @@ def block_of(settings: Settings, storage: str, entry: CachedCertificate) -> Auth
         if block.verification == verification and block.storage == storage:
             return block
     return None
+
+
+def allowed_today(blocks: Sequence[AuthSettings], storage: str, names: Sequence[str]) -> bool:
+    """Whether one of today's auth blocks, keeping its certificates in ``storage``, allows every one
+    of ``names`` (a block removed after a compromise: none does)."""
+    for block in blocks:
+        if block.storage != storage:
+            continue
+        if all(address_allowed(block, n) if _is_address(n) else domain_allowed(block, n) for n in names):
+            return True
+    return False
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def ca_list(runtime: _Runtime, cache: CertificateStore, entry: CachedCertificate) -> tuple[str, ...]:
@@ -102,6 +123,7 @@ class Renewer:
         self.current = current
         self.backoff: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._disallowed: set[str] = set()  # digests not renewed because no block allows them: said once
 
     async def run(self) -> None:
         """Check every ``renewal-interval`` seconds until cancelled."""
@@ -168,6 +190,10 @@ class Renewer:
     async def _renew(
         self, runtime: _Runtime, cache: CertificateStore, entry: CachedCertificate, slots: asyncio.Semaphore
     ) -> None:
+        if not allowed_today(runtime.settings.auth_blocks, cache.name, entry.names):
+            self._not_allowed(runtime, cache, entry)
+            return
+        self._disallowed.discard(entry.digest)
         async with slots:
             await asyncio.sleep(random.uniform(0, 0.5))  # noqa: S311 - spread the orders a little
             solver = runtime.solvers.get(entry.verification or runtime.settings.default_verification or "")
@@ -213,6 +239,19 @@ class Renewer:
                 ", ".join(entry.names),
                 f" (replaces {replaces})" if replaces else "",
             )
+
+    def _not_allowed(self, runtime: _Runtime, cache: CertificateStore, entry: CachedCertificate) -> None:
+        """Today's policy no longer allows these names: not renewed, said once (log, event, /status)."""
+        if entry.digest in self._disallowed:
+            return
+        self._disallowed.add(entry.digest)
+        names = ", ".join(entry.names)
+        reason = f"not renewed: no auth block allows {names} (storage {cache.name})"
+        log.warning("%s; it is served until it expires", reason)
+        runtime.issuer.metrics.renewals.labels("not-allowed").inc()
+        notifier = runtime.issuer.notifier
+        if notifier is not None:
+            notifier.failed(cache.name, entry.digest, "-", entry.names, reason)
 
     def _failed(
         self,

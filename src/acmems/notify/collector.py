@@ -54,6 +54,11 @@ class NotifyCollector(Collector):
             "Passes of the watch for overdue, expiring and not picked up",
             value=n.watch_passes,
         )
+        yield CounterMetricFamily(
+            "acmems_notify_failed_held",
+            "Failed events held back by [notify] repeat-failed (each counted in the next failed event)",
+            value=n.failed_held,
+        )
         sent = CounterMetricFamily("acmems_notify_events_sent", "Events delivered, by receiver", labels=["receiver"])
         failed = CounterMetricFamily(
             "acmems_notify_events_failed", "Deliveries that failed (and are retried), by receiver", labels=["receiver"]

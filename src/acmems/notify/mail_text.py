@@ -72,5 +72,10 @@ def mail_body(fields: Mapping[str, object]) -> str:
         value = fields.get(key)
         if value is not None and value != "":
             lines.append(f"{label + ':':<14}{value}")
+    if fields.get("repeats"):
+        lines.append(
+            f"And {fields['repeats']} more failures since {fields.get('repeats_since')} that sent no event "
+            "of their own ([notify] repeat-failed)."
+        )
     lines += ["", _WHAT_TO_DO.get(kind, ""), "", f"Event id: {fields.get('id')}"]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from cryptography import x509
 from acmems.core.event_kinds import EventKind
 from acmems.core.settings import NotifySettings, ReceiverSettings
 from acmems.lru import Lru
+from acmems.notify.coalesce import FailedCoalescer
 from acmems.notify.events import Event, make_event, rfc3339
 from acmems.notify.outbox import GIVE_UP_AFTER, Outbox, Pending
 from acmems.notify.pickups import Pickups
@@ -70,6 +71,8 @@ class Notifier:
         self.marks: dict[str, Mark] = {}
         self.watch_passes = 0  # passes of the watch run here (a test's and an operator's sign of life)
         self.receivers: dict[str, _Receiver] = {}
+        self.coalescer = FailedCoalescer(settings.repeat_failed)
+        self.failed_held = 0  # failed events held back by [notify] repeat-failed (counted in the next)
         self._serials: Lru[bytes, int] = Lru(_SERIALS)
         self._watch_task: asyncio.Task[None] | None = None
         self._marks_changed = False
@@ -105,11 +108,20 @@ class Notifier:
         attempt: int | None = None,
         next_attempt: float | None = None,
     ) -> None:
-        """An order failed (one event per failed order)."""
+        """An order failed: an event, unless one for this block and these names went out less than
+        ``[notify] repeat-failed`` ago (then it is counted in the next one)."""
         now = time.time()
         line = " ".join(error.split())
         self.pickups.failed(storage, digest, line, now)
+        names = list(names)
+        repeats = self.coalescer.admit(block, names, now)
+        if repeats is None:
+            self.failed_held += 1
+            return
         extra: dict[str, object] = {"error": line}
+        if repeats.count:
+            extra["repeats"] = repeats.count
+            extra["repeats_since"] = rfc3339(repeats.since)
         if attempt is not None:
             extra["attempt"] = attempt
         if next_attempt is not None:
@@ -151,6 +163,7 @@ class Notifier:
         """Use these receivers (at start, and after a reload): a receiver whose settings changed is
         restarted; one removed stops (its pending events stay in the outbox for when it comes back)."""
         self.settings = settings
+        self.coalescer.repeat = settings.repeat_failed
         wanted = {r.name: r for r in settings.receivers}
         for name, receiver in list(self.receivers.items()):
             if wanted.get(name) != receiver.settings:
