@@ -43,5 +43,12 @@ class Lru(Generic[K, V]):
         """Forget everything."""
         self._entries.clear()
 
+    def keys(self) -> list[K]:
+        """The keys, least recent first (a copy: the memo may change meanwhile)."""
+        return list(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
     def __len__(self) -> int:
         return len(self._entries)

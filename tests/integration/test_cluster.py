@@ -127,6 +127,46 @@ def test_database_outage_answers_what_is_held_and_recovers_without_a_restart(
     assert log.count("does not answer") == 1  # one warning line for the loss
 
 
+def _renewal_point(server: Acmems, name: str) -> float:
+    text = curl_post(f"http://127.0.0.1:{server.mgmt_port}/metrics", b"", extra=["-X", "GET"])[1].decode()
+    found = re.search(
+        rf'^acmems_certificate_renewal_timestamp_seconds{{name="{re.escape(name)}",[^}}]*}} (\S+)$', text, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_held_certificate_survives_a_metadata_change_elsewhere_and_is_answered_in_an_outage(
+    three: Cluster, database: Database
+) -> None:
+    # Instance b serves a certificate (now held); another instance moves its renewal point (as an
+    # ARI window update does). Only another certificate or a revocation drops a held chain: in a
+    # database outage b still answers it.
+    first, second, _ = three.instances
+    csr, _ = make_csr(["held-meta.example.test"])
+    status, chain, _ = _sign(first, csr)
+    assert status == 200
+    status, again, _ = _sign(second, csr)
+    assert status == 200 and again == chain
+    before = _renewal_point(second, "held-meta.example.test")
+    database.query(
+        "UPDATE acmems_certificates SET renew_at = renew_at + interval '1 hour', updated = clock_timestamp() "
+        "WHERE 'held-meta.example.test' = ANY(names)"
+    )
+    digest = database.query("SELECT digest FROM acmems_certificates WHERE 'held-meta.example.test' = ANY(names)")
+    database.query(f"SELECT pg_notify('acmems_certificates', 'shared {digest.strip()} elsewhere')")
+    wait_for(
+        lambda: _renewal_point(second, "held-meta.example.test") == before + 3600,
+        waits.PROMPT,
+        "instance b taking in the new renewal point",
+    )
+    database.server.stop()
+    try:
+        status, held, _ = _sign(second, csr)
+        assert status == 200 and held == chain
+    finally:
+        database.server.start()
+
+
 def test_a_killed_listen_connection_strands_no_waiter(three: Cluster, database: Database, pebble: Pebble) -> None:
     database.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
     csr, _ = make_csr(["listen.example.test"])
@@ -551,3 +591,24 @@ def test_junk_tokens_at_full_speed_cannot_starve_leases_heartbeat_or_sign(
                 assert "lost the lease" not in log and "heartbeat late" not in log and "Traceback" not in log
         finally:
             stop_cluster(cluster)
+
+
+def test_the_held_chains_are_bounded_by_held_chains(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database
+) -> None:
+    # held-chains = 1: the least recently served chain is dropped; in an outage only the held one
+    # is answered.
+    port = free_port()
+    config = cluster_config(pebble, account_dir, database, "bounded", port, pebble.http_port).replace(
+        '[storage "shared"]\ntype = database\n', '[storage "shared"]\ntype = database\nheld-chains = 1\n'
+    )
+    assert "held-chains = 1" in config
+    server = acmems_factory(config, port, name="bounded")
+    older, newer = make_csr(["older.example.test"])[0], make_csr(["newer.example.test"])[0]
+    assert _sign(server, older)[0] == 200 and _sign(server, newer)[0] == 200
+    database.server.stop()
+    try:
+        assert _sign(server, newer)[0] == 200
+        assert _sign(server, older)[0] == 503
+    finally:
+        database.server.start()

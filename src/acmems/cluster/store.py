@@ -30,6 +30,7 @@ from acmems.cluster.database import ClusterDb
 from acmems.cluster.leases import LEASES_CHANNEL, lease_key, take_lease
 from acmems.core.settings import DatabaseStorage
 from acmems.errors import DatabaseError
+from acmems.lru import Lru
 from acmems.storage.base import CachedCertificate, Claim, Origin, RequestedSince, StaleFence, csr_digest, describe_chain
 
 __all__ = ["CHANGES_CHANNEL", "DatabaseStore"]
@@ -42,6 +43,14 @@ _WAIT_POLL = 1.0  # a waiter looks at the lease this often, in case its notifica
 _CLIENT = Origin()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Held:
+    """A chain held in memory, and the serial of its certificate."""
+
+    serial: int
+    chain: bytes
+
+
 class DatabaseStore:
     """Certificates in ``acmems_certificates`` under this storage block's name."""
 
@@ -52,7 +61,10 @@ class DatabaseStore:
         self.keeps_certificates = True
         self.renew_within = timedelta(days=settings.renew_within_days)
         self._index: dict[str, CachedCertificate] = {}
-        self._chains: dict[str, bytes] = {}  # every chain served or stored since start
+        # The chains served or stored since start (the least recently served dropped beyond
+        # held-chains), each with its serial: only another certificate or a revocation drops one.
+        self._chains: Lru[str, _Held] = Lru(settings.held_chains)
+        self._suspect: set[str] = set()  # changed elsewhere (a notification): its serial to be checked
         self._requested = RequestedSince(track_requests)
         self._being_read = 0
         self._since: datetime | None = None  # the database time of the last look at changed rows
@@ -72,17 +84,26 @@ class DatabaseStore:
         digest = csr_digest(csr_pem, profile)
         now = now or datetime.now(UTC)
         entry = self._index.get(digest)
-        chain = self._chains.get(digest)
-        if entry is not None and chain is not None and now < (entry.not_after if allow_due else entry.renew_at):
-            self._note_request(entry)
-            return chain  # the hot path
-        row = await self._fetch(digest)
+        held = self._chains.get(digest)
+        current = entry is not None and held is not None and held.serial == entry.serial
+        if current and entry is not None and held is not None and digest not in self._suspect:
+            if now < (entry.not_after if allow_due else entry.renew_at):
+                self._note_request(entry)
+                return held.chain  # the hot path
+        try:
+            row = await self._fetch(digest)
+        except DatabaseError:
+            # The database is away: what is held is answered while it is valid.
+            if current and entry is not None and held is not None and now < entry.not_after:
+                return held.chain
+            raise
+        self._suspect.discard(digest)
         if row is None or row.csr is None or row.chain is None or bytes(row.csr) != csr_pem:
             self._drop(digest)
             return None
         entry, chain = entry_of_row(row), bytes(row.chain)
         self._index[digest] = entry
-        self._chains[digest] = chain
+        self._chains.put(digest, _Held(entry.serial, chain))
         if now >= (entry.not_after if allow_due else entry.renew_at):
             return None
         self._note_request(entry)
@@ -121,7 +142,7 @@ class DatabaseStore:
         if stored is not None:
             self._refreshed[(digest, stored[0])] = None  # our own change: nothing to re-read
         self._index[digest] = entry
-        self._chains[digest] = chain_pem
+        self._chains.put(digest, _Held(entry.serial, chain_pem))
 
     async def put_many(self, items: Sequence[tuple[bytes, bytes, Origin]]) -> None:
         """Store several chains in one transaction (``acmems import``); all or none."""
@@ -165,7 +186,8 @@ class DatabaseStore:
 
     def _drop(self, digest: str) -> None:
         self._index.pop(digest, None)
-        self._chains.pop(digest, None)
+        self._chains.pop(digest)
+        self._suspect.discard(digest)
 
     # ---------------------------------------------------------------------- the index
 
@@ -274,12 +296,13 @@ class DatabaseStore:
         return f"{self.name} {digest} {self.db.instance}"
 
     def _notified(self, payload: str) -> None:
-        # Another instance stored, renewed or revoked it: its chain is read afresh at the next
-        # request (one query then); the index learns the new metadata at the next look, for every
-        # change at once (an import of many certificates is one query, not one per certificate).
+        # Another instance changed it: renewed (another serial), revoked, or only its metadata (an
+        # ARI window). The next request asks the database once (the chain stays held if the serial
+        # is the same); the index learns the new metadata at the next look, for every change at
+        # once (an import of many certificates is one query, not one per certificate).
         storage, digest, instance = [*payload.split(" "), "", ""][:3]
-        if storage == self.name and instance != self.db.instance:
-            self._chains.pop(digest, None)
+        if storage == self.name and instance != self.db.instance and digest in self._chains:
+            self._suspect.add(digest)
 
     async def _look_for_changes(self) -> None:
         if self._since is None:  # a worker process, which reads no index: start from now
@@ -301,18 +324,27 @@ class DatabaseStore:
             if (digest, updated) in self._refreshed:
                 continue  # seen in an earlier look (the looks overlap), or our own change
             self._refreshed[(digest, updated)] = None
-            self._chains.pop(digest, None)
+            self._suspect.discard(digest)
             if revoked:
-                self._index.pop(digest, None)
-            else:
-                self._index[digest] = entry_of_row(row)
+                self._drop(digest)
+                continue
+            entry = entry_of_row(row)
+            self._index[digest] = entry
+            held = self._chains.get(digest)
+            if held is not None and held.serial != entry.serial:
+                self._chains.pop(digest)  # renewed elsewhere: the new chain is read at the next request
         if len(self._refreshed) > 200_000:
             self._refreshed.clear()
 
     async def _resync(self) -> None:
-        # Notifications may have been lost while the listening connection was down.
-        self._chains.clear()
+        # Notifications may have been lost while the listening connection was down: keep the
+        # chains whose certificate is still the current one.
         await self.load_index()
+        for digest in self._chains.keys():
+            entry = self._index.get(digest)
+            held = self._chains.get(digest)
+            if entry is None or held is None or held.serial != entry.serial:
+                self._chains.pop(digest)
 
     # --------------------------------------------------------------------------- other
 

@@ -98,7 +98,10 @@ def describe_settings(settings: Settings) -> str:
         if isinstance(storage, FileStorage):
             out.append(f"  directory = {storage.directory}, renew-within = {storage.renew_within_days:g} days")
         elif isinstance(storage, DatabaseStorage):
-            out.append(f"  in the cluster database, renew-within = {storage.renew_within_days:g} days")
+            out.append(
+                f"  in the cluster database, renew-within = {storage.renew_within_days:g} days, "
+                f"held-chains = {storage.held_chains}"
+            )
     for block in settings.auth_blocks:
         out += _auth_lines(block)
     notify = settings.notify

@@ -236,7 +236,11 @@ def read_storage(section: Section, keys: Keys) -> StorageSettings:
     if stype == "none":
         return NoneStorage(section.name)
     if stype == "database":
-        return DatabaseStorage(section.name, keys.value("renew-within", positive_number, 14.0))
+        return DatabaseStorage(
+            section.name,
+            keys.value("renew-within", positive_number, 14.0),
+            keys.value("held-chains", positive_int, 100_000),
+        )
     directory_entry = keys.one("directory")
     if directory_entry is None:
         raise section.error("type = file needs 'directory', the folder the certificates are cached in")

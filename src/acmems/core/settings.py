@@ -185,6 +185,7 @@ class DatabaseStorage:
 
     name: str
     renew_within_days: float = 14.0
+    held_chains: int = 100_000  # chains each process keeps in memory, the least recently served dropped
     type: str = "database"
 
 
