@@ -27,6 +27,7 @@ __all__ = [
     "HttpAnswer",
     "IssuanceTimeout",
     "Kind",
+    "LeaseLost",
     "RequestError",
     "http_answer",
 ]
@@ -201,6 +202,13 @@ class DatabaseError(AcmemsError):
 
 class IssuanceTimeout(AcmemsError):
     """The issuance still runs when the request's time is up; it goes on in the background."""
+
+    kind = Kind.STILL_ISSUING
+
+
+class LeaseLost(AcmemsError):
+    """A cluster instance lost the lease of the order it drove: another carries it on (504, as
+    for an order still running: the client posts again and gets the result)."""
 
     kind = Kind.STILL_ISSUING
 

@@ -333,6 +333,51 @@ def test_a_holder_stopped_past_its_lease_cannot_overwrite_its_successor(
         ca.stop()
 
 
+@pytest.mark.slow
+def test_a_holder_that_loses_its_lease_stops_its_order_at_once_and_leaves_its_values(
+    acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
+) -> None:
+    # The holder's order waits for the CA's check (held at a gate) when its lease is taken from it
+    # (the fence moves on, as when another instance took a lapsed lease over). At its next renewal
+    # it learns so: it makes no further CA call (no finalize), removes no value it published (the
+    # successor relies on them), and says so; a later request resumes the one saved order.
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
+    behind = free_port()
+    try:
+        with HttpGate(ca.http_port, behind) as gate:
+            cluster = start_cluster(
+                acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2, proxy_port=behind
+            )
+            try:
+                holder, other = cluster.instances
+                csr, _ = make_csr(["fenced.example.test"])
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    first = pool.submit(_sign, holder, csr)
+                    assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
+                    database.query(
+                        "UPDATE acmems_leases SET fence = nextval('acmems_fences') WHERE key LIKE 'shared/%'"
+                    )
+                    wait_for(
+                        lambda: "lost the lease of shared/" in holder.log_text(),
+                        waits.LEASE_LAPSE,
+                        "the holder to notice",
+                    )
+                    gate.release()
+                    status, body, _ = first.result(waits.ISSUANCE)
+                assert status == 504 and b"lost the order's lease" in body
+                assert "it drives it no further" in holder.log_text()
+                assert _issued_at_ca(ca) == 0  # not finalized by the holder
+                assert database.query("SELECT count(*) FROM acmems_http01").strip() == "1"  # its value left
+                status, chain, _ = _sign(other, csr)  # once the taken lease lapses: the saved order resumed
+                assert status == 200, chain
+                assert _issued_at_ca(ca) == 1
+                assert "Traceback" not in holder.log_text()
+            finally:
+                stop_cluster(cluster)
+    finally:
+        ca.stop()
+
+
 def test_worker_processes_answer_the_cluster_s_certificates(
     three: Cluster, acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database
 ) -> None:

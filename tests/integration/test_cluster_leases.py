@@ -154,3 +154,23 @@ def test_the_cas_pause_noted_by_one_instance_holds_the_others_in_its_scope(datab
     retry_after, message = _run(database, work)
     assert retry_after is not None and 110 <= retry_after <= 120
     assert "the CA paused the registered domain example.com (too many certificates)" in message
+
+
+def test_the_watch_s_marks_are_written_only_under_its_lease(database: Database) -> None:
+    # Instance a ran the watch, then lost its lease (it lapsed while a was stalled; b took it over
+    # and wrote its marks). a's late save writes its pickups but not its marks.
+    from acmems.cluster.notify_store import DatabaseState
+    from acmems.notify.pickups import Pickups
+    from acmems.notify.watch import Mark
+
+    async def work(a: ClusterDb, b: ClusterDb) -> str:
+        state_a, state_b = DatabaseState(a), DatabaseState(b)
+        assert await state_a.may_watch()
+        await state_a.save({"overdue:a": Mark(1.0, 1.0)}, Pickups())
+        await asyncio.to_thread(_lapse, database)
+        assert await state_b.may_watch()
+        await state_b.save({"overdue:b": Mark(2.0, 2.0)}, Pickups())
+        await state_a.save({"overdue:a": Mark(1.0, 3.0)}, Pickups())  # late: not its watch any more
+        return await asyncio.to_thread(database.query, "SELECT string_agg(key, ',') FROM acmems_notify_marks")
+
+    assert _run(database, work).strip() == "overdue:b"

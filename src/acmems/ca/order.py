@@ -23,7 +23,7 @@ from acmems.ca.problems import format_chain, problem_of, retry_after_seconds
 from acmems.challenges import ChallengeSolver
 from acmems.challenges.dns_persist import persist_record
 from acmems.core import order_steps as steps
-from acmems.errors import AcmemsError, CaError, Kind
+from acmems.errors import AcmemsError, CaError, Kind, LeaseLost
 
 __all__ = ["BlockingCall", "OrderRecord", "OrderRun"]
 
@@ -43,10 +43,19 @@ class OrderRecord(Protocol):
     resume it if this one dies: ``saved_order`` is an earlier holder's."""
 
     saved_order: str | None
+    lost: bool  # another instance took the order over (or may have): drive it no further
 
     async def save_order(self, url: str) -> None:
         """Keep ``url``; raises if this instance may no longer carry the order on."""
         ...
+
+
+def stop_if_lost(record: OrderRecord | None) -> None:
+    """Raise :class:`LeaseLost` when the order is no longer this instance's to drive."""
+    if record is not None and record.lost:
+        raise LeaseLost(
+            "this acmems lost the order's lease (another instance carries it on); post the CSR again to get its result"
+        )
 
 
 class OrderRun:
@@ -72,13 +81,16 @@ class OrderRun:
         self.orderr: messages.OrderResource | None = None
         self.authorizations: list[messages.AuthorizationResource] = []
         self.published: list[tuple[str, str, str]] = []  # identifier, token, validation
+        self.record: OrderRecord | None = None
 
     async def run(
         self, csr_pem: bytes, profile: str | None, replaces: str | None, record: OrderRecord | None = None
     ) -> bytes:
         """newOrder (or the order ``record`` saved), then the steps until the chain is downloaded
         (returned) or the order fails (raised). A new order's URL is saved in ``record`` before any
-        challenge is answered."""
+        challenge is answered. When ``record`` is lost, no further CA call is made and nothing
+        published is removed (the successor relies on the same values)."""
+        self.record = record
         if record is not None and record.saved_order is not None:
             self.orderr = await self._resume(record.saved_order, csr_pem)
         if self.orderr is None:
@@ -91,6 +103,7 @@ class OrderRun:
         state = order_state(self.orderr.body, self.authorizations)
         try:
             while True:
+                stop_if_lost(record)
                 step = steps.next_step(state)
                 if self.published and not isinstance(step, steps.AnswerChallenges | steps.PollAuthorizations):
                     await self.clean_up()  # validation is over: remove before finalizing
@@ -123,6 +136,7 @@ class OrderRun:
         if isinstance(step, steps.Finalize):
             return await self._finalize(state)
         await asyncio.sleep(step.delay)
+        stop_if_lost(self.record)
         if isinstance(step, steps.PollAuthorizations):
             return await self._poll_authorizations(step.authorizations, state)
         return await self._poll_order(state)
@@ -193,7 +207,18 @@ class OrderRun:
         )
 
     async def clean_up(self) -> None:
-        """Remove what was published (a failure is logged: the DNS solver retries it later)."""
+        """Remove what was published (a failure is logged: the DNS solver retries it later); nothing
+        once the lease is lost: the values are the successor's now."""
+        if self.record is not None and self.record.lost:
+            if self.published:
+                log.warning(
+                    "lost the lease of the order for %s: leaving its %d challenge value(s) to the instance "
+                    "that carries it on",
+                    ", ".join(identifier for identifier, _, _ in self.published),
+                    len(self.published),
+                )
+            self.published.clear()
+            return
         while self.published:
             identifier, token, validation = self.published.pop()
             try:

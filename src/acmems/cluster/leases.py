@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from acmems.cluster.database import ClusterDb
 from acmems.errors import DatabaseError
@@ -72,6 +73,7 @@ class DatabaseClaim:
         self._renewer = asyncio.create_task(self._renew_forever())
 
     async def _renew_forever(self) -> None:
+        renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(RENEW_EVERY)
             try:
@@ -82,12 +84,29 @@ class DatabaseClaim:
                         (LEASE_SECONDS, self.key, self.fence),
                     )
                     renewed = cursor.rowcount == 1
-            except DatabaseError:
-                continue  # it may still be renewed in time; the fence decides in the end
+            except DatabaseError as exc:
+                # Not renewed in time, it may lapse and another instance take the order over:
+                # stop driving it before that can happen (the order goes on there, or at a retry).
+                if time.monotonic() - renewed_at < LEASE_SECONDS - RENEW_EVERY:
+                    continue
+                self.lost = True
+                log.warning(
+                    "cannot renew the lease of %s (fence %s) for %.0f s (%s): this instance drives it no further",
+                    self.key,
+                    self.fence,
+                    time.monotonic() - renewed_at,
+                    exc.message,
+                )
+                return
             if not renewed:
                 self.lost = True
-                log.warning("lost the lease of %s (fence %s): another instance took it over", self.key, self.fence)
+                log.warning(
+                    "lost the lease of %s (fence %s): another instance took it over; it drives it no further",
+                    self.key,
+                    self.fence,
+                )
                 return
+            renewed_at = time.monotonic()
 
     async def save_order(self, url: str) -> None:
         """Save the order URL under this fence, or raise if the lease is lost (no challenge is answered)."""

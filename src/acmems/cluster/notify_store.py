@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from psycopg.rows import dict_row
+import psycopg
+from psycopg.rows import TupleRow, dict_row
 
 from acmems.cluster.database import ClusterDb
 from acmems.cluster.leases import DatabaseClaim, take_lease
@@ -157,6 +158,8 @@ class DatabaseState:
                         "WHERE n.updated < EXCLUDED.updated",
                         notes,
                     )
+                if marks is not None and not await self._holds_watch(cursor):
+                    marks = None  # the watch went to another instance: its marks are the ones that count
                 if marks is not None:
                     await cursor.execute("DELETE FROM acmems_notify_marks")
                     if marks:
@@ -171,6 +174,22 @@ class DatabaseState:
             log.warning("notify: cannot save to the cluster database (tried again next pass): %s", exc.message)
             return
         pickups.dirty.difference_update(dirty)
+
+    async def _holds_watch(self, cursor: psycopg.AsyncCursor[TupleRow]) -> bool:
+        """Whether this instance still holds the watch's lease under its fence (the row locked for
+        the transaction that writes the marks)."""
+        lease = self._lease
+        if lease is None or lease.lost:
+            return False
+        await cursor.execute(
+            "SELECT 1 FROM acmems_leases WHERE key = %s AND fence = %s AND expires > now() FOR UPDATE",
+            (WATCH_LEASE, lease.fence),
+        )
+        if await cursor.fetchone() is not None:
+            return True
+        lease.lost = True
+        log.warning("notify: the watch's lease went to another instance: its marks are not written from here")
+        return False
 
     async def refresh(self, pickups: Pickups) -> Pickups:
         try:

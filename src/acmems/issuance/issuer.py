@@ -17,7 +17,7 @@ from acmems.core.pause_scope import classify_rate_limit, scopes_of
 from acmems.core.quotas import BlockQuota
 from acmems.core.rate_limits import Event, names_key, refusal, registered_domains
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
-from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind
+from acmems.errors import AcmemsError, CaError, DatabaseError, DnsUpdateError, IssuanceTimeout, Kind, LeaseLost
 from acmems.metrics import Metrics
 from acmems.storage import CertificateCache, CertificateStore, Claim, Origin, StaleFence, csr_digest, find_cached
 from acmems.storage.pauses import CaPauses, MemoryPauses, NoSharedPauses
@@ -205,7 +205,7 @@ class Issuer:
                     self.notifier.issued(cache.name, digest, request.block, csr.names, chain, request.profile, renewal)
         except AcmemsError as exc:
             await claim.release()
-            if request.requested and self.notifier is not None and not isinstance(exc, QuotaExceeded):
+            if request.requested and self.notifier is not None and not isinstance(exc, QuotaExceeded | LeaseLost):
                 self.notifier.failed(cache.name, digest, request.block, csr.names, exc.message)
             raise
         except BaseException:

@@ -143,6 +143,7 @@ class Claim(Protocol):
 
     fence: int | None
     saved_order: str | None
+    lost: bool  # this process may no longer drive the order (a cluster lease lost)
 
     async def save_order(self, url: str) -> None:
         """Record the order's URL before any of its challenges is answered."""
@@ -162,6 +163,7 @@ class LocalClaim:
 
     fence: int | None = None
     saved_order: str | None = None
+    lost: bool = False  # nobody else can take it
 
     async def save_order(self, url: str) -> None:
         """Nothing to save: a crash of this process ends its orders."""
