@@ -36,9 +36,12 @@ class Database:
     name: str
     password_file: Path
     via_port: int | None = None  # the instances reach it through this port (a SlowLink)
+    uri: str | None = None  # how the instances reach it, when not the server's own address (failover)
 
     @property
     def dsn(self) -> str:
+        if self.uri is not None:
+            return self.uri
         return f"postgresql://acmems@127.0.0.1:{self.via_port or self.server.port}/{self.name}"
 
     def query(self, statement: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from tests import waits
 from tests.realservices import ServiceError, free_port, spawn, tool, wait_for
 
-__all__ = ["ADMIN", "PASSWORD", "Postgres"]
+__all__ = ["ADMIN", "PASSWORD", "Postgres", "Standby"]
 
 ADMIN = "postgres"
 PASSWORD = "acmems-test-password"  # of the role ``acmems``
@@ -65,14 +65,14 @@ class Postgres:
             self._spawn()
         return self
 
-    def _spawn(self) -> None:
+    def _spawn(self, data: Path | None = None) -> None:
         log = self.log
         if not log.exists():
             log.touch()
         os.chown(log, self._uid, self._gid)
         self.proc = spawn(
             self._as_postgres(
-                tool("postgres"), "-D", str(self.dir / "data"), "-k", str(self.dir), "-p", str(self.port),
+                tool("postgres"), "-D", str(data or self.dir / "data"), "-k", str(self.dir), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
             ),
             log,
@@ -103,6 +103,41 @@ class Postgres:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Standby(Postgres):
+    """A streaming standby of ``primary`` (pg_basebackup -R: standby.signal and primary_conninfo),
+    read-only until :meth:`promote`."""
+
+    _REPLICATION = "acmems-test-replication"
+
+    def __init__(self, primary: Postgres) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def start(self) -> Standby:
+        data = self.dir / "data"
+        if not data.exists():
+            self.primary.psql(
+                f"CREATE ROLE repl REPLICATION LOGIN PASSWORD {_literal(self._REPLICATION)}", database="postgres"
+            )
+            subprocess.run(
+                self._as_postgres(
+                    "env", f"PGPASSWORD={self._REPLICATION}", tool("pg_basebackup"), "-h", "127.0.0.1",
+                    "-p", str(self.primary.port), "-U", "repl", "-D", str(data), "-R", "-X", "stream",
+                    "-c", "fast", "-C", "-S", f"standby_{self.port}", "--no-sync",
+                ),
+                check=True, capture_output=True,
+            )  # fmt: skip
+        self._spawn()
+        return self
+
+    def in_recovery(self) -> bool:
+        return self.psql("SELECT pg_is_in_recovery()", database="postgres") == "t"
+
+    def promote(self) -> None:
+        """Make it the primary (pg_promote waits until it is)."""
+        assert self.psql("SELECT pg_promote()", database="postgres") == "t"
 
 
 def _literal(text: str) -> str:

@@ -79,6 +79,7 @@ TOOLS = {
     "postgres": "postgresql-15",
     "initdb": "postgresql-15",
     "pg_isready": "postgresql-client-15",
+    "pg_basebackup": "postgresql-client-15",  # a streaming standby (tests/pgservice.py)
     "psql": "postgresql-client-15",
     "chromium-headless-shell": "chromium-headless-shell",  # renders /status (tests/integration/test_notify.py)
     "promtool": "prometheus",  # checks contrib/prometheus/acmems-alerts.yml
