@@ -52,3 +52,27 @@ def test_memory_counts_per_block_and_frees_a_slot_when_an_order_finishes() -> No
         assert info.value.retry_after is not None and 3590 <= info.value.retry_after <= 3600
 
     asyncio.run(scenario())
+
+
+def test_the_limit_keys_of_an_auth_block_are_read_shown_and_checked() -> None:
+    from acmems.config import settings_from_sources
+    from acmems.config.describe import describe_settings
+    from acmems.errors import ConfigError
+
+    text = (
+        "[account]\ndir = /a\n"
+        '[auth "team-a"]\ndomain = *.example.org\nall = yes\nlimit-new-orders = 20/1h\nlimit-pending = 4\n'
+        '[auth "team-b"]\ndomain = *.example.com\nall = yes\n'
+    )
+    settings = settings_from_sources([("t.ini", text)])
+    team_a, team_b = settings.auth_blocks
+    assert team_a.limit_new_orders == HOURLY.__class__("limit-new-orders", 20, timedelta(hours=1))
+    assert team_a.limit_pending == 4 and team_b.limit_new_orders is None and team_b.limit_pending is None
+    shown = describe_settings(settings)
+    assert "limit-new-orders = 20/1h, limit-pending = 4" in shown and "limit-new-orders = -, limit-pending = -" in shown
+    for good, bad, message in (
+        ("limit-pending = 4", "limit-pending = 0", "larger than 0"),
+        ("limit-new-orders = 20/1h", "limit-new-orders = 5/40d", "at most 31d"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            settings_from_sources([("t.ini", text.replace(good, bad))])
