@@ -50,6 +50,11 @@ class OrderRecord(Protocol):
         ...
 
 
+# The CA's answers to a newOrder whose `replaces` it will not take (RFC 9773 §5; Pebble answers
+# serverInternal when it cannot find the replaced certificate).
+_REPLACES_REFUSED = frozenset({"alreadyReplaced", "serverInternal"})
+
+
 def stop_if_lost(record: OrderRecord | None) -> None:
     """Raise :class:`LeaseLost` when the order is no longer this instance's to drive."""
     if record is not None and record.lost:
@@ -94,9 +99,7 @@ class OrderRun:
         if record is not None and record.saved_order is not None:
             self.orderr = await self._resume(record.saved_order, csr_pem)
         if self.orderr is None:
-            self.orderr = await self.blocking(
-                acme_adapter.new_order, self.client, csr_pem, profile, replaces, net=self.net
-            )
+            self.orderr = await self._new_order(csr_pem, profile, replaces)
             if record is not None and self.orderr.uri is not None:
                 await record.save_order(self.orderr.uri)
         self.authorizations = list(self.orderr.authorizations)
@@ -115,6 +118,21 @@ class OrderRun:
                 state = await self._carry_out(step, state)
         finally:
             await self.clean_up()
+
+    async def _new_order(self, csr_pem: bytes, profile: str | None, replaces: str | None) -> messages.OrderResource:
+        """newOrder; when the CA refuses it because of ``replaces`` (already replaced, or it cannot
+        find the certificate named: Pebble cannot when the serial's DER has a leading zero byte),
+        once more without it. ARI's ``replaces`` only asks for the CA's rate-limit exemption: it must
+        never keep a certificate from being renewed."""
+        try:
+            return await self.blocking(acme_adapter.new_order, self.client, csr_pem, profile, replaces, net=self.net)
+        except CaError as exc:
+            if replaces is None or exc.problem_type not in _REPLACES_REFUSED:
+                raise
+            log.warning(
+                "the CA refused the order that replaces %s (%s); ordering it without replaces", replaces, exc.message
+            )
+        return await self.blocking(acme_adapter.new_order, self.client, csr_pem, profile, None, net=self.net)
 
     async def _resume(self, url: str, csr_pem: bytes) -> messages.OrderResource | None:
         """The saved order, if the CA still has it and it can still succeed; None: order anew."""

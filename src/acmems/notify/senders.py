@@ -161,15 +161,8 @@ class MailSender:
             if s.username is not None and s.password is not None:
                 smtp.login(s.username, s.password)
             smtp.send_message(self._message(pending))
-        except BaseException:
-            smtp.close()
-            raise
-        # The server took the mail (250 for DATA): whatever happens while saying goodbye does not make
-        # it undelivered, and reporting it as failed would send it twice.
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
+        finally:
+            _goodbye(smtp)
 
     async def send(self, pending: Pending) -> None:
         try:
@@ -195,6 +188,15 @@ class MailSender:
 
     async def close(self) -> None:
         """A connection per mail: nothing kept open."""
+
+
+def _goodbye(smtp: smtplib.SMTP) -> None:
+    """QUIT, then close; what the server answers to QUIT (an error, a TLS connection cut) changes
+    nothing: a mail it took (250 for DATA) is delivered, and reporting it as failed would send it twice."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def _text(raw: bytes | str) -> str:
