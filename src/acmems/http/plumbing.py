@@ -163,7 +163,10 @@ def challenge_handler(solver: Http01Solver, metrics: Metrics) -> Handler:
     :func:`answering_errors` around it, only the header limit.
     """
     prefix = "/.well-known/acme-challenge/"
-    counted = metrics.challenge_requests
+    # the labelled counters looked up once, not at every request
+    answered, unknown, not_a_token, unavailable = (
+        metrics.challenge_requests.labels(answer) for answer in ("answered", "unknown", "not-a-token", "unavailable")
+    )
 
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -174,18 +177,18 @@ def challenge_handler(solver: Http01Solver, metrics: Metrics) -> Handler:
         if request.method in ("GET", "HEAD") and path.startswith(prefix):
             token = path[len(prefix) :]
             if not looks_like_token(token):
-                counted.labels("not-a-token").inc()
+                not_a_token.inc()
                 return text_answer(404, "unknown token")
             try:
                 key_authorization = await solver.lookup(token)
             except AcmemsError as exc:  # the cluster database does not answer: 503, never "unknown"
-                counted.labels("unavailable").inc()
+                unavailable.inc()
                 failed = http_answer(exc)
                 return text_answer(failed.status, failed.line, failed.headers)
             if key_authorization is not None:
-                counted.labels("answered").inc()
+                answered.inc()
                 return web.Response(text=key_authorization, content_type="text/plain")
-            counted.labels("unknown").inc()
+            unknown.inc()
             return text_answer(404, "unknown token")
         if not path.startswith(prefix):
             return text_answer(404, "not found")
