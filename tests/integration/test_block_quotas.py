@@ -14,7 +14,7 @@ from tests import ini, waits
 from tests.cluster_fixtures import Database, database, postgres, start_cluster, stop_cluster
 from tests.conftest import AcmemsFactory, curl_post, make_csr
 from tests.gates import HttpGate
-from tests.realservices import Acmems, Bind, Pebble, free_port
+from tests.realservices import Acmems, Bind, Pebble, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["database", "postgres"]  # fixtures
@@ -95,3 +95,32 @@ def test_a_cluster_counts_a_block_s_new_orders_across_its_instances(
         assert status == 429 and "limit-new-orders = 2/1h reached" in body
     finally:
         stop_cluster(cluster)
+
+
+@pytest.mark.slow
+def test_renewals_are_neither_refused_nor_counted(acmems_factory: AcmemsFactory, bind: Bind, tmp_path: Path) -> None:
+    # 30-second certificates renewed by the renewer: with limit-new-orders = 2/1h the renewal of the
+    # first certificate goes through and leaves the second new order its place.
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port(), profiles={"default": 90 * 86400, "short": 30}).start()
+    port = free_port()
+    config = ini.ini(
+        ini.account(ca, tmp_path / "account"),
+        ini.mgmt(port, renewal_interval=1),
+        ini.http01("http", ca.http_port),
+        ini.file_storage("file", tmp_path / "storage"),
+        ini.auth("team-a", ["*.team-a.example.test"], ip="127.0.0.1", profile="short", **{"limit-new-orders": "2/1h"}),
+    )
+    try:
+        server = acmems_factory(config, port)
+        assert _sign(server, make_csr(["first.team-a.example.test"])[0])[0] == 200
+        wait_for(
+            lambda: "renewed first.team-a.example.test ahead of its clients" in server.log_text(),
+            30 + waits.RENEWAL_RETRY,  # within the certificate's life; once more after a backoff
+            "the background renewal",
+        )
+        assert _sign(server, make_csr(["second.team-a.example.test"])[0])[0] == 200
+        status, body, _ = _sign(server, make_csr(["third.team-a.example.test"])[0])
+        assert status == 429 and "limit-new-orders = 2/1h reached (2 new orders in the window)" in body
+        assert _series(server, "acmems_block_orders_total") == {'{block="team-a"}': 2}
+    finally:
+        ca.stop()

@@ -238,8 +238,8 @@ class Issuer:
             log.warning("cannot count the order as finished for its block's quota: %s", exc.message)
 
     async def _had_one(self, request: OrderRequest) -> bool:
-        if self.notifier is None:
-            return False  # only the events tell renewals apart
+        if self.notifier is None and (request.quota is None or not request.quota.limited):
+            return False  # only the events and the quotas tell renewals apart
         return await find_cached(request.cache, request.csr, request.profile, allow_due=True) is not None
 
     def running(self, request: OrderRequest) -> bool:
