@@ -28,6 +28,10 @@ class Lru(Generic[K, V]):
             self._entries.move_to_end(key)
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The value for ``key``, or None, leaving its place in the order as it is."""
+        return self._entries.get(key)
+
     def put(self, key: K, value: V) -> None:
         """Keep ``value`` for ``key``; the least recent entry goes if there is no room."""
         self._entries[key] = value

@@ -4,6 +4,7 @@ session Pebble, behind one nginx with plain round robin (no ``http_404`` retry).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import re
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -249,88 +251,84 @@ def _lease_row(database: Database) -> str:
     return database.query("SELECT holder || ' ' || coalesce(order_url, '-') FROM acmems_leases")
 
 
+@contextlib.contextmanager
+def _gated_pair(
+    factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
+) -> Iterator[tuple[Pebble, HttpGate, Acmems, Acmems]]:
+    """Two instances on a Pebble of their own whose HTTP-01 checks wait at a closed gate."""
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
+    behind = free_port()
+    try:
+        with HttpGate(ca.http_port, behind) as gate:
+            cluster = start_cluster(factory, ca, tmp_path / "account", database, tmp_path, count=2, proxy_port=behind)
+            try:
+                holder, other = cluster.instances
+                yield ca, gate, holder, other
+            finally:
+                stop_cluster(cluster)
+    finally:
+        ca.stop()
+
+
 @pytest.mark.slow
 def test_a_killed_holder_s_order_is_finished_by_another_instance(
     acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
 ) -> None:
     # The CA's HTTP-01 check is held at a gate: the holder is killed while its order waits for it.
-    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
-    behind = free_port()
-    try:
-        with HttpGate(ca.http_port, behind) as gate:
-            cluster = start_cluster(
-                acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2, proxy_port=behind
-            )
-            try:
-                holder, other = cluster.instances
-                csr, _ = make_csr(["killed.example.test"])
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                    first = pool.submit(_sign, holder, csr)
-                    assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
-                    assert " https://" in _lease_row(database)  # the order URL saved with the lease
-                    assert holder.proc is not None
-                    holder.proc.send_signal(signal.SIGKILL)
-                    holder.proc.wait(10)
-                    with pytest.raises(subprocess.CalledProcessError):
-                        first.result()  # the connection died with the holder
-                assert database.query("SELECT count(*) FROM acmems_certificates") == "0"
-                gate.release()  # the check goes on: nginx passes it to the live instance
-                status, chain, _ = _sign(other, csr)
-            finally:
-                stop_cluster(cluster)
+    with _gated_pair(acmems_factory, bind, database, tmp_path) as (ca, gate, holder, other):
+        csr, _ = make_csr(["killed.example.test"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sign, holder, csr)
+            assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
+            assert " https://" in _lease_row(database)  # the order URL saved with the lease
+            assert holder.proc is not None
+            holder.proc.send_signal(signal.SIGKILL)
+            holder.proc.wait(10)
+            with pytest.raises(subprocess.CalledProcessError):
+                first.result()  # the connection died with the holder
+        assert database.query("SELECT count(*) FROM acmems_certificates") == "0"
+        gate.release()  # the check goes on: nginx passes it to the live instance
+        status, chain, _ = _sign(other, csr)
         assert status == 200, chain
         assert _issued_at_ca(ca) == 1  # the holder's order, finished: not a second one
         assert "resuming the saved order" in other.log_text() or "took over the lease" in other.log_text()
         assert "issued a certificate for killed.example.test" in other.log_text()
-    finally:
-        ca.stop()
 
 
+@pytest.mark.slow
 def test_a_holder_stopped_past_its_lease_cannot_overwrite_its_successor(
     acmems_factory: AcmemsFactory, bind: Bind, database: Database, tmp_path: Path
 ) -> None:
     # The CA's HTTP-01 check is held at a gate: the holder is stopped while its order waits for it.
-    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
-    behind = free_port()
-    try:
-        with HttpGate(ca.http_port, behind) as gate:
-            cluster = start_cluster(
-                acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2, proxy_port=behind
-            )
+    with _gated_pair(acmems_factory, bind, database, tmp_path) as (ca, gate, holder, other):
+        assert holder.proc is not None
+        csr, _ = make_csr(["stopped.example.test"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sign, holder, csr)
+            assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
+            assert " https://" in _lease_row(database)  # the order URL saved with the lease
+            holder.proc.send_signal(signal.SIGSTOP)
             try:
-                holder, other = cluster.instances
-                assert holder.proc is not None
-                csr, _ = make_csr(["stopped.example.test"])
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                    first = pool.submit(_sign, holder, csr)
-                    assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
-                    assert " https://" in _lease_row(database)  # the order URL saved with the lease
-                    holder.proc.send_signal(signal.SIGSTOP)
-                    try:
-                        database.query("UPDATE acmems_leases SET expires = now() - interval '1 second'")  # lapsed
-                        gate.release()
-                        status, chain, _ = _sign(other, csr)
-                        assert status == 200, chain
-                    finally:
-                        holder.proc.send_signal(signal.SIGCONT)
-                    late_status, late_chain, _ = first.result()
-                wait_for(
-                    lambda: (
-                        "another instance took its order over" in holder.log_text()
-                        or "issuance for stopped.example.test failed" in holder.log_text()
-                    ),
-                    waits.PROMPT,
-                    "the stopped holder's order to end",
-                )
+                database.query("UPDATE acmems_leases SET expires = now() - interval '1 second'")  # lapsed
+                gate.release()
+                status, chain, _ = _sign(other, csr)
+                assert status == 200, chain
             finally:
-                stop_cluster(cluster)
-        stored = database.query("SELECT encode(chain, 'escape') FROM acmems_certificates")
-        assert stored.encode().strip() == chain.strip()  # the successor's, not overwritten
-        assert _issued_at_ca(ca) == 1  # both worked on the one saved order
-        if late_status == 200:
-            assert late_chain == chain
-    finally:
-        ca.stop()
+                holder.proc.send_signal(signal.SIGCONT)
+            late_status, late_chain, _ = first.result()
+        wait_for(
+            lambda: (
+                "another instance took its order over" in holder.log_text()
+                or "issuance for stopped.example.test failed" in holder.log_text()
+            ),
+            waits.PROMPT,
+            "the stopped holder's order to end",
+        )
+    stored = database.query("SELECT encode(chain, 'escape') FROM acmems_certificates")
+    assert stored.encode().strip() == chain.strip()  # the successor's, not overwritten
+    assert _issued_at_ca(ca) == 1  # both worked on the one saved order
+    if late_status == 200:
+        assert late_chain == chain
 
 
 @pytest.mark.slow
@@ -341,41 +339,25 @@ def test_a_holder_that_loses_its_lease_stops_its_order_at_once_and_leaves_its_va
     # (the fence moves on, as when another instance took a lapsed lease over). At its next renewal
     # it learns so: it makes no further CA call (no finalize), removes no value it published (the
     # successor relies on them), and says so; a later request resumes the one saved order.
-    ca = Pebble(tmp_path / "pebble", bind.port, free_port()).start()
-    behind = free_port()
-    try:
-        with HttpGate(ca.http_port, behind) as gate:
-            cluster = start_cluster(
-                acmems_factory, ca, tmp_path / "account", database, tmp_path, count=2, proxy_port=behind
+    with _gated_pair(acmems_factory, bind, database, tmp_path) as (ca, gate, holder, other):
+        csr, _ = make_csr(["fenced.example.test"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sign, holder, csr)
+            assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
+            database.query("UPDATE acmems_leases SET fence = nextval('acmems_fences') WHERE key LIKE 'shared/%'")
+            wait_for(
+                lambda: "lost the lease of shared/" in holder.log_text(), waits.LEASE_LAPSE, "the holder to notice"
             )
-            try:
-                holder, other = cluster.instances
-                csr, _ = make_csr(["fenced.example.test"])
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                    first = pool.submit(_sign, holder, csr)
-                    assert gate.wait_held(1, waits.ISSUANCE), "the CA checks the holder's challenge"
-                    database.query(
-                        "UPDATE acmems_leases SET fence = nextval('acmems_fences') WHERE key LIKE 'shared/%'"
-                    )
-                    wait_for(
-                        lambda: "lost the lease of shared/" in holder.log_text(),
-                        waits.LEASE_LAPSE,
-                        "the holder to notice",
-                    )
-                    gate.release()
-                    status, body, _ = first.result(waits.ISSUANCE)
-                assert status == 504 and b"lost the order's lease" in body
-                assert "it drives it no further" in holder.log_text()
-                assert _issued_at_ca(ca) == 0  # not finalized by the holder
-                assert database.query("SELECT count(*) FROM acmems_http01").strip() == "1"  # its value left
-                status, chain, _ = _sign(other, csr)  # once the taken lease lapses: the saved order resumed
-                assert status == 200, chain
-                assert _issued_at_ca(ca) == 1
-                assert "Traceback" not in holder.log_text()
-            finally:
-                stop_cluster(cluster)
-    finally:
-        ca.stop()
+            gate.release()
+            status, body, _ = first.result(waits.ISSUANCE)
+        assert status == 504 and b"lost the order's lease" in body
+        assert "it drives it no further" in holder.log_text()
+        assert _issued_at_ca(ca) == 0  # not finalized by the holder
+        assert database.query("SELECT count(*) FROM acmems_http01").strip() == "1"  # its value left
+        status, chain, _ = _sign(other, csr)  # once the taken lease lapses: the saved order resumed
+        assert status == 200, chain
+        assert _issued_at_ca(ca) == 1
+        assert "Traceback" not in holder.log_text()
 
 
 def test_worker_processes_answer_the_cluster_s_certificates(

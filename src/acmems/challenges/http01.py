@@ -69,10 +69,8 @@ class Http01Solver:
 
     async def lookup(self, token: str) -> str | None:
         """What to answer for ``token``: this process's, else any instance's (never remembered when
-        not found); None without any lookup when it is not shaped like a token. Raises
+        not found). The challenge handler asks only for what :func:`looks_like_token`. Raises
         :class:`DatabaseError` when only the database could know."""
-        if not looks_like_token(token):
-            return None
         held = self._tokens.get(token)
         if held is not None:
             return held

@@ -85,8 +85,9 @@ class DatabaseStore:
         now = now or datetime.now(UTC)
         entry = self._index.get(digest)
         held = self._chains.get(digest)
-        current = entry is not None and held is not None and held.serial == entry.serial
-        if current and entry is not None and held is not None and digest not in self._suspect:
+        if held is not None and (entry is None or held.serial != entry.serial):
+            held = None  # another certificate by now: this chain is not its
+        if entry is not None and held is not None and digest not in self._suspect:
             if now < (entry.not_after if allow_due else entry.renew_at):
                 self._note_request(entry)
                 return held.chain  # the hot path
@@ -94,7 +95,7 @@ class DatabaseStore:
             row = await self._fetch(digest)
         except DatabaseError:
             # The database is away: what is held is answered while it is valid.
-            if current and entry is not None and held is not None and now < entry.not_after:
+            if entry is not None and held is not None and now < entry.not_after:
                 return held.chain
             raise
         self._suspect.discard(digest)
@@ -330,7 +331,7 @@ class DatabaseStore:
                 continue
             entry = entry_of_row(row)
             self._index[digest] = entry
-            held = self._chains.get(digest)
+            held = self._chains.peek(digest)
             if held is not None and held.serial != entry.serial:
                 self._chains.pop(digest)  # renewed elsewhere: the new chain is read at the next request
         if len(self._refreshed) > 200_000:
@@ -342,7 +343,7 @@ class DatabaseStore:
         await self.load_index()
         for digest in self._chains.keys():
             entry = self._index.get(digest)
-            held = self._chains.get(digest)
+            held = self._chains.peek(digest)
             if entry is None or held is None or held.serial != entry.serial:
                 self._chains.pop(digest)
 

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 from acmems.errors import CsrError
 from acmems.lru import Lru
 
-__all__ = ["MAX_NAMES", "CsrInfo", "CsrMemo", "parse_csr"]
+__all__ = ["MAX_NAMES", "CsrInfo", "CsrMemo", "is_address", "parse_csr"]
 
 #: Let's Encrypt's limit of names per certificate; other CAs allow no more.
 MAX_NAMES = 100
@@ -133,7 +133,7 @@ def _identifiers(csr: x509.CertificateSigningRequest) -> tuple[tuple[str, ...], 
         text = attribute.value
         if not isinstance(text, str):  # a BIT STRING (bytes): a CN is text, a host name
             raise CsrError("the common name is not text (a BIT STRING); put the host name there, or leave the CN out")
-        if _is_address(text):
+        if is_address(text):
             raise CsrError(
                 f"the common name is an IP address ({text}); CAs refuse that: leave the CN out and name "
                 "the address in the subjectAltName only"
@@ -172,7 +172,8 @@ def _identifiers(csr: x509.CertificateSigningRequest) -> tuple[tuple[str, ...], 
     return unique, frozenset(addresses)
 
 
-def _is_address(text: str) -> bool:
+def is_address(text: str) -> bool:
+    """Whether ``text`` is an IP address (IPv4 or IPv6), not a DNS name."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

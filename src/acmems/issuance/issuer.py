@@ -139,7 +139,7 @@ class Issuer:
         cached = await find_cached(cache, csr, profile)
         if cached is not None:
             self.metrics.cache_hits.inc()
-            return SignResult(cached.chain, cache_hit=True)
+            return SignResult(cached, cache_hit=True)
         self.metrics.cache_misses.inc()
         quota = BlockQuota(block.name, block.limit_new_orders, block.limit_pending)
         request = OrderRequest(csr, solver, cache, profile, ca_names=block.ca, block=block.name, quota=quota)
@@ -157,7 +157,7 @@ class Issuer:
                 ", ".join(csr.names),
                 exc.message,
             )
-            return SignResult(old.chain, cache_hit=True)
+            return SignResult(old, cache_hit=True)
         except TimeoutError:
             self._orphans.add(key)
             raise IssuanceTimeout(

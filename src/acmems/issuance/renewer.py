@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import random
 import time
@@ -24,7 +23,7 @@ from acmems.ca.adapter import ari_identifier
 from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver
 from acmems.core.backoff import capped_backoff
-from acmems.core.csr import parse_csr
+from acmems.core.csr import is_address, parse_csr
 from acmems.core.policy import address_allowed, domain_allowed
 from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings, Settings
 from acmems.errors import AcmemsError
@@ -71,17 +70,9 @@ def allowed_today(blocks: Sequence[AuthSettings], storage: str, names: Sequence[
     for block in blocks:
         if block.storage != storage:
             continue
-        if all(address_allowed(block, n) if _is_address(n) else domain_allowed(block, n) for n in names):
+        if all(address_allowed(block, n) if is_address(n) else domain_allowed(block, n) for n in names):
             return True
     return False
-
-
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def ca_list(runtime: _Runtime, cache: CertificateStore, entry: CachedCertificate) -> tuple[str, ...]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from acmems.core.settings import FileStorage, NoneStorage
 from acmems.storage.base import (
     CachedCertificate,
-    CacheHit,
     CertificateCache,
     CertificateIndex,
     CertificateStore,
@@ -30,7 +29,6 @@ from acmems.storage.file import FileCache
 from acmems.storage.none import NoCache
 
 __all__ = [
-    "CacheHit",
     "CachedCertificate",
     "CertificateCache",
     "CertificateIndex",

@@ -16,7 +16,6 @@ from acmems.core.csr import CsrInfo
 from acmems.core.renewal import renewal_time
 
 __all__ = [
-    "CacheHit",
     "CachedCertificate",
     "CertificateCache",
     "CertificateIndex",
@@ -203,23 +202,15 @@ class CertificateCache(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class CacheHit:
-    """A chain found for a CSR, and the store's key it was found under."""
-
-    digest: str
-    chain: bytes
-
-
 async def find_cached(
     cache: CertificateCache, csr: CsrInfo, profile: str | None = None, *, allow_due: bool = False
-) -> CacheHit | None:
+) -> bytes | None:
     """The chain for ``csr``, looked up under each of its keys in turn (:attr:`CsrInfo.keys`: the
     request itself, then the body as posted, the key of caches written before)."""
     for key in csr.keys:
         chain = await cache.get(key, profile, allow_due=allow_due)
         if chain is not None:
-            return CacheHit(csr_digest(key, profile), chain)
+            return chain
     return None
 
 

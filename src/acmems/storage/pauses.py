@@ -82,9 +82,6 @@ class MemoryPauses:
         if noted is None or noted[0] < until:
             self._pauses[(account, scope)] = (until, reason)
 
-    def __len__(self) -> int:
-        return len(self._pauses)
-
 
 class NoSharedPauses:
     """One acmems: its :class:`MemoryPauses` are all there is; nobody to share them with."""

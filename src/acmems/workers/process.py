@@ -91,12 +91,12 @@ class _CacheSigner:
 
     async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult:
         cache = self.caches[block.storage]
-        hit = await find_cached(cache, csr, block.profile)
-        if hit is None:
+        chain = await find_cached(cache, csr, block.profile)
+        if chain is None:
             forget_cached(cache, csr, block.profile)  # the main process may renew it: read it afresh next time
             raise _NotCached
         self.metrics.cache_hits.inc()
-        return SignResult(hit.chain, cache_hit=True)
+        return SignResult(chain, cache_hit=True)
 
 
 @dataclass(frozen=True, slots=True)
