@@ -4,6 +4,7 @@ Each listens on a free loopback port and records what it got."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -120,6 +121,36 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+class _Controller(Controller):
+    """aiosmtpd's controller, which also closes the sessions still open when it stops: its own
+    stop ends the loop with them open, and their sockets are then closed by the garbage collector
+    (a ResourceWarning in whichever test runs then)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sessions: list[SMTP] = []
+
+    def factory(self) -> SMTP:
+        session = SMTP(self.handler, **self.SMTP_kwargs)
+        self.sessions.append(session)
+        return session
+
+    async def _close_sessions(self) -> None:
+        for session in self.sessions:
+            if isinstance(session.transport, asyncio.Transport):
+                session.transport.abort()
+        # abort() closes each socket in a callback of the next loop turns: run until all are lost
+        for _ in range(1000):
+            if all(session.transport is None for session in self.sessions):
+                return
+            await asyncio.sleep(0)  # not sync: one turn of this loop, for the callbacks above
+
+    def stop(self, no_assert: bool = False) -> None:
+        if self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self._close_sessions(), self.loop).result(timeout=30)
+        super().stop(no_assert)
+
+
 class MailServer:
     """aiosmtpd on loopback with a self-signed certificate (``ca_file``). ``security``: ``starttls``
     (AUTH LOGIN/PLAIN for ``user``/``password`` required, and only after STARTTLS), ``tls`` (TLS from
@@ -171,7 +202,7 @@ class MailServer:
             modes = {"ssl_context": context, "auth_required": False}
         else:
             modes = {"auth_required": False}
-        self._controller = Controller(
+        self._controller = _Controller(
             Handler(),
             hostname="127.0.0.1",
             port=self.port,
