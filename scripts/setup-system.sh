@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the machine-level pieces acmems' tests, demo and benchmarks need, idempotently:
-# Debian packages (BIND 9, Knot DNS, PowerDNS with sqlite3, nginx, PostgreSQL 15, openssl, curl, wget, headless Chromium, Prometheus' promtool) and Pebble 2.10 (from Debian unstable,
+# Debian packages (BIND 9, Knot DNS, PowerDNS with sqlite3, nginx, PostgreSQL 15, openssl, curl, wget, headless Chromium, Prometheus' promtool, the ACME clients lego and Caddy) and Pebble 2.10 (from Debian unstable,
 # unpacked into .cache/bin without touching the machine's apt sources).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,9 +9,9 @@ mkdir -p "$bin"
 
 # Every package of tests/realservices.py TOOLS (tests/unit/test_setup.py checks it), wrk included:
 # the load tests of `make test` run it too.
-pkgs="bind9 bind9-utils bind9-dnsutils nginx apache2 haproxy openssl curl wget dash wrk systemd postgresql-15 postgresql-client-15 chromium-headless-shell prometheus knot pdns-server pdns-backend-sqlite3"
+pkgs="bind9 bind9-utils bind9-dnsutils nginx apache2 haproxy openssl curl wget dash wrk systemd postgresql-15 postgresql-client-15 chromium-headless-shell prometheus knot pdns-server pdns-backend-sqlite3 lego caddy"
 # `setup-system.sh --bench`: also the alternatives make bench compares with
-[ "${1:-}" = "--bench" ] && pkgs="$pkgs certbot lego"
+[ "${1:-}" = "--bench" ] && pkgs="$pkgs certbot"
 need_pkgs=()
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")

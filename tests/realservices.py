@@ -86,6 +86,8 @@ TOOLS = {
     "knotd": "knot",  # DNS-01 against Knot DNS (tests/dnsservers.py)
     "pdns_server": "pdns-server",  # DNS-01 against PowerDNS, by RFC 2136 and through lexicon
     "pdnsutil": "pdns-server",
+    "lego": "lego",  # an ACME client of [acme-server] (tests/acme_clients.py)
+    "caddy": "caddy",  # a web server that gets its certificate from [acme-server]
     # not a program: PowerDNS' sqlite3 backend, found by its schema file (see _find)
     "pdns-backend-sqlite3": "pdns-backend-sqlite3",
 }

@@ -57,6 +57,12 @@ class Metrics:
             ["answer"],
             registry=r,
         )
+        self.acme_requests = Counter(
+            "acmems_acme_requests",
+            "ACME server requests by resource and answer status",
+            ["resource", "status"],
+            registry=r,
+        )
         self.block_requests = Counter(
             "acmems_block_requests", "POST /sign requests accepted by each auth block", ["block"], registry=r
         )

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from acmems.acme_server.front import AcmeFront
+from acmems.acme_server.listener_cert import OwnCertificate, tls_context
 from acmems.backends import Backend, make_backend
 from acmems.ca.session import AcmeCa
 from acmems.challenges import ChallengeSolver, Http01Solver, make_solver
 from acmems.config import load_settings
 from acmems.core.settings import DEFAULT_ACCOUNT, Http01Verification, Settings
 from acmems.errors import AcmemsError
+from acmems.http.acme import acme_handler
 from acmems.http.listeners import Listeners
 from acmems.http.mgmt import SignHandler, health_page, management_handler, metrics_page
 from acmems.http.plumbing import challenge_handler
@@ -80,6 +83,30 @@ class Server:
         self._background: set[asyncio.Task[None]] = set()
         self.renewer = Renewer(lambda: self.runtime)
         self.workers: WorkerPool | None = None
+        # [acme-server]: acmems as an ACME server, over the same issuer (listeners at start only)
+        self.acme_front: AcmeFront | None = None
+        self.own_certificate: OwnCertificate | None = None
+        acme = settings.acme_server
+        if acme is not None:
+            self.acme_front = AcmeFront(self.backend.acme_store(acme.dir), lambda: self.runtime, self._http01_port)
+            if acme.names:
+                self.own_certificate = OwnCertificate(acme)
+
+    def _http01_port(self) -> int:
+        acme = self.runtime.settings.acme_server
+        return acme.http01_port if acme is not None else 80
+
+    async def _serve_acme(self, idle: float) -> None:
+        acme = self.runtime.settings.acme_server
+        if acme is None or self.acme_front is None:
+            return
+        if self.own_certificate is not None:
+            tls = await self.own_certificate.obtain(self.runtime)
+        else:
+            assert acme.certificate is not None and acme.key is not None
+            tls = tls_context(acme.certificate, acme.key)
+        handler = acme_handler(self.acme_front, lambda: self.runtime.settings, self.metrics)
+        await self.listeners.serve(handler, acme.listeners, "acme", idle, tls=tls)
 
     def _build(self, settings: Settings, previous: Runtime | None) -> Runtime:
         cas: dict[str, AcmeCa] = {}
@@ -185,6 +212,7 @@ class Server:
             await self.listeners.serve(
                 challenge_handler(solver, self.metrics), verification.listeners, f"http01 {name!r}", idle
             )
+        await self._serve_acme(idle)  # its own certificate (name =) may need the challenge listeners
         if shared is None:
             await self.listeners.serve(handler, mgmt.listeners, "mgmt", idle)
             return
@@ -219,6 +247,8 @@ class Server:
         tasks = [asyncio.create_task(self.backend.maintain(lambda: self.runtime.solvers.values()))]
         if self.runtime.settings.mgmt.renewal_interval > 0:
             tasks.append(asyncio.create_task(self.renewer.run()))
+        if self.own_certificate is not None:
+            tasks.append(asyncio.create_task(self.own_certificate.keep_renewed(lambda: self.runtime)))
         for task in tasks:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -236,6 +266,9 @@ class Server:
             return False
         if settings.mgmt.workers != old.mgmt.workers:
             log.error("reload refused: [mgmt] workers changed; restart acmems to change the number of processes")
+            return False
+        if settings.acme_server != old.acme_server:
+            log.error("reload refused: [acme-server] changed; restart acmems to change the ACME server")
             return False
         if settings.mgmt.listeners != old.mgmt.listeners or any(
             isinstance(v, Http01Verification)

@@ -14,6 +14,7 @@ from acmems.metrics import Metrics
 from acmems.notify.outbox import Outbox
 from acmems.notify.state import NotifyState
 from acmems.storage import CertificateStore
+from acmems.storage.acme_store import AcmeStore
 from acmems.storage.dns_journal import DnsJournal
 from acmems.storage.pauses import CaPauses
 from acmems.storage.quotas import BlockQuotas
@@ -84,6 +85,10 @@ class Backend(Protocol):
 
     def block_quotas(self) -> BlockQuotas:
         """Where the auth blocks' ``limit-new-orders`` and ``limit-pending`` are counted."""
+        ...
+
+    def acme_store(self, directory: Path | None) -> AcmeStore:
+        """The ACME server's accounts, orders and nonces (``[acme-server] dir``, or the database)."""
         ...
 
     def notify_outbox(self, directory: Path) -> Outbox:

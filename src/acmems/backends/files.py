@@ -16,6 +16,8 @@ from acmems.metrics import Metrics
 from acmems.notify.outbox import FileOutbox, Outbox
 from acmems.notify.state import STATE_FILE, FileState, NotifyState
 from acmems.storage import CertificateStore, make_local_store
+from acmems.storage.acme_files import FileAcmeStore
+from acmems.storage.acme_store import AcmeStore
 from acmems.storage.dns_journal import DnsJournal, PendingJournal
 from acmems.storage.pauses import CaPauses, NoSharedPauses
 from acmems.storage.quotas import BlockQuotas, MemoryQuotas
@@ -76,6 +78,10 @@ class FileBackend:
 
     def block_quotas(self) -> BlockQuotas:
         return self._quotas
+
+    def acme_store(self, directory: Path | None) -> AcmeStore:
+        assert directory is not None, "[acme-server] dir is required without [cluster]"
+        return FileAcmeStore(directory)
 
     def notify_outbox(self, directory: Path) -> Outbox:
         return FileOutbox(directory / OUTBOX)

@@ -13,6 +13,7 @@ from acmems.backends.base import AccountCheck, Role, Schema
 from acmems.challenges import ChallengeSolver
 from acmems.challenges.http01 import TokenTable
 from acmems.cluster import ClusterDb, DatabaseStore, SharedTokens, check_account, database_status, prepare, sweep
+from acmems.cluster.acme_store import DatabaseAcmeStore
 from acmems.cluster.backoff import SharedBackoff
 from acmems.cluster.dns_journal import DatabaseJournal
 from acmems.cluster.notify_store import DatabaseOutbox, DatabaseState
@@ -24,6 +25,7 @@ from acmems.metrics import Metrics
 from acmems.notify.outbox import Outbox
 from acmems.notify.state import NotifyState
 from acmems.storage import CertificateStore, make_local_store
+from acmems.storage.acme_store import AcmeStore
 from acmems.storage.dns_journal import DnsJournal
 from acmems.storage.pauses import CaPauses
 from acmems.storage.quotas import BlockQuotas
@@ -91,6 +93,9 @@ class PostgresBackend:
 
     def block_quotas(self) -> BlockQuotas:
         return self._quotas
+
+    def acme_store(self, directory: Path | None) -> AcmeStore:
+        return DatabaseAcmeStore(self.db)
 
     def notify_outbox(self, directory: Path) -> Outbox:
         return DatabaseOutbox(self.db)

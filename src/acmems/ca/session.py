@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 from acme import client as acme_client
 from acme import messages
+from cryptography import x509
 from josepy import b64
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
@@ -199,6 +200,19 @@ class AcmeCa:
         if when is not None and when.tzinfo is None:
             when = when.replace(tzinfo=datetime.UTC)
         return when, next_check.timestamp()
+
+    async def revoke(self, certificate: x509.Certificate, reason: int) -> None:
+        """Revoke ``certificate`` (which this account ordered) for ``reason`` (RFC 5280 code).
+
+        Raises:
+            CaError: the CA refused (already revoked, unauthorized) or could not be reached.
+        """
+        await self.start_ready()
+        client = self._take_client()
+        try:
+            await self._blocking(client.revoke, certificate, reason, net=_net(client))
+        finally:
+            self._idle.append(client)
 
     def close(self) -> None:
         """Stop the worker threads (running calls finish)."""

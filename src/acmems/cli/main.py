@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -58,6 +59,12 @@ _COMMANDS = {
         "account be issued certificates for it by dns-persist-01, with the issuer domain name the CA names. "
         "--publish adds it at the verification block's dns-server (once; acmems never deletes it).",
     ),
+    "eab": (
+        "print an auth block's external account binding for ACME clients",
+        "'acmems eab CONFIG BLOCK': the EAB key id and MAC key an ACME client of [acme-server] needs "
+        "to bind its account to auth block BLOCK (key id: the block's name; MAC key: its hmac_key, "
+        "base64url without padding).",
+    ),
     "db": (
         "set up the cluster database",
         "'acmems db init CONFIG': create or upgrade the tables of the [cluster] database (run it as "
@@ -94,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
         parsers[name] = commands.add_parser(name, help=summary, description=description)
         if name == "db":
             parsers[name].add_argument("action", choices=["init"])
+        if name == "eab":
+            parsers[name].add_argument("configs", nargs=1, metavar="CONFIG", help="the INI file")
+            parsers[name].add_argument("block", metavar="BLOCK", help="the auth block (its name)")
+            continue
         if name in ("dns-check", "persist-record"):
             parsers[name].add_argument("configs", nargs=1, metavar="CONFIG", help="the INI file")
             parsers[name].add_argument("names", nargs="+", metavar="NAME", help="names (a wildcard: *.NAME)")
@@ -158,6 +169,27 @@ def _store_command(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
+def _eab(settings: Settings, args: argparse.Namespace) -> int:
+    # The values are secrets: printed to the operator who can read the configuration anyway.
+    block = next((b for b in settings.auth_blocks if b.name == args.block), None)
+    if block is None:
+        names = ", ".join(b.name for b in settings.auth_blocks) or "none"
+        print(f"acmems eab: no auth block {args.block!r} (defined: {names})", file=sys.stderr)
+        return 1
+    if block.hmac_key is None:
+        print(
+            f"acmems eab: auth block {block.name!r} has no hmac_key; its ACME clients need no EAB "
+            "(or give it hmac_type and hmac_key)",
+            file=sys.stderr,
+        )
+        return 1
+    if settings.acme_server is None:
+        print("acmems eab: note: the configuration has no [acme-server] section yet", file=sys.stderr)
+    mac_key = base64.urlsafe_b64encode(block.hmac_key).rstrip(b"=").decode()
+    print(f"kid: {block.name}\nhmac: {mac_key}")
+    return 0
+
+
 def _revoke_command(settings: Settings, args: argparse.Namespace) -> int:
     return _revoke(settings, args.cert, args.reason)
 
@@ -183,6 +215,7 @@ _RUNNERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "import": _store_command,
     "db": _store_command,
     "revoke": _revoke_command,
+    "eab": _eab,
 }
 
 

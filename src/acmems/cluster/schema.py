@@ -149,6 +149,21 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     );
     CREATE INDEX acmems_block_orders_block ON acmems_block_orders (block, at);
     """,
+    """
+    CREATE TABLE acmems_acme_records (
+        kind text NOT NULL,
+        id text NOT NULL,
+        owner text,
+        body text NOT NULL,
+        created timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (kind, id)
+    );
+    CREATE INDEX acmems_acme_records_owner ON acmems_acme_records (kind, owner, created);
+    CREATE TABLE acmems_acme_nonces (
+        nonce text PRIMARY KEY,
+        issued timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+from acmems.config.acme_server import read_acme_server, resolve_acme_server
 from acmems.config.ini import Entry, Section, parse_ini
 from acmems.config.notify import read_notify_defaults, read_receiver
 from acmems.config.sections import (
@@ -33,6 +34,7 @@ from acmems.core.settings import (
     IMPLICIT_STORAGE,
     IMPLICIT_VERIFICATION,
     AccountSettings,
+    AcmeServerSettings,
     AuthSettings,
     ClusterSettings,
     DatabaseStorage,
@@ -57,7 +59,7 @@ S = TypeVar("S")
 
 
 _NAMED = {"verification", "storage", "auth"}  # [notify] is both: thresholds, and "name" receivers
-_SINGLE = {"mgmt", "logging", "cluster"}
+_SINGLE = {"mgmt", "logging", "cluster", "acme-server"}
 
 
 def load_settings(paths: Sequence[str | Path]) -> Settings:
@@ -96,6 +98,7 @@ class _Sections:
     cluster: ClusterSettings | None = None
     accounts: dict[str, AccountSettings] = dataclasses.field(default_factory=dict)
     receivers: list[ReceiverSettings] = dataclasses.field(default_factory=list)
+    acme_server: tuple[AcmeServerSettings, Section, Keys] | None = None
     notify_defaults: tuple[Thresholds, float, int, float] = dataclasses.field(
         default_factory=lambda: read_notify_defaults(_unnamed("notify"))
     )
@@ -111,7 +114,7 @@ class _Sections:
         if reader is None:
             self.warnings.append(
                 f"{section.file}:{section.line}: unknown section [{section.title}] is ignored "
-                "(known: account, mgmt, verification, storage, auth, logging, cluster, notify)"
+                "(known: account, mgmt, verification, storage, auth, logging, cluster, notify, acme-server)"
             )
             return
         reader(self, section, keys)
@@ -145,6 +148,9 @@ class _Sections:
     def _cluster(self, section: Section, keys: Keys) -> None:
         self.cluster = read_cluster(keys)
 
+    def _acme_server(self, section: Section, keys: Keys) -> None:
+        self.acme_server = (read_acme_server(section, keys), section, keys)
+
     def _auth(self, section: Section, keys: Keys) -> None:
         self.raw_auth.append(read_auth(section, keys))
 
@@ -164,6 +170,7 @@ class _Sections:
         ("storage", True): _storage,
         ("cluster", False): _cluster,
         ("auth", True): _auth,
+        ("acme-server", False): _acme_server,
         ("notify", False): _notify,
         ("notify", True): _receiver,
     }
@@ -207,6 +214,18 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         lambda: NoneStorage(IMPLICIT_STORAGE, implicit=True),
     )
     auth_blocks = tuple(_auth_block(read, raw, default_verification, default_storage) for raw in read.raw_auth)
+    acme_server = None
+    if read.acme_server is not None:
+        own, section, keys = read.acme_server
+        acme_server = resolve_acme_server(
+            own,
+            section,
+            read.cluster,
+            lambda: _reference(
+                section, keys.one("verification"), "verification", read.verifications, default_verification
+            ),
+            lambda: _ca_list(section, keys.one("ca"), read.accounts),
+        )
     return Settings(
         account=read.account,
         mgmt=read.mgmt,
@@ -219,6 +238,7 @@ def settings_from_sources(sources: list[tuple[str, str]]) -> Settings:
         cluster=read.cluster,
         notify=NotifySettings(tuple(read.receivers), *read.notify_defaults),
         accounts=read.accounts,
+        acme_server=acme_server,
         files=tuple(name for name, _ in sources),
         warnings=tuple(warnings),
     )
@@ -236,6 +256,7 @@ def _auth_block(
         storage=_reference(section, raw.storage, "storage", read.storages, default_storage),
         profile=block_profile(section, raw.profile, read.account.profile),
         ca=_ca_list(section, raw.ca, read.accounts),
+        own_profile=raw.profile is not None,
     )
     if block.addresses and not isinstance(verifications[block.verification], Http01Verification):
         raise section.error(

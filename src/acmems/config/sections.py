@@ -276,10 +276,19 @@ def read_auth(section: Section, keys: Keys) -> RawAuth:
         addresses=tuple(keys.values("address", ip_network)),
         limit_new_orders=keys.value("limit-new-orders", _block_limit, None),
         limit_pending=keys.value("limit-pending", positive_int, None),
+        acme_challenge=keys.value("acme-challenge", _acme_challenge, None),
     )
     return RawAuth(
         section, settings, keys.one("verification"), keys.one("storage"), keys.one("profile"), keys.one("ca")
     )
+
+
+def _acme_challenge(value: str) -> str | None:
+    # "http-01": acmems' ACME server validates it itself; "none": the block's policy is the proof
+    lowered = value.strip().lower()
+    if lowered not in ("http-01", "none"):
+        raise ValueError(f"{value!r} is neither http-01 nor none")
+    return None if lowered == "none" else lowered
 
 
 _LONGEST_WINDOW = 31 * 86400  # a cluster keeps the block's order times this long

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 from acmems.errors import CsrError
 from acmems.lru import Lru
 
-__all__ = ["MAX_NAMES", "CsrInfo", "CsrMemo", "is_address", "parse_csr"]
+__all__ = ["MAX_NAMES", "CsrInfo", "CsrMemo", "check_name", "is_address", "parse_csr"]
 
 #: Let's Encrypt's limit of names per certificate; other CAs allow no more.
 MAX_NAMES = 100
@@ -58,6 +58,12 @@ class CsrInfo:
     def has_wildcard(self) -> bool:
         """Whether any name is a wildcard (needs DNS-01)."""
         return any(name.startswith("*.") for name in self.names)
+
+
+def check_name(name: str, where: str) -> str:
+    """``name`` lower-cased if it is an ASCII DNS name (``*.`` allowed), else :class:`CsrError`
+    saying what is wrong with it (``where``: what it is, for the message)."""
+    return _check_name(name, where)
 
 
 def _check_name(name: str, where: str) -> str:

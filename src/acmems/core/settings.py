@@ -17,6 +17,7 @@ __all__ = [
     "LETSENCRYPT_STAGING",
     "LOOPBACK",
     "AccountSettings",
+    "AcmeServerSettings",
     "AuthSettings",
     "ClusterSettings",
     "CommandReceiver",
@@ -218,11 +219,28 @@ class AuthSettings:
     ca: tuple[str, ...] = (DEFAULT_ACCOUNT,)  # the accounts to order from, in turn when one fails
     limit_new_orders: Limit | None = None  # new orders its clients may start in a window
     limit_pending: int | None = None  # its orders running at once
+    acme_challenge: str | None = None  # ACME server: "http-01" (acmems validates it) instead of the policy alone
+    own_profile: bool = False  # its profile is its own `profile =` (wins over an ACME order's), not the account's
 
     @property
     def has_methods(self) -> bool:
         """Whether the block names any way to authenticate the client."""
         return bool(self.ips) or self.hmac_key is not None or self.all
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeServerSettings:
+    """``[acme-server]``: acmems as an RFC 8555 server for the fleet's ACME clients. Its listener
+    certificate is ``certificate`` + ``key``, or one acmems orders for ``names`` itself."""
+
+    listeners: tuple[Listener, ...]
+    dir: Path | None = None  # accounts, orders, certificates (not with [cluster]: the database)
+    certificate: Path | None = None
+    key: Path | None = None
+    names: tuple[str, ...] = ()
+    verification: str | None = None  # for `names`: the verification (resolved: never None)
+    ca: tuple[str, ...] = (DEFAULT_ACCOUNT,)
+    http01_port: int = 80  # where acmems fetches http-01 answers of `acme-challenge = http-01` blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +321,7 @@ class Settings:
     cluster: ClusterSettings | None = None
     notify: NotifySettings = NotifySettings()
     accounts: dict[str, AccountSettings] = field(default_factory=dict)  # named, and "default" (= account)
+    acme_server: AcmeServerSettings | None = None
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -314,8 +333,8 @@ class Settings:
     def used_accounts(self) -> tuple[str, ...]:
         """The default account, then every other account some auth block orders from."""
         seen = [DEFAULT_ACCOUNT]
-        for block in self.auth_blocks:
-            seen += [name for name in block.ca if name not in seen]
+        for ca in [b.ca for b in self.auth_blocks] + ([self.acme_server.ca] if self.acme_server else []):
+            seen += [name for name in ca if name not in seen]
         return tuple(seen)
 
     @property
@@ -325,4 +344,7 @@ class Settings:
         for block in self.auth_blocks:
             if block.verification not in seen:
                 seen.append(block.verification)
+        own = self.acme_server.verification if self.acme_server is not None and self.acme_server.names else None
+        if own is not None and own not in seen:
+            seen.append(own)
         return tuple(seen)

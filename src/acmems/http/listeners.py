@@ -4,6 +4,7 @@ the reverse order (so the management listeners, opened last, close first)."""
 from __future__ import annotations
 
 import socket
+import ssl
 
 from aiohttp import web
 
@@ -31,9 +32,10 @@ class Listeners:
         what: str,
         idle_timeout: float,
         sockets: list[socket.socket] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """Answer ``handler`` on ``listeners`` (or on ``sockets`` bound already, shared with the
-        worker processes). Raises :class:`AcmemsError` naming a port that is in use."""
+        worker processes); with ``tls``, HTTPS. Raises :class:`AcmemsError` naming a port that is in use."""
         # aiohttp closes a connection that has not completed a request within keepalive_timeout of
         # connecting: the defence against clients that trickle their headers (slowloris).
         server = OneLineErrorServer(handler, access_log=None, keepalive_timeout=idle_timeout)
@@ -47,7 +49,9 @@ class Listeners:
             self.bound += [f"{what} {listener}" for listener in listeners]
             return
         for listener in listeners:
-            site = web.TCPSite(runner, listener.host, listener.port, backlog=_BACKLOG, reuse_address=True)
+            site = web.TCPSite(
+                runner, listener.host, listener.port, backlog=_BACKLOG, reuse_address=True, ssl_context=tls
+            )
             try:
                 await site.start()
             except OSError as exc:

@@ -119,8 +119,11 @@ class Issuer:
         self._inflight: dict[_Key, asyncio.Task[Issued]] = {}
         self._orphans: set[_Key] = set()
 
-    async def sign(self, csr: CsrInfo, block: AuthSettings, timeout: float) -> SignResult:
-        """The chain for ``csr`` under ``block``'s verification and storage.
+    async def sign(
+        self, csr: CsrInfo, block: AuthSettings, timeout: float, *, replaces: str | None = None
+    ) -> SignResult:
+        """The chain for ``csr`` under ``block``'s verification and storage; ``replaces`` (an ACME
+        client's ARI certificate id) is relayed to the block's first CA.
 
         Raises:
             AcmemsError: 400 wildcard without DNS-01; the CA's errors (421, 429, 502, 503); 504 when
@@ -142,7 +145,9 @@ class Issuer:
             return SignResult(cached, cache_hit=True)
         self.metrics.cache_misses.inc()
         quota = BlockQuota(block.name, block.limit_new_orders, block.limit_pending)
-        request = OrderRequest(csr, solver, cache, profile, ca_names=block.ca, block=block.name, quota=quota)
+        request = OrderRequest(
+            csr, solver, cache, profile, block.ca, replaces, block.ca[0], block=block.name, quota=quota
+        )
         task = self.start_issuance(request)
         key = request.key
         try:
