@@ -88,7 +88,9 @@ class Server:
         self.own_certificate: OwnCertificate | None = None
         acme = settings.acme_server
         if acme is not None:
-            self.acme_front = AcmeFront(self.backend.acme_store(acme.dir), lambda: self.runtime, self._http01_port)
+            self.acme_front = AcmeFront(
+                self.backend.acme_store(acme.dir), lambda: self.runtime, self._http01_port, self.notify.on_answer
+            )
             if acme.names:
                 self.own_certificate = OwnCertificate(acme)
 

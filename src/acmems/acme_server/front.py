@@ -24,8 +24,9 @@ from acmems.acme_server.service import (
 )
 from acmems.acme_server.validation import HttpValidator
 from acmems.acme_server.views import Reply, Urls
+from acmems.core.csr import CsrInfo
 from acmems.core.policy import peer_address
-from acmems.core.settings import DEFAULT_ACCOUNT
+from acmems.core.settings import DEFAULT_ACCOUNT, AuthSettings
 from acmems.storage.acme_store import AcmeStore
 
 __all__ = ["AcmeFront", "route"]
@@ -59,8 +60,15 @@ def route(path: str) -> tuple[str, str] | None:
 class AcmeFront:
     """Answers the ACME resources for the configuration in force (``current``)."""
 
-    def __init__(self, store: AcmeStore, current: Callable[[], AcmeRuntime], http01_port: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        store: AcmeStore,
+        current: Callable[[], AcmeRuntime],
+        http01_port: Callable[[], int],
+        picked_up: Callable[[AuthSettings, CsrInfo, str, bytes], None] | None = None,
+    ) -> None:
         self.store = store
+        self.picked_up = picked_up
         self.current = current
         self.http01_port = http01_port
         self.validator = HttpValidator()
@@ -120,7 +128,7 @@ class AcmeFront:
             raise AcmeProblem("malformed", "this request must be signed with a 'jwk', not a 'kid'")
         if handler.signed_by == "kid" and jws.kid is None:
             raise AcmeProblem("malformed", "this request must be signed with its account's 'kid', not a 'jwk'")
-        call = Call(urls, url, ident, peer_address(peer), jws, self.current(), self.store)
+        call = Call(urls, url, ident, peer_address(peer), jws, self.current(), self.store, picked_up=self.picked_up)
         if handler.signed_by == "kid":
             call = await check_account(call)
         return await handler.handler(call)

@@ -192,7 +192,7 @@ async def carry_on(call: Call, found: AcmeOrder, wait: float) -> AcmeOrder:
     profile = _chosen_profile(block, found.profile)
     try:
         result = await call.runtime.issuer.sign(
-            csr, dataclasses.replace(block, profile=profile), wait, replaces=found.replaces
+            csr, dataclasses.replace(block, profile=profile), wait, replaces=found.replaces, client=found.account
         )
     except AcmemsError as exc:
         if exc.kind is Kind.STILL_ISSUING:
@@ -265,4 +265,11 @@ async def certificate(call: Call) -> Reply:
     found = await call.store.certificate(call.ident)
     if found is None or found.account != call.owner.id:
         raise AcmeProblem("notFound", "no such certificate for this account")
+    ordered = await call.store.order(found.order)
+    if call.picked_up is not None and ordered is not None and ordered.csr is not None:
+        # who fetched what, for /status and the not-picked-up events: this account, at this address
+        block = dataclasses.replace(call.auth_block, profile=_chosen_profile(call.auth_block, ordered.profile))
+        call.picked_up(
+            block, parse_csr(ordered.csr.encode()), f"{call.peer} (ACME account {found.account})", found.chain.encode()
+        )
     return Reply(200, found.chain.encode(), content_type="application/pem-certificate-chain")

@@ -22,6 +22,7 @@ from acmems.acme_server.problems import AcmeProblem
 from acmems.acme_server.views import Reply, Urls, account_view
 from acmems.ca.session import AcmeCa
 from acmems.core.acme_records import AcmeAccount, new_id
+from acmems.core.csr import CsrInfo
 from acmems.core.policy import IPAddress
 from acmems.core.settings import AuthSettings, Settings
 from acmems.issuance.issuer import Issuer
@@ -63,6 +64,7 @@ class Call:
     store: AcmeStore
     account: AcmeAccount | None = None
     block: AuthSettings | None = None
+    picked_up: Callable[[AuthSettings, CsrInfo, str, bytes], None] | None = None  # the notifier's pickups
 
     @property
     def owner(self) -> AcmeAccount:

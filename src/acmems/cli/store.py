@@ -51,6 +51,7 @@ async def list_certificates(settings: Settings) -> int:
     if settings.account.dir is not None:
         tracks = read_state(settings.account.dir / STATE_FILE)[1].tracks
     async with _backend(settings) as backend:
+        acme = backend.acme_store(settings.acme_server.dir) if settings.acme_server is not None else None
         for store in await _loaded(settings, backend):
             count = store.count()
             print(f'[storage "{store.name}"] {store.where}: {count} certificate(s)')
@@ -60,9 +61,12 @@ async def list_certificates(settings: Settings) -> int:
             for entry in store.entries():
                 track = tracks.get((store.name, entry.digest))
                 state = certificate_state(entry, now, thresholds, False, track.error if track else None)
+                # a certificate an ACME client of [acme-server] ordered names its account
+                ordered = await acme.certificate_by_serial(f"{entry.serial:x}") if acme is not None else None
                 lines.append(
                     f"  {_when(entry.not_after)}  {_when(entry.renew_at)}  {state.replace(' ', '-'):<11} "
                     f"{entry.ca or 'default':<10} {', '.join(entry.names)}"
+                    + (f"  (ACME account {ordered.account})" if ordered is not None else "")
                 )
             if lines:
                 sys.stdout.write("\n".join(lines) + "\n")

@@ -64,6 +64,7 @@ class OrderRequest:
     requested: bool = True
     block: str = "-"
     quota: BlockQuota | None = None  # the block's limit-new-orders and limit-pending
+    client: str | None = None  # the ACME account that asked (events name it)
 
     @property
     def key(self) -> _Key:
@@ -120,10 +121,17 @@ class Issuer:
         self._orphans: set[_Key] = set()
 
     async def sign(
-        self, csr: CsrInfo, block: AuthSettings, timeout: float, *, replaces: str | None = None
+        self,
+        csr: CsrInfo,
+        block: AuthSettings,
+        timeout: float,
+        *,
+        replaces: str | None = None,
+        client: str | None = None,
     ) -> SignResult:
         """The chain for ``csr`` under ``block``'s verification and storage; ``replaces`` (an ACME
-        client's ARI certificate id) is relayed to the block's first CA.
+        client's ARI certificate id) is relayed to the block's first CA; ``client`` (its account) is
+        named in the events.
 
         Raises:
             AcmemsError: 400 wildcard without DNS-01; the CA's errors (421, 429, 502, 503); 504 when
@@ -146,7 +154,7 @@ class Issuer:
         self.metrics.cache_misses.inc()
         quota = BlockQuota(block.name, block.limit_new_orders, block.limit_pending)
         request = OrderRequest(
-            csr, solver, cache, profile, block.ca, replaces, block.ca[0], block=block.name, quota=quota
+            csr, solver, cache, profile, block.ca, replaces, block.ca[0], block=block.name, quota=quota, client=client
         )
         task = self.start_issuance(request)
         key = request.key
@@ -207,11 +215,13 @@ class Issuer:
                 await self._store(csr, chain, cache, origin)
                 issued = Issued(chain, used)
                 if self.notifier is not None:
-                    self.notifier.issued(cache.name, digest, request.block, csr.names, chain, request.profile, renewal)
+                    self.notifier.issued(
+                        cache.name, digest, request.block, csr.names, chain, request.profile, renewal, request.client
+                    )
         except AcmemsError as exc:
             await claim.release()
             if request.requested and self.notifier is not None and not isinstance(exc, QuotaExceeded | LeaseLost):
-                self.notifier.failed(cache.name, digest, request.block, csr.names, exc.message)
+                self.notifier.failed(cache.name, digest, request.block, csr.names, exc.message, client=request.client)
             raise
         except BaseException:
             claim.abandon()  # cancelled (acmems stops): the lease lapses, another instance resumes

@@ -89,13 +89,16 @@ class Notifier:
         chain: bytes,
         profile: str | None,
         renewal: bool,
+        client: str | None = None,
     ) -> None:
-        """A certificate was issued and stored."""
+        """A certificate was issued and stored (``client``: the ACME account that ordered it)."""
         serial, not_after = leaf_facts(chain)
         self._serials.put(chain, serial)
         now = time.time()
         self.pickups.issued(storage, digest, serial, now, renewal)
         extra = {"not_after": rfc3339(not_after), "serial": format(serial, "x"), "renewal": renewal, "profile": profile}
+        if client is not None:
+            extra["acme_account"] = client
         self.emit(make_event(EventKind.ISSUED, list(names), block, now, extra))
 
     def failed(
@@ -107,6 +110,7 @@ class Notifier:
         error: str,
         attempt: int | None = None,
         next_attempt: float | None = None,
+        client: str | None = None,
     ) -> None:
         """An order failed: an event, unless one for this block and these names went out less than
         ``[notify] repeat-failed`` ago (then it is counted in the next one)."""
@@ -119,6 +123,8 @@ class Notifier:
             self.failed_held += 1
             return
         extra: dict[str, object] = {"error": line}
+        if client is not None:
+            extra["acme_account"] = client
         if repeats.count:
             extra["repeats"] = repeats.count
             extra["repeats_since"] = rfc3339(repeats.since)
