@@ -104,7 +104,9 @@ def certbot(site: AcmeSite, state: Path, *args: str, directory: str | None = Non
     return run_client(argv, dict(os.environ, REQUESTS_CA_BUNDLE=str(site.ca_file)), state)
 
 
-def certbot_issue(site: AcmeSite, state: Path, names: Sequence[str], *args: str) -> tuple[int, str]:
+def certbot_issue(
+    site: AcmeSite, state: Path, names: Sequence[str], *args: str, directory: str | None = None
+) -> tuple[int, str]:
     """certonly for ``names``; the authorizations are valid already, so the manual hook never runs."""
     domains = [a for n in names for a in ("-d", n)]
     return certbot(
@@ -118,6 +120,7 @@ def certbot_issue(site: AcmeSite, state: Path, names: Sequence[str], *args: str)
         "/bin/false",
         *domains,
         *args,
+        directory=directory,
     )
 
 

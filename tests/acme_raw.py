@@ -36,7 +36,12 @@ def jwk_of(key: Key) -> dict[str, str]:
         raw = key.public_key().public_bytes_raw()
         return {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}
     numbers = key.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-256", "x": b64(numbers.x.to_bytes(32, "big")), "y": b64(numbers.y.to_bytes(32, "big"))}
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64(numbers.x.to_bytes(32, "big")),
+        "y": b64(numbers.y.to_bytes(32, "big")),
+    }
 
 
 def _sign(key: Key, data: bytes) -> tuple[str, bytes]:
@@ -79,11 +84,15 @@ class RawClient:
     def base(self) -> str:
         return f"https://{self.host or f'127.0.0.1:{self.port}'}"
 
-    def request(self, method: str, url: str, body: bytes | None = None, content_type: str = "application/jose+json") -> Answer:
+    def request(
+        self, method: str, url: str, body: bytes | None = None, content_type: str = "application/jose+json"
+    ) -> Answer:
         path = url.removeprefix(self.base) if url.startswith("https://") else url
         context = ssl.create_default_context(cafile=str(self.ca_file))
         context.check_hostname = False
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, source_address=(self.source, 0), timeout=60)
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, context=context, source_address=(self.source, 0), timeout=60
+        )
         try:
             headers = {"Host": self.host or f"127.0.0.1:{self.port}"}
             if body is not None:

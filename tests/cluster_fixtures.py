@@ -116,15 +116,19 @@ def start_cluster(
     auth: Mapping[str, str] | None = None,
     proxy_port: int | None = None,
     account: Mapping[str, str] | None = None,
+    each: Sequence[str] = (),
     **mgmt: str | int,
 ) -> Cluster:
     """``count`` acmems on one database; nginx round-robins the CA's checks over their challenge
-    listeners (on the CA's HTTP port, or on ``proxy_port`` when something else stands there)."""
+    listeners (on the CA's HTTP port, or on ``proxy_port`` when something else stands there);
+    ``each``: one more section per instance (its own listener)."""
     ports = [(free_port(), free_port()) for _ in range(count)]
     letters = "abcdefgh"[:count]
+    own = list(each) or [""] * count
     configs = [
         cluster_config(pebble, account_dir, db, f"acmems-{letter}", port, http, bind, extra, auth, account, **mgmt)
-        for letter, (port, http) in zip(letters, ports, strict=True)
+        + own_section
+        for letter, (port, http), own_section in zip(letters, ports, own, strict=True)
     ]
     front = pebble.http_port if proxy_port is None else proxy_port
     proxy = Nginx(tmp_path / "nginx", front, [http for _, http in ports], retry_404=False).start()

@@ -7,7 +7,6 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests import ini
-from tests.acme_raw import RawClient, b64, ec_key
 from tests.acme_clients import AcmeSite
+from tests.acme_raw import RawClient, b64, ec_key
 from tests.conftest import _RUNNING, make_csr
 from tests.realservices import Acmems, Pebble, free_port
 
@@ -189,7 +188,9 @@ def test_key_change_deactivation_and_an_ed25519_account(site: AcmeSite) -> None:
     url = raw.directory["keyChange"]
     inner = RawClient(site.port, site.ca_file, key=new_key)
     old_jwk = json.loads(json.dumps(__import__("tests.acme_raw", fromlist=["jwk_of"]).jwk_of(raw.key)))
-    inner_jws = json.loads(inner.jws(url, {"account": raw.kid, "oldKey": old_jwk}, use_jwk=True, protected={"nonce": None}))
+    inner_jws = json.loads(
+        inner.jws(url, {"account": raw.kid, "oldKey": old_jwk}, use_jwk=True, protected={"nonce": None})
+    )
     assert raw.post(url, inner_jws).status == 200
     # the old key is no longer the account's; the new one is
     assert raw.post(raw.kid or "", None).status == 400

@@ -20,8 +20,8 @@ from cryptography import x509
 from tests import ini, waits
 from tests.acme_clients import AcmeSite, certbot, certbot_issue, eab_key, lego
 from tests.conftest import AcmemsFactory, metric
-from tests.receivers import Hook
 from tests.realservices import Bind, Pebble, free_port, spawn, tool, wait_for
+from tests.receivers import Hook
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +195,34 @@ def test_caddy_serves_a_site_with_the_certificate_it_got_through_acmems(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_name_acmems_orders_its_own_listener_certificate_and_a_client_trusts_it(
+    acmems_factory: AcmemsFactory, pebble: Pebble, site: AcmeSite, tmp_path: Path
+) -> None:
+    own = ini.section(
+        "acme-server",
+        {"listener": f"127.0.0.1:{site.port}", "name": "acmems.team.example.test", "dir": tmp_path / "acme-dir"},
+    )
+    config = ini.ini(
+        ini.account(pebble, site.directory / "account"),
+        ini.mgmt(site.mgmt_port),
+        ini.http01("http", pebble.http_port),
+        ini.file_storage("file", site.directory / "storage"),
+        *_blocks(),
+        own,
+    )
+    acmems_factory(config, site.mgmt_port)
+    assert (tmp_path / "acme-dir" / "listener-key.pem").stat().st_mode & 0o077 == 0
+    roots = tmp_path / "pebble-roots.pem"
+    roots.write_bytes(pebble.roots_pem())
+    context = ssl.create_default_context(cafile=str(roots))  # the name and the chain are checked
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="acmems.team.example.test") as tls:
+            tls.sendall(b"GET /directory HTTP/1.1\r\nHost: acmems.team.example.test\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(4096):
+                answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body)["newAccount"] == "https://acmems.team.example.test/acme/new-account"
