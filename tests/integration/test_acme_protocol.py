@@ -3,22 +3,26 @@ EAB, the block's policy, finalize, problem documents, URLs from Host, account ch
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
 
-from tests import ini
+from acmems.acme_server.jws import thumbprint as acme_thumbprint
+from acmems.acme_server.validation import FETCH_TIMEOUT
+from tests import ini, waits
 from tests.acme_clients import AcmeSite
-from tests.acme_raw import RawClient, b64, ec_key
+from tests.acme_raw import RawClient, b64, ec_key, jwk_of
 from tests.conftest import _RUNNING, make_csr
-from tests.realservices import Acmems, Pebble, free_port
+from tests.realservices import Acmems, Pebble, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +157,7 @@ def test_a_body_over_max_size_is_refused(site: AcmeSite) -> None:
 
 
 def test_an_order_is_issued_through_the_cache_and_urls_follow_the_host_header(site: AcmeSite) -> None:
-    raw = client(site, host="acmems.example.test:%d" % site.port)
+    raw = client(site, host=f"acmems.example.test:{site.port}")
     directory = raw.get_directory()
     assert directory["newOrder"] == f"https://acmems.example.test:{site.port}/acme/new-order"
     assert raw.new_account(("team", KEY.encode())).status == 201
@@ -187,7 +191,7 @@ def test_key_change_deactivation_and_an_ed25519_account(site: AcmeSite) -> None:
     new_key = ec_key()
     url = raw.directory["keyChange"]
     inner = RawClient(site.port, site.ca_file, key=new_key)
-    old_jwk = json.loads(json.dumps(__import__("tests.acme_raw", fromlist=["jwk_of"]).jwk_of(raw.key)))
+    old_jwk = jwk_of(raw.key)
     inner_jws = json.loads(
         inner.jws(url, {"account": raw.kid, "oldKey": old_jwk}, use_jwk=True, protected={"nonce": None})
     )
@@ -206,7 +210,7 @@ def test_key_change_deactivation_and_an_ed25519_account(site: AcmeSite) -> None:
 
 
 class _Answers(BaseHTTPRequestHandler):
-    answers: dict[str, str] = {}
+    answers: ClassVar[dict[str, str]] = {}  # token -> key authorization
 
     def do_GET(self) -> None:
         body = self.answers.get(self.path.rsplit("/", 1)[-1], "").encode()
@@ -230,14 +234,14 @@ def test_a_block_with_acme_challenge_http01_checks_the_answer_itself(site: AcmeS
         authz = raw.post(order["authorizations"][0], None).json()
         challenge = authz["challenges"][0]
         assert authz["status"] == "pending" and challenge["type"] == "http-01"
-        thumbprint = __import__("acmems.acme_server.jws", fromlist=["thumbprint"]).thumbprint(
-            __import__("tests.acme_raw", fromlist=["jwk_of"]).jwk_of(raw.key)
-        )
+        thumbprint = acme_thumbprint(jwk_of(raw.key))
         _Answers.answers = {challenge["token"]: f"{challenge['token']}.{thumbprint}"}
         assert raw.post(challenge["url"], {}).status == 200
-        from tests.realservices import wait_for
-
-        wait_for(lambda: raw.post(order["authorizations"][0], None).json()["status"] == "valid", 30, "the check")
+        wait_for(
+            lambda: raw.post(order["authorizations"][0], None).json()["status"] == "valid",
+            waits.after(1, FETCH_TIMEOUT),
+            "acmems' http-01 check",
+        )
         final = raw.post(order["finalize"], {"csr": _ip_csr()})
         assert final.json()["status"] == "valid", final.body
     finally:
@@ -246,11 +250,6 @@ def test_a_block_with_acme_challenge_http01_checks_the_answer_itself(site: AcmeS
 
 
 def _ip_csr() -> str:
-    import ipaddress
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
     key = ec_key()
     request = (
         x509.CertificateSigningRequestBuilder()
