@@ -3,6 +3,7 @@ lego and Caddy from Debian) against acmems in front of the session Pebble."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -226,3 +227,38 @@ def test_name_acmems_orders_its_own_listener_certificate_and_a_client_trusts_it(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert json.loads(body)["newAccount"] == "https://acmems.team.example.test/acme/new-account"
+
+
+def test_certbot_preferred_profile_is_relayed_and_renews_when_acmems_renewal_info_says(
+    acmems_factory: AcmemsFactory, bind: Bind, site: AcmeSite, tmp_path: Path
+) -> None:
+    # A Pebble with a short-lived profile: acmems renews its certificates after two thirds of 30 s, and
+    # tells certbot (renewalInfo) to renew within the next 2.5 s; certbot asks only that (ARI).
+    ca = Pebble(tmp_path / "pebble", bind.port, free_port(), profiles={"default": 90 * 86400, "shortlived": 30}).start()
+    try:
+        acmems_factory(site.config(ca, *_blocks()), site.mgmt_port)
+        state = tmp_path / "certbot"
+        eab = ("--eab-kid", "team", "--eab-hmac-key", eab_key(TEAM_KEY))
+        rc, out = certbot_issue(
+            site, state, ["p.team.example.test"], *eab, "--cert-name", "p", "--preferred-profile", "shortlived"
+        )
+        assert rc == 0, out
+        first = _leaf(state / "conf" / "live" / "p" / "cert.pem")
+        lifetime = first.not_valid_after_utc - first.not_valid_before_utc
+        assert lifetime.total_seconds() <= 31  # the profile reached Pebble through acmems
+        # acmems renews it from two thirds of its life; it suggests the first quarter of the rest to clients
+        due_from = first.not_valid_after_utc - lifetime / 3
+        window_end = due_from + (first.not_valid_after_utc - due_from) / 4
+
+        def due() -> bool:
+            return datetime.datetime.now(datetime.UTC) >= window_end
+
+        wait_for(due, waits.after(1, lifetime.total_seconds()), "the end of acmems' renewal window")
+        rc, out = certbot(site, state, "renew", "--no-random-sleep-on-renew", *eab)
+        assert rc == 0, out
+        assert "Certificate is due for renewal" in out or "Renewing an existing certificate" in out, out
+        renewed = _leaf(state / "conf" / "live" / "p" / "cert.pem")
+        assert renewed.serial_number != first.serial_number
+        assert metric(site.mgmt_port, 'acmems_acme_requests_total{resource="renewal-info",status="200"}') >= 2
+    finally:
+        ca.stop()

@@ -123,8 +123,8 @@ def _window(runtime: AcmeRuntime, record: AcmeCertificate) -> tuple[datetime.dat
         storage = runtime.settings.storages.get(record.storage)
         days = storage.renew_within_days if isinstance(storage, FileStorage | DatabaseStorage) else 14.0
         start = renewal_time(not_before, not_after, datetime.timedelta(days=days))
-    end = start + max(datetime.timedelta(hours=1), (not_after - start) / 3)
-    return start, min(end, not_after)
+    # the first quarter of what is left from then: a client renews well before the end of its certificate
+    return start, start + (not_after - start) / 4
 
 
 async def renewal_info(runtime: AcmeRuntime, store: AcmeStore, cert_id: str) -> Reply:

@@ -104,6 +104,19 @@ def describe_settings(settings: Settings) -> str:
             )
     for block in settings.auth_blocks:
         out += _auth_lines(block)
+    acme = settings.acme_server
+    if acme is not None:
+        tls = (
+            f"name = {', '.join(acme.names)} (ordered by acmems: verification {acme.verification}, ca {' '.join(acme.ca)})"
+            if acme.names
+            else f"certificate = {acme.certificate}, key = {acme.key}"
+        )
+        out += [
+            "[acme-server]",
+            f"  listener = {', '.join(str(listener) for listener in acme.listeners)}",
+            f"  {tls}",
+            f"  dir = {acme.dir or '- (the cluster database)'}, http-01-port = {acme.http01_port}",
+        ]
     notify = settings.notify
     t = notify.thresholds
     out.append(
@@ -178,6 +191,7 @@ def _auth_lines(block: AuthSettings) -> list[str]:
         f"  verification = {block.verification}, storage = {block.storage}, "
         f"profile = {block.profile or '- (the CA default)'}, ca = {' '.join(block.ca)}",
         f"  limit-new-orders = {block.limit_new_orders or '-'}, limit-pending = {block.limit_pending or '-'}",
+        f"  acme-challenge = {block.acme_challenge or 'none (the policy is the proof)'}",
     ]
 
 
