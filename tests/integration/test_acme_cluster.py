@@ -16,12 +16,19 @@ from cryptography.hazmat.primitives import serialization
 from tests import ini, waits
 from tests.acme_clients import AcmeSite, certbot_issue
 from tests.acme_raw import RawClient, b64
-from tests.cluster_fixtures import Database, start_cluster, stop_cluster
+from tests.cluster_fixtures import (
+    Database,
+    database,
+    postgres,
+    start_cluster,
+    stop_cluster,
+)
 from tests.conftest import _RUNNING, AcmemsFactory, make_csr
 from tests.gates import HttpGate
 from tests.realservices import Bind, NginxTls, Pebble, free_port, wait_for
 
 pytestmark = pytest.mark.integration
+__all__ = ["database", "postgres"]  # fixtures
 
 
 def _issued_at_ca(ca: Pebble) -> int:

@@ -106,8 +106,9 @@ def describe_settings(settings: Settings) -> str:
         out += _auth_lines(block)
     acme = settings.acme_server
     if acme is not None:
+        ordered = f"ordered by acmems: verification {acme.verification}, ca {' '.join(acme.ca)}"
         tls = (
-            f"name = {', '.join(acme.names)} (ordered by acmems: verification {acme.verification}, ca {' '.join(acme.ca)})"
+            f"name = {', '.join(acme.names)} ({ordered})"
             if acme.names
             else f"certificate = {acme.certificate}, key = {acme.key}"
         )
