@@ -1,4 +1,5 @@
-"""`make bench`: acmems against the acme library's floor, macen 0.5.0, certbot and lego, in one run.
+"""`make bench`: acmems against the acme library's floor, macen 0.5.0, certbot and lego, and its ACME
+server (bench/acme_server.py), in one run.
 
 Everything runs on loopback: Pebble 2.10 (PEBBLE_VA_NOSLEEP=1), BIND 9 with TSIG, nginx, wrk, and
 PostgreSQL 15 for the cluster's measures (bench/cluster.py).
@@ -34,6 +35,7 @@ from tests import ini  # noqa: E402
 from tests.conftest import hmac_header, make_csr  # noqa: E402
 from tests.realservices import Acmems, Bind, Pebble, _connects, _stop, free_port, spawn, wait_for  # noqa: E402
 
+from bench.acme_server import acme_table, bench_acme_server  # noqa: E402
 from bench.cluster import bench_cluster, cluster_table  # noqa: E402
 from bench.floor import AcmeFloor  # noqa: E402
 from bench.loadgen import (  # noqa: E402
@@ -706,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         results["acmems"] = bench_acmems(work, bind, args.seconds, args.samples)
         results["cluster"] = bench_cluster(work, bind, args.seconds, args.samples)
         results["nginx"] = bench_nginx_static(work, args.seconds)
+        results["acme_server"] = bench_acme_server(work, bind, args.alt_samples)
         if not args.skip_alternatives:
             results["macen"] = bench_macen(work, bind, args.seconds, args.samples)
             results["alternatives"] = bench_certbot_lego(work, bind, args.alt_samples)
@@ -717,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(table(results))
     print("\n" + cluster_table(results["cluster"]))
+    print("\n" + acme_table(results["acme_server"]))
     print(f"\n(results: {out.relative_to(ROOT)}; work files: {work})")
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from acmems.acme_server.front import route
 from acmems.acme_server.jws import check_eab, parse_jws, thumbprint, verify
@@ -188,3 +190,50 @@ def test_acmems_eab_prints_the_key_id_and_the_mac_key(tmp_path: Path, capsys: py
     assert "has no hmac_key" in capsys.readouterr().err
     assert main(["eab", str(config), "nosuch"]) == 1
     assert "no auth block 'nosuch'" in capsys.readouterr().err
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    protected=st.dictionaries(st.sampled_from(["alg", "nonce", "url", "jwk", "kid", "b64", "crit"]), _JSON, max_size=6),
+    payload=st.binary(max_size=40),
+    signature=st.binary(max_size=40),
+)
+def test_any_jws_shape_is_a_problem_or_a_request_never_another_error(
+    protected: dict[str, object], payload: bytes, signature: bytes
+) -> None:
+    body = json.dumps(
+        {"protected": b64(json.dumps(protected).encode()), "payload": b64(payload), "signature": b64(signature)}
+    ).encode()
+    try:
+        request = parse_jws(body)
+    except AcmeProblem:
+        return
+    for key in (
+        request.jwk,
+        {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"},
+        {"kty": "OKP", "crv": "Ed25519", "x": "AA"},
+    ):
+        try:
+            verify(request, key or {})
+        except AcmeProblem:
+            pass
+    try:
+        request.payload_json()
+    except AcmeProblem:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_body_is_a_problem_or_a_request(body: bytes) -> None:
+    try:
+        parse_jws(body)
+    except AcmeProblem:
+        pass
