@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from acmems.acme_server.jws import thumbprint as acme_thumbprint
@@ -27,6 +27,7 @@ from tests.realservices import Acmems, Pebble, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 KEY = "protocol-hmac-key-0123456789abcdef"
+LIMITED_KEY = "limited-hmac-key-0123456789abcdef"
 HTTP01_PORT = free_port()  # where acmems checks the http-01 answers of the "checked" block
 
 
@@ -39,6 +40,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, pebble: Pebble) -> Iterator[A
         ini.auth("team", ["*.team.example.test"], hmac_key=KEY, storage="file"),
         ini.auth("open", ["*.open.example.test"], ip="127.0.0.1", storage="file"),
         ini.auth("checked", [], ip="127.0.0.3", address="127.0.0.0/8", storage="file", **{"acme-challenge": "http-01"}),
+        ini.auth(
+            "limited", ["*.limited.example.test"], hmac_key=LIMITED_KEY, storage="file", **{"limit-new-orders": "1/1h"}
+        ),
         http_01_port=HTTP01_PORT,
     ).replace("[mgmt]\n", "[mgmt]\nmax-size = 4k\n")
     server = Acmems(here.directory / "acmems", config, here.mgmt_port).start()
@@ -258,3 +262,35 @@ def _ip_csr() -> str:
         .sign(key, hashes.SHA256())
     )
     return b64(request.public_bytes(serialization.Encoding.DER))
+
+
+def test_revocation_by_the_certificate_s_key_and_a_quota_refusal_keeps_its_retry_after(site: AcmeSite) -> None:
+    raw = team(site)
+    pem, key_pem = make_csr(["rk.team.example.test"])
+    order = raw.new_order(["rk.team.example.test"]).json()
+    der = b64(x509.load_pem_x509_csr(pem).public_bytes(serialization.Encoding.DER))
+    final = raw.post(order["finalize"], {"csr": der}).json()
+    chain = raw.post(final["certificate"], None).body
+    leaf = b64(x509.load_pem_x509_certificate(chain).public_bytes(serialization.Encoding.DER))
+    key = serialization.load_pem_private_key(key_pem, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    stranger = client(site)
+    stranger.get_directory()
+    refused = stranger.post(raw.directory["revokeCert"], {"certificate": leaf}, use_jwk=True)
+    assert refused.problem == "unauthorized"
+    holder = client(site, key=key)  # no account: the request is signed with the certificate's key
+    holder.get_directory()
+    assert holder.post(raw.directory["revokeCert"], {"certificate": leaf, "reason": 1}, use_jwk=True).status == 200
+    again = raw.post(raw.directory["revokeCert"], {"certificate": leaf})
+    assert again.problem == "alreadyRevoked"
+    # limit-new-orders = 1/1h: the second new order of the block is invalid, with the quota's Retry-After
+    limited = client(site)
+    assert limited.new_account(("limited", LIMITED_KEY.encode())).status == 201
+    assert _finalized(limited, ["one.limited.example.test"]).json()["status"] == "valid"
+    second = _finalized(limited, ["two.limited.example.test"])
+    assert second.json()["status"] == "invalid"
+    assert (
+        second.json()["error"]["type"].endswith(":rateLimited")
+        and "limit-new-orders" in second.json()["error"]["detail"]
+    )
+    assert int(second.headers["retry-after"]) > 0

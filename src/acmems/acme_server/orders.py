@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from acmems.acme_server.jws import b64decode
-from acmems.acme_server.problems import AcmeProblem, from_error
+from acmems.acme_server.problems import AcmeProblem, from_error, problem_from_json
 from acmems.acme_server.service import Call
 from acmems.acme_server.views import Reply, authz_view, order_view
 from acmems.core.acme_records import AcmeAuthz, AcmeCertificate, AcmeOrder, Identifier, new_id
@@ -149,6 +149,10 @@ def _answer(call: Call, found: AcmeOrder) -> Reply:
     headers = {"Location": call.urls.of("order", found.id)}
     if found.status == "processing":
         headers["Retry-After"] = str(RETRY_AFTER)
+    elif found.status == "invalid" and found.error is not None:
+        retry = problem_from_json(found.error).retry_after
+        if retry is not None:
+            headers["Retry-After"] = str(retry)  # the upstream rate limit's, or the block's quota's
     return Reply(200, order_view(found, call.urls), headers=headers)
 
 

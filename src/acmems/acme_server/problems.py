@@ -83,6 +83,8 @@ class AcmeProblem(Exception):
             body["subproblems"] = list(self.subproblems)
         if self.algorithms:
             body["algorithms"] = list(self.algorithms)
+        if self.retry_after is not None:
+            body["retryAfter"] = self.retry_after  # an extension member: an invalid order keeps it
         return body | self.extra
 
     def to_json(self) -> str:
