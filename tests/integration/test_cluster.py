@@ -649,3 +649,17 @@ def test_the_held_chains_are_bounded_by_held_chains(
         assert _sign(server, older)[0] == 503
     finally:
         database.server.start()
+
+
+def test_an_instance_stopped_cleanly_is_gone_at_once_and_restarts_without_a_name_warning(
+    acmems_factory: AcmemsFactory, pebble: Pebble, account_dir: Path, database: Database, tmp_path: Path
+) -> None:
+    cluster = start_cluster(acmems_factory, pebble, account_dir, database, tmp_path, count=1)
+    try:
+        (instance,) = cluster.instances
+        assert instance.stop() == 0
+        assert database.query("SELECT count(*) FROM acmems_instances WHERE alive_until > now()") == "0"
+        instance.start()
+        assert "another live acmems is named" not in instance.log_text()
+    finally:
+        stop_cluster(cluster)

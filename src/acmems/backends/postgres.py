@@ -16,6 +16,7 @@ from acmems.cluster import ClusterDb, DatabaseStore, SharedTokens, check_account
 from acmems.cluster.acme_store import DatabaseAcmeStore
 from acmems.cluster.backoff import SharedBackoff
 from acmems.cluster.dns_journal import DatabaseJournal
+from acmems.cluster.instances import leaving
 from acmems.cluster.notify_store import DatabaseOutbox, DatabaseState
 from acmems.cluster.quotas import DatabaseQuotas
 from acmems.cluster.rate_log import DatabaseRateLog
@@ -68,7 +69,7 @@ class PostgresBackend:
             log.info("cluster database %s: instance %s", self.db.where, self.db.name)
 
     async def close(self) -> None:
-        await self.db.close()
+        await self.db.close(leaving(self.db) if self.role is Role.SERVER else None)
 
     async def status(self) -> str:
         return f"{self.db.where}: {await database_status(self.db)}"

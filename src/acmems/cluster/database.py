@@ -118,14 +118,19 @@ class ClusterDb:
             self._tasks.append(asyncio.create_task(self._listen_forever()))
             self._tasks.append(asyncio.create_task(self._tick_forever()))
 
-    async def close(self) -> None:
-        """Stop listening and close every connection."""
+    async def close(self, last: tuple[str, tuple[object, ...]] | None = None) -> None:
+        """Stop listening (and the heartbeat), run ``last`` (a statement and its parameters: what
+        the instance says as it leaves; a failure is ignored), and close every connection."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if last is not None:
+            with contextlib.suppress(DatabaseError, psycopg.Error):
+                async with self.transaction() as cursor:
+                    await cursor.execute(last[0], last[1])
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pool.close(), self.timeout)
 

@@ -12,7 +12,15 @@ from acmems.cluster.leases import LEASE_SECONDS
 from acmems.cluster.schema import SCHEMA_VERSION, migrate, schema_version
 from acmems.errors import AcmemsError, DatabaseError
 
-__all__ = ["ADOPT_AFTER_LAPSE", "ALIVE_SECONDS", "check_account", "database_status", "prepare", "sweep"]
+__all__ = [
+    "ADOPT_AFTER_LAPSE",
+    "ALIVE_SECONDS",
+    "check_account",
+    "database_status",
+    "leaving",
+    "prepare",
+    "sweep",
+]
 
 log = logging.getLogger("acmems.cluster")
 ALIVE_SECONDS = 10.0  # an instance that has not said it is alive for this long is gone (said every second)
@@ -74,6 +82,12 @@ async def prepare(db: ClusterDb, *, upgrade: bool = True, announce: bool = True)
         (ALIVE_SECONDS, db.instance),
         late_after=ALIVE_SECONDS / 2,
     )
+
+
+def leaving(db: ClusterDb) -> tuple[str, tuple[object, ...]]:
+    """What an instance that stops cleanly says last: it is gone now (not 10 s later), so its name is
+    free for the restart and the others do not wait for its liveness to lapse."""
+    return "UPDATE acmems_instances SET alive_until = now() WHERE instance = %s", (db.instance,)
 
 
 async def database_status(db: ClusterDb) -> str:
