@@ -2,7 +2,8 @@
 
 Starts BIND 9 (TSIG-only updates) and Pebble 2.10, writes a demo configuration, registers an
 account with acme-register, starts acmems, and lets a client that has only openssl and curl get
-one HTTP-01 certificate and one wildcard DNS-01 certificate. Everything stops at the end.
+one HTTP-01 certificate and one wildcard DNS-01 certificate; then certbot, an ACME client, gets one
+through acmems' ACME server ([acme-server]). Everything stops at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import ini  # noqa: E402
-from tests.realservices import Acmems, Bind, Pebble, free_port  # noqa: E402
+from tests.realservices import Acmems, Bind, Pebble, free_port, make_tls  # noqa: E402
 
 HMAC_KEY = "demo-shared-secret-change-me"
 
@@ -47,7 +48,8 @@ def main() -> int:
         http_port = free_port()
         say(f"starting Pebble 2.10, a real ACME CA (it checks HTTP-01 on port {http_port})")
         pebble = Pebble(work / "pebble", bind.port, http_port).start()
-        mgmt_port = free_port()
+        mgmt_port, acme_port = free_port(), free_port()
+        listener_ca, listener_cert, listener_key = make_tls(work / "acme-server-tls")
         config = work / "acmems.ini"
         config.write_text(
             ini.ini(
@@ -72,6 +74,15 @@ def main() -> int:
                     ip="127.0.0.1",
                     hmac_key=HMAC_KEY,
                     verification="dns",
+                ),
+                ini.section(
+                    "acme-server",
+                    {
+                        "listener": f"127.0.0.1:{acme_port}",
+                        "certificate": listener_cert,
+                        "key": listener_key,
+                        "dir": work / "acme-server",
+                    },
                 ),
             )
         )
@@ -107,6 +118,20 @@ def main() -> int:
             print(run(f"openssl x509 -in {site}.pem -noout -subject -issuer -ext subjectAltName -enddate", client))
         say("running the client again (as its daily timer would): answered from the cache, nothing changes")
         print(run(command, client) or "  (no output: the certificate is unchanged, no reload)")
+        say("an ACME client: certbot gets a certificate through acmems' ACME server, bound to the 'web' block")
+        eab = dict(line.split(": ", 1) for line in run(f"{venv_bin}/acmems eab {config} web", work).splitlines())
+        print(f"  kid {eab['kid']}, hmac (base64url) {eab['hmac'][:6]}...")
+        state = work / "certbot"
+        print(
+            run(
+                f"REQUESTS_CA_BUNDLE={listener_ca} {venv_bin}/certbot certonly --non-interactive --agree-tos "
+                f"--register-unsafely-without-email --config-dir {state} --work-dir {state} --logs-dir {state} "
+                f"--server https://127.0.0.1:{acme_port}/directory --eab-kid {eab['kid']} --eab-hmac-key {eab['hmac']} "
+                "--manual --preferred-challenges http --manual-auth-hook /bin/false -d acme.example.test",
+                work,
+            )
+        )
+        print(run(f"openssl x509 -in {state}/live/acme.example.test/cert.pem -noout -subject -issuer", work))
         say("acmems list: the cached certificates")
         print(run(f"{venv_bin}/acmems list {config}", work))
         say("a few lines of GET /metrics")
@@ -129,11 +154,13 @@ def main() -> int:
         say("what you saw")
         print(
             textwrap.dedent(f"""\
-            A real ACME CA (Pebble) issued two certificates through acmems. The client used only
-            openssl and curl (contrib/acmems-client): it made a key and a CSR, posted the CSR with an
-            HMAC header to /sign, checked the chain and installed it. acmems answered the CA's HTTP-01
+            A real ACME CA (Pebble) issued three certificates through acmems. The first client used
+            only openssl and curl (contrib/acmems-client): it made a key and a CSR, posted the CSR with
+            an HMAC header to /sign, checked the chain and installed it. acmems answered the CA's HTTP-01
             check itself and, for the wildcard, updated BIND by TSIG-signed RFC 2136 updates (and
-            removed the records again). Files: {work} (acmems.ini, client/, acmems/acmems.log).
+            removed the records again). Then certbot got one through acmems' ACME server, its account
+            bound to the same auth block by an external account binding (docs/acme-server.md).
+            Files: {work} (acmems.ini, client/, certbot/, acmems/acmems.log).
 
             To use Let's Encrypt's staging CA instead, set in [account]:
                 acme-server = https://acme-staging-v02.api.letsencrypt.org/directory
