@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from acmems.cluster.schema import SCHEMA_VERSION
 from tests import ini, waits
 from tests.cluster_fixtures import (
     Cluster,
@@ -186,12 +187,12 @@ def test_two_instances_starting_at_once_on_an_empty_database(
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         started = list(pool.map(lambda i: acmems_factory(configs[i], ports[i][0], name=f"start-{i}"), range(2)))
     assert all(_health(s)[0] == 200 for s in started)
-    assert database.query("SELECT count(*), max(version) FROM acmems_schema") == "4|4"
+    assert database.query("SELECT count(*), max(version) FROM acmems_schema") == f"{SCHEMA_VERSION}|{SCHEMA_VERSION}"
     check = subprocess.run(
         [sys.executable, "-m", "acmems", "check", str(started[0].config)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0
-    assert "answers; schema version 4" in check.stdout
+    assert f"answers; schema version {SCHEMA_VERSION}" in check.stdout
     assert PASSWORD not in check.stdout + check.stderr
 
 
@@ -505,7 +506,7 @@ def test_db_init_as_owner_then_a_role_with_only_the_documented_grants(
         [sys.executable, "-m", "acmems", "db", "init", str(owner)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert "answers; schema version 4" in done.stdout
+    assert f"answers; schema version {SCHEMA_VERSION}" in done.stdout
     role = f"limited_{database.name}"
     database.query(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
     for grant in (
