@@ -27,7 +27,17 @@ from acmems.core.policy import address_allowed, domain_allowed
 from acmems.core.settings import AuthSettings, DnsPersistVerification, DnsUpdateVerification, LexiconVerification
 from acmems.errors import AcmemsError, CsrError, Kind
 
-__all__ = ["ORDER_LIFETIME", "authorization", "certificate", "finalize", "new_order", "order"]
+__all__ = [
+    "ORDER_LIFETIME",
+    "authorization",
+    "authorization_for",
+    "certificate",
+    "csr_difference",
+    "finalize",
+    "new_order",
+    "order",
+    "status_after",
+]
 
 log = logging.getLogger("acmems.acme_server")
 ORDER_LIFETIME = 7 * 86400.0  # an order (and its authorizations) expires after this
@@ -63,9 +73,48 @@ def _refused(block: AuthSettings, identifier: Identifier, dns01: bool) -> str | 
     return None if domain_allowed(block, identifier.value) else "not allowed for this account"
 
 
+def _uses_dns01(call: Call) -> bool:
+    return isinstance(call.runtime.settings.verifications.get(call.auth_block.verification), _DNS_TYPES)
+
+
+def authorization_for(
+    identifier: Identifier, account: str, expires: float, now: float, *, validate: bool, dns01: bool
+) -> AcmeAuthz:
+    """The authorization of one identifier of a new order: valid at once (the block's policy is the
+    proof), or pending with an http-01 challenge when the block validates (never for a wildcard,
+    whose proof is acmems' DNS-01)."""
+    wildcard = identifier.value.startswith("*.")
+    base = Identifier(identifier.type, identifier.value.removeprefix("*."))
+    if validate and not wildcard:
+        return AcmeAuthz(new_id(), account, base, expires, "pending", False, "http-01", new_id(), "pending")
+    kind = "dns-01" if dns01 or wildcard else "http-01"
+    return AcmeAuthz(new_id(), account, base, expires, "valid", wildcard, kind, new_id(), "valid", now)
+
+
+def status_after(authz_statuses: list[str]) -> str:
+    """A pending order's status from its authorizations' (RFC 8555 §7.1.6): ready once all are
+    valid, invalid once one is invalid or deactivated, else pending."""
+    if all(s == "valid" for s in authz_statuses):
+        return "ready"
+    if any(s in ("invalid", "deactivated", "expired", "revoked") for s in authz_statuses):
+        return "invalid"
+    return "pending"
+
+
+def csr_difference(order_names: set[str], csr_names: set[str]) -> str | None:
+    """What is wrong with a CSR for an order (None: it names exactly the order's identifiers)."""
+    extra, missing = sorted(csr_names - order_names), sorted(order_names - csr_names)
+    if not extra and not missing:
+        return None
+    parts = ([f"names {', '.join(extra)}, which the order does not"] if extra else []) + (
+        [f"lacks {', '.join(missing)} of the order"] if missing else []
+    )
+    return "the CSR " + " and ".join(parts)
+
+
 def _check_policy(call: Call, identifiers: list[Identifier]) -> None:
     block = call.auth_block
-    dns01 = isinstance(call.runtime.settings.verifications.get(block.verification), _DNS_TYPES)
+    dns01 = _uses_dns01(call)
     subproblems: list[dict[str, Any]] = []
     refused: list[str] = []
     for identifier in identifiers:
@@ -108,20 +157,8 @@ async def new_order(call: Call) -> Reply:
     now = time.time()
     expires = now + ORDER_LIFETIME
     validate = call.auth_block.acme_challenge == "http-01"
-    authzs = []
-    for identifier in identifiers:
-        wildcard = identifier.value.startswith("*.")
-        base = Identifier(identifier.type, identifier.value.removeprefix("*."))
-        dns = isinstance(call.runtime.settings.verifications.get(call.auth_block.verification), _DNS_TYPES)
-        if validate and not wildcard:
-            authzs.append(
-                AcmeAuthz(new_id(), call.owner.id, base, expires, "pending", False, "http-01", new_id(), "pending")
-            )
-        else:
-            kind = "dns-01" if dns or wildcard else "http-01"
-            authzs.append(
-                AcmeAuthz(new_id(), call.owner.id, base, expires, "valid", wildcard, kind, new_id(), "valid", now)
-            )
+    dns01 = _uses_dns01(call)
+    authzs = [authorization_for(i, call.owner.id, expires, now, validate=validate, dns01=dns01) for i in identifiers]
     status = "ready" if all(a.status == "valid" for a in authzs) else "pending"
     order = AcmeOrder(
         new_id(),
@@ -172,13 +209,13 @@ async def refresh_status(call: Call, found: AcmeOrder) -> AcmeOrder:
     for authz_id in found.authorizations:
         authz = await call.store.authz(authz_id)
         statuses.append(authz.status if authz is not None else "invalid")
-    if all(s == "valid" for s in statuses):
-        found = dataclasses.replace(found, status="ready")
-    elif any(s in ("invalid", "deactivated") for s in statuses):
-        problem = AcmeProblem("unauthorized", "an authorization of this order failed")
-        found = dataclasses.replace(found, status="invalid", error=problem.to_json())
-    else:
+    status = status_after(statuses)
+    if status == "pending":
         return found
+    error = (
+        AcmeProblem("unauthorized", "an authorization of this order failed").to_json() if status == "invalid" else None
+    )
+    found = dataclasses.replace(found, status=status, error=error)
     await call.store.save_order(found)
     return found
 
@@ -236,13 +273,9 @@ async def finalize(call: Call) -> Reply:
     if found.status != "ready":
         raise AcmeProblem("orderNotReady", f"the order is {found.status}, not ready")
     csr = _csr_of(call.jws.payload_json())
-    wanted = {i.value for i in found.identifiers}
-    extra, missing = sorted(set(csr.names) - wanted), sorted(wanted - set(csr.names))
-    if extra or missing:
-        parts = ([f"names {', '.join(extra)}, which the order does not"] if extra else []) + (
-            [f"lacks {', '.join(missing)} of the order"] if missing else []
-        )
-        raise AcmeProblem("badCSR", "the CSR " + " and ".join(parts))
+    wrong = csr_difference({i.value for i in found.identifiers}, set(csr.names))
+    if wrong is not None:
+        raise AcmeProblem("badCSR", wrong)
     # the block may have changed since the order (a reload): its policy now decides
     _check_policy(call, list(found.identifiers))
     processing = dataclasses.replace(found, status="processing", csr=csr.pem.decode())

@@ -24,7 +24,7 @@ from acmems.acme_server.views import Reply, timestamp
 from acmems.core.acme_records import AcmeCertificate
 from acmems.core.renewal import renewal_time
 from acmems.core.settings import DatabaseStorage, FileStorage
-from acmems.errors import AcmemsError
+from acmems.errors import AcmemsError, CaError
 from acmems.storage.acme_store import AcmeStore
 
 __all__ = ["ARI_RETRY_AFTER", "renewal_info", "revoke"]
@@ -95,7 +95,7 @@ async def _relay(runtime: AcmeRuntime, record: AcmeCertificate, certificate: x50
             break
         except AcmemsError as exc:
             last = exc
-            if getattr(exc, "problem_type", None) == "alreadyRevoked":
+            if isinstance(exc, CaError) and exc.problem_type == "alreadyRevoked":
                 last = None
                 break
     if last is not None:

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from acmems.acme_server.front import route
 from acmems.acme_server.jws import check_eab, parse_jws, thumbprint, verify
+from acmems.acme_server.orders import authorization_for, csr_difference, status_after
 from acmems.acme_server.problems import AcmeProblem, from_error
 from acmems.cli import main
 from acmems.config import settings_from_sources
+from acmems.core.acme_records import Identifier
 from acmems.errors import AcmemsError, CaError, ConfigError, Kind
 from tests.acme_raw import RawClient, b64, ec_key, jwk_of
 
@@ -237,3 +239,32 @@ def test_any_body_is_a_problem_or_a_request(body: bytes) -> None:
         parse_jws(body)
     except AcmeProblem:
         pass
+
+
+def test_an_order_s_status_follows_its_authorizations() -> None:
+    assert status_after(["valid", "valid"]) == "ready"
+    assert status_after(["valid", "pending"]) == "pending"
+    assert status_after(["pending", "invalid"]) == "invalid"
+    assert status_after(["valid", "deactivated"]) == "invalid"
+
+
+def test_authorizations_are_valid_by_policy_unless_the_block_validates() -> None:
+    www = Identifier("dns", "www.example.test")
+    wild = Identifier("dns", "*.example.test")
+    by_policy = authorization_for(www, "acct", 2.0, 1.0, validate=False, dns01=False)
+    assert (by_policy.status, by_policy.challenge_type, by_policy.validated) == ("valid", "http-01", 1.0)
+    checked = authorization_for(www, "acct", 2.0, 1.0, validate=True, dns01=False)
+    assert (checked.status, checked.challenge_status, checked.token != "") == ("pending", "pending", True)
+    wildcard = authorization_for(wild, "acct", 2.0, 1.0, validate=True, dns01=True)
+    assert (wildcard.status, wildcard.wildcard, wildcard.identifier.value, wildcard.challenge_type) == (
+        "valid",
+        True,
+        "example.test",
+        "dns-01",
+    )
+
+
+def test_the_csr_difference_names_what_is_extra_and_what_is_missing() -> None:
+    assert csr_difference({"a.test", "b.test"}, {"b.test", "a.test"}) is None
+    assert csr_difference({"a.test"}, {"a.test", "c.test"}) == "the CSR names c.test, which the order does not"
+    assert csr_difference({"a.test", "b.test"}, {"a.test"}) == "the CSR lacks b.test of the order"
