@@ -95,6 +95,13 @@ class OwnCertificate:
             return None
         return renewal_time(leaf.not_valid_before_utc, leaf.not_valid_after_utc, _RENEW_WITHIN)
 
+    def _still_valid(self) -> bool:
+        try:
+            leaf = x509.load_pem_x509_certificate(self.chain_path.read_bytes())
+        except (OSError, ValueError):
+            return False
+        return leaf.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
+
     def _block(self, runtime: AcmeRuntime) -> AuthSettings:
         settings = runtime.settings
         default = settings.default_storage
@@ -114,9 +121,19 @@ class OwnCertificate:
         if due is None or due <= datetime.datetime.now(datetime.UTC):
             csr = parse_csr(await asyncio.to_thread(self._csr_pem))
             timeout = runtime.settings.mgmt.request_timeout
-            result = await runtime.issuer.sign(csr, self._block(runtime), timeout)
-            await asyncio.to_thread(write_atomic, self.chain_path, result.chain, 0o644)
-            log.info("the ACME listener's certificate for %s is in %s", ", ".join(self.settings.names), self.chain_path)
+            try:
+                result = await runtime.issuer.sign(csr, self._block(runtime), timeout)
+            except AcmemsError as exc:
+                if due is None or not self._still_valid():
+                    raise
+                # due, but still valid: serve it; keep_renewed tries again
+                log.warning(
+                    "cannot renew the ACME listener's certificate yet (%s); serving the current one", exc.message
+                )
+            else:
+                await asyncio.to_thread(write_atomic, self.chain_path, result.chain, 0o644)
+                names = ", ".join(self.settings.names)
+                log.info("the ACME listener's certificate for %s is in %s", names, self.chain_path)
         if self.context is None:
             self.context = tls_context(self.chain_path, self.key_path)
         else:
@@ -124,7 +141,8 @@ class OwnCertificate:
         return self.context
 
     async def keep_renewed(self, current: Callable[[], AcmeRuntime]) -> None:
-        """Renew the listener's certificate when due, for as long as acmems runs."""
+        """Renew the listener's certificate when due, for as long as acmems runs (a failure is tried
+        again every 5 minutes, while the current certificate is served)."""
         while True:
             due = self.renew_at()
             wait = _CHECK_EVERY if due is None else (due - datetime.datetime.now(datetime.UTC)).total_seconds()
@@ -134,4 +152,6 @@ class OwnCertificate:
             except (AcmemsError, OSError, ssl.SSLError) as exc:
                 message = exc.message if isinstance(exc, AcmemsError) else str(exc)
                 log.error("cannot renew the ACME listener's certificate: %s; trying again in 5 minutes", message)
+            due = self.renew_at()
+            if due is None or due <= datetime.datetime.now(datetime.UTC):
                 await asyncio.sleep(_RETRY_AFTER_FAILURE)
