@@ -18,6 +18,7 @@ from acmems.acme_server.orders import authorization_for, csr_difference, status_
 from acmems.acme_server.problems import AcmeProblem, from_error
 from acmems.cli import main
 from acmems.config import settings_from_sources
+from acmems.config.describe import describe_settings
 from acmems.core.acme_records import Identifier
 from acmems.errors import AcmemsError, CaError, ConfigError, Kind
 from tests.acme_raw import RawClient, b64, ec_key, jwk_of
@@ -268,3 +269,12 @@ def test_the_csr_difference_names_what_is_extra_and_what_is_missing() -> None:
     assert csr_difference({"a.test", "b.test"}, {"b.test", "a.test"}) is None
     assert csr_difference({"a.test"}, {"a.test", "c.test"}) == "the CSR names c.test, which the order does not"
     assert csr_difference({"a.test", "b.test"}, {"a.test"}) == "the CSR lacks b.test of the order"
+
+
+def test_acmems_check_shows_the_acme_server_section_without_secrets() -> None:
+    settings = settings_from_sources(
+        [("t.ini", _config("[acme-server]\nlistener = 127.0.0.1:8555\nname = a.example.test\ndir = /x\n"))]
+    )
+    text = describe_settings(settings)
+    assert "[acme-server]\n  listener = 127.0.0.1:8555\n  name = a.example.test (ordered by acmems" in text
+    assert "acme-challenge = none" in text and "k3y" not in text
