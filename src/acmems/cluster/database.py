@@ -129,7 +129,8 @@ class ClusterDb:
         self._tasks.clear()
         if last is not None:
             with contextlib.suppress(DatabaseError, psycopg.Error):
-                async with self.transaction() as cursor:
+                # a connection of its own: through the pool, the close after it took a second longer
+                async with self.direct() as cursor:
                     await cursor.execute(last[0], last[1])
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pool.close(), self.timeout)
