@@ -294,3 +294,24 @@ def test_revocation_by_the_certificate_s_key_and_a_quota_refusal_keeps_its_retry
         and "limit-new-orders" in second.json()["error"]["detail"]
     )
     assert int(second.headers["retry-after"]) > 0
+
+
+def _cert_id(chain: bytes) -> str:
+    leaf = x509.load_pem_x509_certificate(chain)
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier or b""
+    serial = leaf.serial_number.to_bytes((leaf.serial_number.bit_length() + 8) // 8, "big")
+    return f"{b64(aki)}.{b64(serial)}"
+
+
+def test_replaces_is_relayed_for_a_certificate_acmems_gave_the_account_and_left_out_otherwise(site: AcmeSite) -> None:
+    raw = team(site)
+    first = _finalized(raw, ["rp.team.example.test"]).json()
+    old = _cert_id(raw.post(first["certificate"], None).body)
+    renewal = raw.new_order(["rp.team.example.test"], replaces=old).json()
+    assert renewal["replaces"] == old
+    done = raw.post(renewal["finalize"], {"csr": _csr_der(["rp.team.example.test"])}).json()
+    assert done["status"] == "valid", done  # the CA took the order with replaces (or acmems ordered again without)
+    assert _cert_id(raw.post(done["certificate"], None).body) != old
+    other = team(site)
+    assert "replaces" not in other.new_order(["rq.team.example.test"], replaces=old).json()
+    assert other.new_order(["rq.team.example.test"], replaces="no-dot").problem == "malformed"
