@@ -248,6 +248,19 @@ def test_a_block_with_acme_challenge_http01_checks_the_answer_itself(site: AcmeS
         )
         final = raw.post(order["finalize"], {"csr": _ip_csr()})
         assert final.json()["status"] == "valid", final.body
+        # a wrong answer: the authorization and the order are invalid, and the page is not read back
+        wrong = raw.new_order(["127.0.0.1"]).json()
+        challenge = raw.post(wrong["authorizations"][0], None).json()["challenges"][0]
+        _Answers.answers = {challenge["token"]: "internal page content"}
+        raw.post(challenge["url"], {})
+        wait_for(
+            lambda: raw.post(wrong["authorizations"][0], None).json()["status"] == "invalid",
+            waits.after(1, FETCH_TIMEOUT),
+            "acmems' http-01 check to fail",
+        )
+        error = raw.post(wrong["authorizations"][0], None).json()["challenges"][0]["error"]
+        assert error["type"].endswith(":incorrectResponse") and "internal page" not in error["detail"]
+        assert raw.post(wrong["finalize"].removesuffix("/finalize"), None).json()["status"] == "invalid"
     finally:
         server.shutdown()
         server.server_close()

@@ -58,8 +58,9 @@ class HttpValidator:
                 if response.status != 200:
                     problem = AcmeProblem("unauthorized", f"{url} answered {response.status}")
                 elif body != key_authorization:
+                    # what it answered is not shown: acmems would read other servers' pages back to a client
                     problem = AcmeProblem(
-                        "incorrectResponse", f"{url} answered {body[:100]!r}, not the key authorization"
+                        "incorrectResponse", f"{url} answered {len(body)} bytes that are not the key authorization"
                     )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             problem = AcmeProblem("connection", f"cannot fetch {url}: {exc or type(exc).__name__}")
