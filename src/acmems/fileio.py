@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["temp_writer_gone", "write_atomic"]
 
 
 def write_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o644, *, exclusive: bool = False) -> None:
@@ -19,7 +19,8 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o644, *
     process wrote it first).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's process id in the name: a start can tell a killed write from one in progress
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
@@ -46,3 +47,18 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o644, *
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def temp_writer_gone(temp: Path) -> bool:
+    """Whether the process that wrote temporary file ``temp`` (named by :func:`write_atomic`) is gone
+    from this machine: its write was interrupted and will never finish."""
+    parts = temp.name.split(".")
+    if len(parts) < 4 or not parts[-3].isdigit():
+        return False  # not named by write_atomic (or by an older acmems): unknown
+    try:
+        os.kill(int(parts[-3]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's live process, or no such pid at all
+        return False
+    return False

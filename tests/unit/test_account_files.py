@@ -33,3 +33,24 @@ def test_only_old_temporary_files_are_taken_for_a_killed_write(tmp_path: Path) -
     os.utime(old, (time.time() - 120, time.time() - 120))
     files.remove_stale_temp_files()
     assert young.exists() and not old.exists()
+
+
+def test_a_temporary_file_whose_writer_is_gone_is_taken_at_once(tmp_path: Path) -> None:
+    files = AccountFiles(tmp_path)
+    gone_pid = _a_pid_that_is_not_running()
+    killed = tmp_path / f".dns01-pending.json.{gone_pid}.abc123.tmp"
+    live = tmp_path / f".dns01-pending.json.{os.getpid()}.def456.tmp"
+    killed.write_bytes(b"a killed write, a second ago")
+    live.write_bytes(b"this process is writing it")
+    files.remove_stale_temp_files()
+    assert not killed.exists() and live.exists()
+
+
+def _a_pid_that_is_not_running() -> int:
+    pid = 4_000_000  # far above the pids in use here; checked below
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        pid += 1

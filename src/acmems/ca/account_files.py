@@ -19,7 +19,7 @@ from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from acmems.errors import ConfigError
-from acmems.fileio import write_atomic
+from acmems.fileio import temp_writer_gone, write_atomic
 
 __all__ = ["AccountFiles", "generate_key", "jwk_and_alg"]
 
@@ -61,13 +61,14 @@ class AccountFiles:
         return self.directory / REGISTRATION_FILE
 
     def remove_stale_temp_files(self) -> None:
-        """Remove temporary files of writes a killed process did not finish (older than a minute:
-        a younger one may be another process's write in progress)."""
+        """Remove temporary files of writes a killed process did not finish: those whose writer is
+        gone, and any older than a minute (a younger one of a live process may be a write in
+        progress, e.g. another acmems starting on this folder)."""
         if self.directory.is_dir():
             stale = time.time() - 60
             for temp in self.directory.glob(".*.tmp"):
                 with contextlib.suppress(FileNotFoundError):
-                    if temp.stat().st_mtime < stale:
+                    if temp_writer_gone(temp) or temp.stat().st_mtime < stale:
                         temp.unlink()
 
     def has_key(self) -> bool:
