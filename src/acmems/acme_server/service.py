@@ -23,7 +23,7 @@ from acmems.acme_server.views import Reply, Urls, account_view
 from acmems.ca.session import AcmeCa
 from acmems.core.acme_records import AcmeAccount, new_id
 from acmems.core.csr import CsrInfo
-from acmems.core.policy import IPAddress
+from acmems.core.policy import IPAddress, ip_allows
 from acmems.core.settings import AuthSettings, Settings
 from acmems.issuance.issuer import Issuer
 from acmems.storage import CertificateStore
@@ -92,10 +92,6 @@ def block_named(settings: Settings, name: str) -> AuthSettings:
     raise AcmeProblem("unauthorized", f"the auth block {name!r} this account is bound to is no longer configured")
 
 
-def allows_peer(block: AuthSettings, peer: IPAddress) -> bool:
-    return not block.ips or any(peer in network for network in block.ips)
-
-
 async def check_account(call: Call) -> Call:
     """The ``kid``'s account: known, valid, the signature its key's, the client an address its
     block allows."""
@@ -108,7 +104,7 @@ async def check_account(call: Call) -> Call:
     if account.status != "valid":
         raise AcmeProblem("unauthorized", f"the account is {account.status}")
     block = block_named(call.runtime.settings, account.block)
-    if not allows_peer(block, call.peer):
+    if not ip_allows(block, call.peer):
         raise AcmeProblem(
             "unauthorized", f"address {call.peer} may not use this account (auth block {block.name!r}: ip)"
         )
@@ -136,11 +132,11 @@ def _bound_block(call: Call, payload: Mapping[str, Any], jwk: dict[str, Any]) ->
         keys = {b.name: b.hmac_key for b in blocks if b.hmac_key is not None}
         kid = check_eab(binding, jwk, call.url, keys)
         block = block_named(call.runtime.settings, kid)
-        if not allows_peer(block, call.peer):
+        if not ip_allows(block, call.peer):
             raise AcmeProblem("unauthorized", f"address {call.peer} may not use auth block {kid!r} (its ip list)")
         return block, kid
     for block in blocks:
-        if block.hmac_key is None and allows_peer(block, call.peer):
+        if block.hmac_key is None and ip_allows(block, call.peer):
             return block, None
     if any(b.hmac_key is not None for b in blocks):
         raise AcmeProblem(

@@ -23,6 +23,7 @@ __all__ = [
     "address_allowed",
     "choose_auth_block",
     "domain_allowed",
+    "ip_allows",
     "normalize_hash_name",
     "parse_authentication_header",
     "peer_address",
@@ -111,8 +112,9 @@ def peer_address(host: str) -> IPAddress:
     return address
 
 
-def _ip_allowed(block: AuthSettings, peer: IPAddress) -> bool:
-    return any(peer in network for network in block.ips)
+def ip_allows(block: AuthSettings, peer: IPAddress) -> bool:
+    """Whether the block's ``ip`` list lets ``peer`` in (a block without one lets everyone in)."""
+    return not block.ips or any(peer in network for network in block.ips)
 
 
 def address_allowed(block: AuthSettings, address: str) -> bool:
@@ -136,10 +138,10 @@ def precheck(blocks: Sequence[AuthSettings], peer: IPAddress, has_auth_header: b
     candidates = [
         block
         for block in blocks
-        if (not block.ips or _ip_allowed(block, peer)) and (block.hmac_key is None or has_auth_header)
+        if ip_allows(block, peer) and (block.hmac_key is None or has_auth_header)
     ]
     if not candidates:
-        needs_header = any(b.hmac_key is not None and (not b.ips or _ip_allowed(b, peer)) for b in blocks)
+        needs_header = any(b.hmac_key is not None and ip_allows(b, peer) for b in blocks)
         hint = "an Authentication header is required" if needs_header else f"address {peer} is not allowed"
         raise AuthError(f"not authorized: {hint}", log_detail=f"precheck: no block for peer {peer}")
     return candidates
@@ -222,7 +224,7 @@ def _failed_method(
     header_error: AuthError | None,
     body: bytes,
 ) -> str:
-    if block.ips and not _ip_allowed(block, peer):
+    if not ip_allows(block, peer):
         return f"address {peer} not allowed"
     if block.hmac_key is not None:
         if header_error is not None:
