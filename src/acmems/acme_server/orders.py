@@ -24,7 +24,7 @@ from acmems.acme_server.views import Reply, authz_view, order_view
 from acmems.core.acme_records import AcmeAuthz, AcmeCertificate, AcmeOrder, Identifier, new_id
 from acmems.core.csr import CsrInfo, check_name, parse_csr
 from acmems.core.policy import address_allowed, domain_allowed
-from acmems.core.settings import AuthSettings, DnsPersistVerification, DnsUpdateVerification, LexiconVerification
+from acmems.core.settings import AuthSettings, Http01Verification
 from acmems.errors import AcmemsError, CsrError, Kind
 
 __all__ = [
@@ -45,7 +45,6 @@ FINALIZE_WAIT = 10.0  # finalize waits this long for the certificate before answ
 POLL_WAIT = 5.0  # a poll of a processing order waits this long for it
 RETRY_AFTER = 1  # what a processing order tells the client to wait
 _MAX_IDENTIFIERS = 100
-_DNS_TYPES = (DnsUpdateVerification, DnsPersistVerification, LexiconVerification)
 
 
 def _identifier(value: Any) -> Identifier:
@@ -74,7 +73,8 @@ def _refused(block: AuthSettings, identifier: Identifier, dns01: bool) -> str | 
 
 
 def _uses_dns01(call: Call) -> bool:
-    return isinstance(call.runtime.settings.verifications.get(call.auth_block.verification), _DNS_TYPES)
+    # every verification but http01 proves names by DNS (as the configuration's own check has it)
+    return not isinstance(call.runtime.settings.verifications.get(call.auth_block.verification), Http01Verification)
 
 
 def authorization_for(

@@ -80,26 +80,20 @@ def _issued(record: AcmeCertificate, certificate: x509.Certificate) -> bool:
 
 
 async def _relay(runtime: AcmeRuntime, record: AcmeCertificate, certificate: x509.Certificate, reason: int) -> None:
-    """Revoke at the CA (the block's accounts in turn: the one that issued it accepts), then drop
-    it from the cache."""
-    settings = runtime.settings
-    names = [name for block in settings.auth_blocks for name in block.ca]
-    last: AcmemsError | None = None
-    for name in dict.fromkeys(names):
-        ca = runtime.cas.get(name)
-        if ca is None:
-            continue
+    """Revoke at the CA (every account some block orders from, in turn: the one that issued it
+    accepts; one that finds it revoked already is as good), then drop it from the cache."""
+    refused: AcmemsError | None = None
+    for ca in runtime.cas.values():  # the default account's always among them
         try:
             await ca.revoke(certificate, reason)
-            last = None
             break
         except AcmemsError as exc:
-            last = exc
             if isinstance(exc, CaError) and exc.problem_type == "alreadyRevoked":
-                last = None
                 break
-    if last is not None:
-        raise from_error(last)
+            refused = exc
+    else:
+        assert refused is not None
+        raise from_error(refused)
     log.info("revoked serial %s for ACME account %s (reason %d)", record.serial, record.account, reason)
     cache = runtime.caches.get(record.storage)
     if cache is not None:

@@ -15,6 +15,10 @@ __all__ = ["DatabaseAcmeStore"]
 
 R = TypeVar("R", AcmeAccount, AcmeOrder, AcmeAuthz, AcmeCertificate)
 _SWEEP_EVERY = 500  # nonces issued between two removals of the expired ones
+_UPSERT = (
+    "INSERT INTO acmems_acme_records (kind, id, owner, body) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (kind, id) DO UPDATE SET body = EXCLUDED.body"
+)
 
 
 class DatabaseAcmeStore:
@@ -27,11 +31,7 @@ class DatabaseAcmeStore:
 
     async def _put(self, kind: str, ident: str, body: str, owner: str | None = None) -> None:
         async with self.db.transaction() as cursor:
-            await cursor.execute(
-                "INSERT INTO acmems_acme_records (kind, id, owner, body) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (kind, id) DO UPDATE SET body = EXCLUDED.body",
-                (kind, ident, owner, body),
-            )
+            await cursor.execute(_UPSERT, (kind, ident, owner, body))
 
     async def _get(self, kind: str, ident: str) -> str | None:
         async with self.db.transaction() as cursor:
@@ -147,11 +147,7 @@ class DatabaseAcmeStore:
                 ("cert", certificate.id, to_json(certificate)),
                 ("serial", certificate.serial, certificate.id),
             ):
-                await cursor.execute(
-                    "INSERT INTO acmems_acme_records (kind, id, owner, body) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (kind, id) DO UPDATE SET body = EXCLUDED.body",
-                    (kind, ident, certificate.account, body),
-                )
+                await cursor.execute(_UPSERT, (kind, ident, certificate.account, body))
 
     async def certificate(self, certificate_id: str) -> AcmeCertificate | None:
         return await self._record(AcmeCertificate, "cert", certificate_id)

@@ -135,11 +135,7 @@ def precheck(blocks: Sequence[AuthSettings], peer: IPAddress, has_auth_header: b
     Raises:
         AuthError: (403) no block could: the client need not upload anything.
     """
-    candidates = [
-        block
-        for block in blocks
-        if ip_allows(block, peer) and (block.hmac_key is None or has_auth_header)
-    ]
+    candidates = [block for block in blocks if ip_allows(block, peer) and (block.hmac_key is None or has_auth_header)]
     if not candidates:
         needs_header = any(b.hmac_key is not None and ip_allows(b, peer) for b in blocks)
         hint = "an Authentication header is required" if needs_header else f"address {peer} is not allowed"
