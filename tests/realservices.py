@@ -471,9 +471,24 @@ class Nginx(_Proxy):
     robin (a cluster's instances all answer every token)."""
 
     stop_signal = signal.SIGQUIT  # graceful
+    upstream = "acmems_challenges"  # the name docs/webservers.md uses
+
+    def _server(self) -> str:
+        """The ``server`` block, in front of ``upstream``."""
+        return f"""  server {{
+    listen 127.0.0.1:{self.port};
+    location /.well-known/acme-challenge/ {{
+      proxy_pass http://{self.upstream};
+      proxy_set_header Host $host;
+      proxy_next_upstream {"error timeout http_404" if self.retry_404 else "error timeout"};
+      proxy_next_upstream_tries 0;
+      proxy_connect_timeout 1s;
+      proxy_read_timeout 3s;
+    }}
+    location / {{ return 404; }}
+  }}"""
 
     def start(self) -> Nginx:
-        nginx = tool("nginx")
         d = self.dir
         d.mkdir(parents=True, exist_ok=True)
         servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=0;" for p in self.backends)
@@ -486,26 +501,41 @@ events {{ worker_connections 1024; }}
 http {{
 {temp}
   access_log {d}/access.log;
-  upstream acmems_challenges {{
+  upstream {self.upstream} {{
 {servers}
   }}
-  server {{
-    listen 127.0.0.1:{self.port};
-    location /.well-known/acme-challenge/ {{
-      proxy_pass http://acmems_challenges;
-      proxy_set_header Host $host;
-      proxy_next_upstream {"error timeout http_404" if self.retry_404 else "error timeout"};
-      proxy_next_upstream_tries 0;
-      proxy_connect_timeout 1s;
-      proxy_read_timeout 3s;
-    }}
-    location / {{ return 404; }}
-  }}
+{self._server()}
 }}
 """)
-        self.proc = spawn([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], (d / "stdout.log"))
+        command = [tool("nginx"), "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"]
+        self.proc = spawn(command, d / "stdout.log")
         wait_for(lambda: _connects(self.port), waits.SERVICE_START, "nginx", self.proc, self.log)
         return self
+
+
+class NginxTls(Nginx):
+    """nginx on ``port`` with TLS (``cert``, ``key``), sending each request to the next of
+    ``backends`` (HTTPS) in turn: plain round robin per request, the client's Host passed on."""
+
+    stop_signal = signal.SIGTERM
+    upstream = "backends"
+
+    def __init__(self, directory: Path, port: int, backends: Sequence[int], cert: Path, key: Path) -> None:
+        super().__init__(directory, port, backends)
+        self.cert, self.key = cert, key
+
+    def _server(self) -> str:
+        return f"""  server {{
+    listen 127.0.0.1:{self.port} ssl;
+    ssl_certificate {self.cert};
+    ssl_certificate_key {self.key};
+    location / {{
+      proxy_pass https://{self.upstream};
+      proxy_set_header Host $http_host;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}"""
 
 
 def _connects(port: int, host: str = "127.0.0.1") -> bool:
@@ -552,49 +582,6 @@ class Acmems:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-class NginxTls(_Proxy):
-    """nginx on ``port`` with TLS (``cert``, ``key``), sending each request to the next of
-    ``backends`` (HTTPS) in turn: plain round robin per request, the client's Host passed on."""
-
-    def __init__(self, directory: Path, port: int, backends: Sequence[int], cert: Path, key: Path) -> None:
-        super().__init__(directory, port, backends)
-        self.cert, self.key = cert, key
-
-    def start(self) -> NginxTls:
-        d = self.dir
-        d.mkdir(parents=True, exist_ok=True)
-        servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=0;" for p in self.backends)
-        temp = "\n".join(f"  {k}_temp_path {d}/{k}_temp;" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        (d / "nginx.conf").write_text(f"""
-pid {d}/nginx.pid;
-error_log {self.log} info;
-worker_processes 1;
-events {{ worker_connections 1024; }}
-http {{
-{temp}
-  access_log {d}/access.log;
-  upstream backends {{
-{servers}
-  }}
-  server {{
-    listen 127.0.0.1:{self.port} ssl;
-    ssl_certificate {self.cert};
-    ssl_certificate_key {self.key};
-    location / {{
-      proxy_pass https://backends;
-      proxy_set_header Host $http_host;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}
-}}
-""")
-        command = [tool("nginx"), "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"]
-        self.proc = spawn(command, d / "stdout.log")
-        wait_for(lambda: _connects(self.port), waits.SERVICE_START, "nginx", self.proc, self.log)
-        return self
 
 
 class Apache(_Proxy):
