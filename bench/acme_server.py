@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,11 @@ def _lego(state: Path, server: str, ca_file: Path, *args: str) -> float:
     return _run(base, dict(os.environ, LEGO_CA_CERTIFICATES=str(ca_file)), state / "cwd")
 
 
+def _fresh(samples: int, run: Callable[[int], float]) -> dict[str, float]:
+    """``samples`` timed runs of a client for fresh names, after one that registers (not counted)."""
+    return summary([run(i) for i in range(samples + 1)][1:])
+
+
 def _start(work: Path, pebble: Pebble) -> tuple[AcmeSite, Acmems]:
     site = AcmeSite.make(work / "site")
     block = ini.auth("bench", ["*.example.test"], ip="127.0.0.1", storage="file")
@@ -108,18 +114,18 @@ def bench_acme_server(work: Path, bind: Bind, samples: int) -> Result:
         log("certbot straight to Pebble (standalone HTTP-01), first run registers, not counted")
         standalone = ("--standalone", "--http-01-port", str(direct_http), "--http-01-address", "127.0.0.1")
         cb_direct = work / "cb-direct"
-        times = [
-            _certbot(cb_direct, direct.directory_url, direct.ca_bundle, *standalone, "-d", f"cd{i}.example.test")
-            for i in range(samples + 1)
-        ]
-        result["certbot_direct"] = summary(times[1:])
+        result["certbot_direct"] = _fresh(
+            samples,
+            lambda i: _certbot(
+                cb_direct, direct.directory_url, direct.ca_bundle, *standalone, "-d", f"cd{i}.example.test"
+            ),
+        )
         log("certbot through acmems")
         manual = ("--manual", "--preferred-challenges", "http", "--manual-auth-hook", "/bin/false")
         cb_via = work / "cb-via"
-        times = [
-            _certbot(cb_via, site.url, site.ca_file, *manual, "-d", f"cv{i}.example.test") for i in range(samples + 1)
-        ]
-        result["certbot_acmems"] = summary(times[1:])
+        result["certbot_acmems"] = _fresh(
+            samples, lambda i: _certbot(cb_via, site.url, site.ca_file, *manual, "-d", f"cv{i}.example.test")
+        )
         log("certbot through acmems, the same CSR again (cache hit)")
         csr = work / "same.csr"
         csr.write_bytes(make_csr(["same.example.test"])[0])
@@ -140,18 +146,17 @@ def bench_acme_server(work: Path, bind: Bind, samples: int) -> Result:
         result["certbot_acmems_same_csr"] = summary(hits)
         log("lego straight to Pebble (HTTP-01 on Pebble's port), first run registers, not counted")
         lego_http = ("--http", "--http.port", f"127.0.0.1:{direct_http}")
-        times = [
-            _lego(work / "lego-direct", direct.directory_url, direct.ca_bundle, *lego_http, "-d", f"ld{i}.example.test")
-            for i in range(samples + 1)
-        ]
-        result["lego_direct"] = summary(times[1:])
+        result["lego_direct"] = _fresh(
+            samples,
+            lambda i: _lego(
+                work / "lego-direct", direct.directory_url, direct.ca_bundle, *lego_http, "-d", f"ld{i}.example.test"
+            ),
+        )
         log("lego through acmems")
         lego_idle = ("--http", "--http.port", f"127.0.0.1:{free_port()}")
-        times = [
-            _lego(work / "lego-via", site.url, site.ca_file, *lego_idle, "-d", f"lv{i}.example.test")
-            for i in range(samples + 1)
-        ]
-        result["lego_acmems"] = summary(times[1:])
+        result["lego_acmems"] = _fresh(
+            samples, lambda i: _lego(work / "lego-via", site.url, site.ca_file, *lego_idle, "-d", f"lv{i}.example.test")
+        )
         log("50 ACME clients at once")
         assert via.proc is not None
         cpu = (cpu_seconds(server.proc.pid), cpu_seconds(via.proc.pid))
