@@ -89,14 +89,10 @@ class Server:
         acme = settings.acme_server
         if acme is not None:
             self.acme_front = AcmeFront(
-                self.backend.acme_store(acme.dir), lambda: self.runtime, self._http01_port, self.notify.on_answer
+                self.backend.acme_store(acme.dir), lambda: self.runtime, acme.http01_port, self.notify.on_answer
             )
             if acme.names:
                 self.own_certificate = OwnCertificate(acme)
-
-    def _http01_port(self) -> int:
-        acme = self.runtime.settings.acme_server
-        return acme.http01_port if acme is not None else 80
 
     async def _serve_acme(self, idle: float) -> None:
         acme = self.runtime.settings.acme_server

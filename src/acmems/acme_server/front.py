@@ -64,7 +64,7 @@ class AcmeFront:
         self,
         store: AcmeStore,
         current: Callable[[], AcmeRuntime],
-        http01_port: Callable[[], int],
+        http01_port: int,
         picked_up: Callable[[AuthSettings, CsrInfo, str, bytes], None] | None = None,
     ) -> None:
         self.store = store
@@ -87,7 +87,7 @@ class AcmeFront:
         }
 
     async def _challenge(self, call: Call) -> Reply:
-        return await self.validator.answer(call, self.http01_port())
+        return await self.validator.answer(call, self.http01_port)
 
     def directory(self, urls: Urls) -> dict[str, Any]:
         runtime = self.current()
