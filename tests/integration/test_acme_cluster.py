@@ -5,7 +5,10 @@ whose instance dies while it is processing is finished by another."""
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -77,6 +80,13 @@ def test_certbot_through_three_instances_behind_round_robin_gets_one_certificate
         assert _issued_at_ca(pebble) == issued_before + 1  # one order upstream
         answered = [_acme_requests(i.mgmt_port) for i in cluster.instances]
         assert all(count > 0 for count in answered), answered  # every instance answered some of them
+        listed = subprocess.run(
+            [sys.executable, "-m", "acmems", "list", str(cluster.instances[2].config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert re.search(r"rr\.example\.test, www\.rr\.example\.test  \(ACME account \S+\)", listed), listed
     finally:
         stop_cluster(cluster)
 

@@ -51,7 +51,9 @@ async def list_certificates(settings: Settings) -> int:
     if settings.account.dir is not None:
         tracks = read_state(settings.account.dir / STATE_FILE)[1].tracks
     async with _backend(settings) as backend:
+        # certificates ACME clients of [acme-server] ordered name their account (one look for all)
         acme = backend.acme_store(settings.acme_server.dir) if settings.acme_server is not None else None
+        accounts = await acme.accounts_by_serial() if acme is not None else {}
         for store in await _loaded(settings, backend):
             count = store.count()
             print(f'[storage "{store.name}"] {store.where}: {count} certificate(s)')
@@ -61,12 +63,11 @@ async def list_certificates(settings: Settings) -> int:
             for entry in store.entries():
                 track = tracks.get((store.name, entry.digest))
                 state = certificate_state(entry, now, thresholds, False, track.error if track else None)
-                # a certificate an ACME client of [acme-server] ordered names its account
-                ordered = await acme.certificate_by_serial(f"{entry.serial:x}") if acme is not None else None
+                account = accounts.get(f"{entry.serial:x}")
                 lines.append(
                     f"  {_when(entry.not_after)}  {_when(entry.renew_at)}  {state.replace(' ', '-'):<11} "
                     f"{entry.ca or 'default':<10} {', '.join(entry.names)}"
-                    + (f"  (ACME account {ordered.account})" if ordered is not None else "")
+                    + (f"  (ACME account {account})" if account is not None else "")
                 )
             if lines:
                 sys.stdout.write("\n".join(lines) + "\n")

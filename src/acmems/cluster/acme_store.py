@@ -155,3 +155,8 @@ class DatabaseAcmeStore:
     async def certificate_by_serial(self, serial: str) -> AcmeCertificate | None:
         certificate_id = await self._get("serial", serial)
         return None if certificate_id is None else await self.certificate(certificate_id)
+
+    async def accounts_by_serial(self) -> dict[str, str]:
+        async with self.db.transaction() as cursor:
+            await cursor.execute("SELECT id, owner FROM acmems_acme_records WHERE kind = 'serial'")
+            return {str(serial): str(owner) for serial, owner in await cursor.fetchall()}

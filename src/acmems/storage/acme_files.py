@@ -7,6 +7,7 @@ its chain), in ``accounts/``, ``orders/``, ``authz/``, ``certs/``; ``keys/THUMBP
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import TypeVar
@@ -119,6 +120,21 @@ class FileAcmeStore:
     async def certificate_by_serial(self, serial: str) -> AcmeCertificate | None:
         certificate_id = await self._read("serials", serial)
         return None if certificate_id is None else await self.certificate(certificate_id.strip())
+
+    async def accounts_by_serial(self) -> dict[str, str]:
+        found = {}
+        for serial in await asyncio.to_thread(_serial_names, self.directory / "serials"):
+            certificate = await self.certificate_by_serial(serial)
+            if certificate is not None:
+                found[serial] = certificate.account
+        return found
+
+
+def _serial_names(folder: Path) -> list[str]:
+    try:
+        return [name for name in os.listdir(folder) if _SAFE.fullmatch(name)]
+    except FileNotFoundError:
+        return []
 
 
 def _append_line(path: Path, line: str) -> None:

@@ -77,6 +77,10 @@ class AcmeStore(Protocol):
 
     async def certificate_by_serial(self, serial: str) -> AcmeCertificate | None: ...
 
+    async def accounts_by_serial(self) -> dict[str, str]:
+        """Serial (hex) -> the ACME account it went to, for every certificate given out (``acmems list``)."""
+        ...
+
 
 class MemoryNonces:
     """Nonces of one acmems process: a restart forgets them, and the client's next request gets
