@@ -7,7 +7,6 @@ binding (§7.3.4)."""
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -17,6 +16,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from josepy import b64 as jose_b64
 from josepy.errors import DeserializationError
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
@@ -42,8 +42,8 @@ _MIN_RSA_BITS = 2048
 
 
 def b64encode(data: bytes) -> str:
-    """base64url without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    """base64url without padding (JOSE's, by josepy)."""
+    return jose_b64.b64encode(data).decode()
 
 
 def b64decode(text: object, what: str) -> bytes:
@@ -55,7 +55,7 @@ def b64decode(text: object, what: str) -> bytes:
     if not isinstance(text, str) or "=" in text.rstrip("=") or not text.isascii():
         raise AcmeProblem("malformed", f"{what} is not base64url text")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return jose_b64.b64decode(text)
     except (binascii.Error, ValueError):
         raise AcmeProblem("malformed", f"{what} is not base64url text") from None
 

@@ -20,11 +20,12 @@ from josepy.jwk import JWK
 from acmems.acme_server.jws import b64decode, verify
 from acmems.acme_server.problems import AcmeProblem, from_error
 from acmems.acme_server.service import AcmeRuntime, Call, check_account
-from acmems.acme_server.views import Reply, timestamp
+from acmems.acme_server.views import Reply
 from acmems.core.acme_records import AcmeCertificate
 from acmems.core.renewal import renewal_time
 from acmems.core.settings import DatabaseStorage, FileStorage
 from acmems.errors import AcmemsError, CaError
+from acmems.notify.events import rfc3339
 from acmems.storage.acme_store import AcmeStore
 
 __all__ = ["ARI_RETRY_AFTER", "renewal_info", "revoke"]
@@ -131,5 +132,5 @@ async def renewal_info(runtime: AcmeRuntime, store: AcmeStore, cert_id: str) -> 
     if record is None:
         raise AcmeProblem("notFound", "this server did not issue a certificate with that serial")
     start, end = _window(runtime, record)
-    body = {"suggestedWindow": {"start": timestamp(start.timestamp()), "end": timestamp(end.timestamp())}}
+    body = {"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}}
     return Reply(200, body, headers={"Retry-After": str(ARI_RETRY_AFTER)})

@@ -3,22 +3,17 @@ URL the client used (``https://`` and its ``Host``) in, JSON out. Every URL is b
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from acmems.core.acme_records import AcmeAccount, AcmeAuthz, AcmeOrder
+from acmems.notify.events import rfc3339
 
-__all__ = ["Reply", "Urls", "account_view", "authz_view", "order_view", "timestamp"]
+__all__ = ["Reply", "Urls", "account_view", "authz_view", "order_view"]
 
 PREFIX = "/acme"
-
-
-def timestamp(when: float) -> str:
-    """RFC 3339 in UTC, as ACME objects carry times."""
-    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +64,14 @@ def account_view(account: AcmeAccount, urls: Urls) -> dict[str, Any]:
         "key": json.loads(account.jwk),
     }
     if account.created:
-        view["createdAt"] = timestamp(account.created)
+        view["createdAt"] = rfc3339(account.created)
     return view
 
 
 def order_view(order: AcmeOrder, urls: Urls) -> dict[str, Any]:
     view: dict[str, Any] = {
         "status": order.status,
-        "expires": timestamp(order.expires),
+        "expires": rfc3339(order.expires),
         "identifiers": [i.as_json() for i in order.identifiers],
         "authorizations": [urls.of("authz", a) for a in order.authorizations],
         "finalize": urls.of("order", order.id) + "/finalize",
@@ -100,13 +95,13 @@ def authz_view(authz: AcmeAuthz, urls: Urls) -> dict[str, Any]:
         "token": authz.token,
     }
     if authz.validated is not None:
-        challenge["validated"] = timestamp(authz.validated)
+        challenge["validated"] = rfc3339(authz.validated)
     if authz.error is not None:
         challenge["error"] = json.loads(authz.error)
     identifier = authz.identifier
     view: dict[str, Any] = {
         "status": authz.status,
-        "expires": timestamp(authz.expires),
+        "expires": rfc3339(authz.expires),
         "identifier": identifier.as_json(),
         "challenges": [challenge],
     }

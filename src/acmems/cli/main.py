@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -185,7 +184,9 @@ def _eab(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     if settings.acme_server is None:
         print("acmems eab: note: the configuration has no [acme-server] section yet", file=sys.stderr)
-    mac_key = base64.urlsafe_b64encode(block.hmac_key).rstrip(b"=").decode()
+    from josepy import b64 as jose_b64  # loaded for this command only, like the ACME client for revoke
+
+    mac_key = jose_b64.b64encode(block.hmac_key).decode()  # base64url without padding, as clients want it
     print(f"kid: {block.name}\nhmac: {mac_key}")
     return 0
 
