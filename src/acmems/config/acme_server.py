@@ -9,7 +9,7 @@ from pathlib import Path
 
 from acmems.config.ini import Section
 from acmems.config.sections import Keys
-from acmems.config.values import nonempty, parse_listener, positive_int
+from acmems.config.values import nonempty, parse_listener, port_number
 from acmems.core.settings import AcmeServerSettings, ClusterSettings
 
 __all__ = ["read_acme_server", "resolve_acme_server"]
@@ -22,13 +22,6 @@ def _listener_name(value: str) -> str:
     if not _NAME.fullmatch(name):
         raise ValueError(f"{value!r} is not a DNS name for the listener's certificate")
     return name
-
-
-def _port(value: str) -> int:
-    port = positive_int(value)
-    if port > 65535:
-        raise ValueError(f"port {port} is out of range 1-65535")
-    return port
 
 
 def read_acme_server(section: Section, keys: Keys) -> AcmeServerSettings:
@@ -61,7 +54,7 @@ def read_acme_server(section: Section, keys: Keys) -> AcmeServerSettings:
         certificate=certificate,
         key=key,
         names=names,
-        http01_port=keys.value("http-01-port", _port, 80),
+        http01_port=keys.value("http-01-port", port_number, 80),
     )
 
 

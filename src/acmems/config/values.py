@@ -66,9 +66,7 @@ def parse_listener(value: str) -> Listener:
     if match is None:
         raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:1313 or [::1]:1313 (IPv6 in brackets)")
     host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range 1-65535")
+    port = port_number(match.group(2) or match.group(4))
     if match.group(1) is not None:
         try:
             ipaddress.IPv6Address(host.split("%")[0])
@@ -116,6 +114,16 @@ def positive_int(value: str) -> int:
     if not re.fullmatch(r"\d+", value) or int(value) <= 0:
         raise ValueError(f"{value!r} must be a whole number larger than 0")
     return int(value)
+
+
+def port_number(value: str) -> int:
+    """A TCP port, 1-65535."""
+    if not re.fullmatch(r"\d+", value):
+        raise ValueError(f"{value!r} is not a port number (1-65535)")
+    port = int(value)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return port
 
 
 def ip_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
